@@ -1,0 +1,167 @@
+"""The ``verinet`` command line."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import verinet
+
+app = typer.Typer(
+    help="verinet: ensembles of small language models that cross-verify each other's reasoning steps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Task families: sample problems, check chains.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"verinet {verinet.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """verinet command line."""
+
+
+def parse_knobs(items: list[str]) -> dict[str, Any]:
+    """``['steps=4', 'ops=+-']`` -> ``{'steps': 4, 'ops': '+-'}`` (values read as YAML scalars)."""
+    knobs: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--knob expects KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        knobs[key.strip()] = value if isinstance(value, (bool, int, float, str)) else raw
+    return knobs
+
+
+@tasks_app.command("sample")
+def tasks_sample(
+    family: Annotated[str, typer.Option("--family", "-f", help="arith or logic")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many problems.")] = 5,
+    seed: Annotated[int, typer.Option(help="Base seed; the same seed gives the same problems.")] = 0,
+    knob: Annotated[list[str], typer.Option("--knob", "-k", help="Generator knob KEY=VALUE, repeatable.")] = [],
+    out: Annotated[Optional[Path], typer.Option(help="Write JSONL (problem + gold chain) here.")] = None,
+) -> None:
+    """Show or write generated problems with their gold chains."""
+    from verinet.tasks import TaskError, get_family
+    from verinet.tasks.jsonl import sample_record, write_jsonl
+
+    try:
+        fam = get_family(family)
+        problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
+    except TaskError as e:
+        raise fail(str(e)) from None
+    records = [sample_record(p, fam.gold_chain(p).text) for p in problems]
+    if out is not None:
+        write_jsonl(out, records)
+        console.print(f"wrote {len(records)} problems to {out}")
+        return
+    for p, rec in zip(problems, records):
+        console.rule(f"{p.id}  (seed {p.seed})")
+        console.print(f"[bold]question[/]\n{p.question}", highlight=False)
+        console.print(f"[bold]gold chain[/]\n{rec['chain']}", highlight=False)
+
+
+@tasks_app.command("check")
+def tasks_check(
+    file: Annotated[Path, typer.Argument(help="JSONL: each line a problem (or family+seed) and a chain text.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write one ChainCheck JSON per line here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Totals only, no per-step lines.")] = False,
+) -> None:
+    """Score chains from any source with the exact checker; print per-step results and totals."""
+    from verinet.tasks import TaskError, get_family
+    from verinet.tasks.jsonl import LineError, read_check_requests
+
+    totals: Counter[str] = Counter()
+    out_f = out.open("w", encoding="utf-8") if out else None
+    try:
+        for item in read_check_requests(file):
+            if isinstance(item, LineError):
+                totals["bad_lines"] += 1
+                err.print(f"[red]{file}:{item.line}:[/] {item.message}", highlight=False)
+                continue
+            check = get_family(item.problem.family).check(item.problem, item.chain)
+            totals["chains"] += 1
+            totals["steps"] += len(check.steps)
+            totals["valid_steps"] += check.n_valid
+            totals["supported_steps"] += check.n_supported
+            totals["all_valid"] += check.first_error == -1
+            totals["answer_correct"] += check.answer_correct
+            if out_f:
+                out_f.write(json.dumps({"line": item.line, "chain_id": item.chain_id,
+                                        **check.model_dump(mode="json")}) + "\n")
+            if not quiet:
+                _print_check(item.line, item.problem.id, check)
+    except TaskError as e:
+        raise fail(str(e)) from None
+    finally:
+        if out_f:
+            out_f.close()
+    t = Table(title="totals")
+    for k in ("chains", "all_valid", "answer_correct", "steps", "valid_steps", "supported_steps", "bad_lines"):
+        t.add_column(k, justify="right")
+    t.add_row(*(str(totals[k]) for k in ("chains", "all_valid", "answer_correct", "steps", "valid_steps",
+                                         "supported_steps", "bad_lines")))
+    console.print(t)
+
+
+def _print_check(line: int, problem_id: str, check: Any) -> None:
+    console.print(f"[bold]line {line}[/] {problem_id}: first error {check.first_error}, "
+                  f"answer {'correct' if check.answer_correct else 'wrong'}", highlight=False)
+    for s in [*check.steps, check.answer]:
+        mark = "[green]ok[/]" if s.valid else "[red]xx[/]"
+        sup = "supported" if s.supported else "unsupported"
+        reason = f"  ({s.reason})" if s.reason else ""
+        console.print(f"  {s.index:>3} {mark} {sup:<11} {s.text[:80]}{reason}", highlight=False, markup=True)
+
+
+@app.command("compare")
+def compare(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; default: the embedded one.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (overrides the config's out_dir).")] = None,
+) -> None:
+    """Run the comparison job (resumable) and write results, a summary and a report."""
+    from verinet.experiments import ConfigError, load_config, run_compare
+    from verinet.tasks import TaskError
+
+    try:
+        cfg = load_config(config)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("problems", total=None)
+            report = run_compare(cfg, out_dir=out,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (ConfigError, TaskError) as e:
+        raise fail(str(e)) from None
+    console.print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,40 @@
+"""Task families with exact step checking, and a loader for GSM8K-format data.
+
+    >>> fam = get_family("arith")
+    >>> problem = fam.generate(seed=0, params={"steps": 3})
+    >>> fam.check(problem, fam.gold_chain(problem).text).first_error
+    -1
+"""
+
+from __future__ import annotations
+
+from verinet.tasks.base import ANSWER_CUE, InjectionUnsupported, TaskError, TaskFamily, split_chain
+
+FAMILY_NAMES = ("arith", "logic", "gsm8k")
+_instances: dict[str, TaskFamily] = {}
+
+
+def get_family(name: str) -> TaskFamily:
+    """The family registered under ``name``; raises TaskError listing the known ones."""
+    if name not in _instances:
+        if name == "arith":
+            from verinet.tasks.arith import ArithFamily as cls
+        elif name == "logic":
+            from verinet.tasks.logic import LogicFamily as cls
+        elif name == "gsm8k":
+            from verinet.tasks.gsm8k import Gsm8kFamily as cls
+        else:
+            raise TaskError(f"unknown task family {name!r}; choose one of {list(FAMILY_NAMES)}")
+        _instances[name] = cls()
+    return _instances[name]
+
+
+__all__ = [
+    "ANSWER_CUE",
+    "FAMILY_NAMES",
+    "InjectionUnsupported",
+    "TaskError",
+    "TaskFamily",
+    "get_family",
+    "split_chain",
+]
