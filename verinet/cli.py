@@ -63,19 +63,27 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
 
 @tasks_app.command("sample")
 def tasks_sample(
-    family: Annotated[str, typer.Option("--family", "-f", help="arith or logic")],
+    family: Annotated[str, typer.Option("--family", "-f", help="arith, logic or gsm8k (with --data)")],
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many problems.")] = 5,
     seed: Annotated[int, typer.Option(help="Base seed; the same seed gives the same problems.")] = 0,
     knob: Annotated[list[str], typer.Option("--knob", "-k", help="Generator knob KEY=VALUE, repeatable.")] = [],
     out: Annotated[Optional[Path], typer.Option(help="Write JSONL (problem + gold chain) here.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="GSM8K-format JSONL to load (family gsm8k).")] = None,
 ) -> None:
-    """Show or write generated problems with their gold chains."""
+    """Show or write generated (or, for gsm8k, loaded) problems with their gold chains."""
     from verinet.tasks import TaskError, get_family
     from verinet.tasks.jsonl import sample_record, write_jsonl
 
     try:
         fam = get_family(family)
-        problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
+        if data is not None:
+            if family != "gsm8k":
+                raise TaskError(f"--data is for family gsm8k; {family} problems are generated")
+            from verinet.tasks.gsm8k import load_gsm8k
+
+            problems = load_gsm8k(data, limit=n)
+        else:
+            problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
     except TaskError as e:
         raise fail(str(e)) from None
     records = [sample_record(p, fam.gold_chain(p).text) for p in problems]

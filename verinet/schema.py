@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMAT_VERSION = 1
 
@@ -186,6 +186,18 @@ class VerificationReport(Record):
         return self
 
 
+def format_validation_error(e: ValidationError) -> str:
+    """One line naming every bad field: 'tasks.0.n: Input should be ...; seed: ...'."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; unknown keys are rejected)"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
 __all__ = [
     "ERROR_KINDS",
     "FORMAT_VERSION",
@@ -200,4 +212,5 @@ __all__ = [
     "StepPosterior",
     "Verdict",
     "VerificationReport",
+    "format_validation_error",
 ]

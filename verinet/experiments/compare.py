@@ -33,7 +33,7 @@ def iter_problems(config: CompareConfig) -> Iterator[tuple[TaskFamily, Problem]]
         if spec.family == "gsm8k":
             from verinet.tasks.gsm8k import load_gsm8k
 
-            for p in load_gsm8k(spec.path)[: spec.n]:
+            for p in load_gsm8k(spec.path, limit=spec.n):
                 yield fam, p
         else:
             for p in fam.sample(spec.n, seed=config.seed * 1000 + i, params=spec.params):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from verinet.schema import ERROR_KINDS, ErrorKind
+from verinet.schema import ERROR_KINDS, ErrorKind, format_validation_error
 from verinet.tasks import TaskError, get_family
 
 
@@ -87,14 +87,3 @@ def load_config(path: str | Path | None) -> CompareConfig:
         return CompareConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{p}: " + format_validation_error(e)) from None
-
-
-def format_validation_error(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; unknown keys are rejected)"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)

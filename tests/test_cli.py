@@ -1,0 +1,110 @@
+"""The command line: --help everywhere, --version, tasks sample/check, clear errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import verinet
+from verinet.cli import app
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def _all(r):
+    return r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["tasks"], ["tasks", "sample"], ["tasks", "check"], ["compare"]])
+def test_help_everywhere(args):
+    r = runner.invoke(app, [*args, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and verinet.__version__ in r.output
+
+
+def test_sample_then_check_round_trip(tmp_path):
+    out = tmp_path / "p.jsonl"
+    r = runner.invoke(app, ["tasks", "sample", "-f", "arith", "-n", "20", "--seed", "3", "-k", "steps=4",
+                            "-k", "ops=+-", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 20
+    first = json.loads(lines[0])
+    assert first["problem"]["params"]["steps"] == 4 and set(first["problem"]["params"]["ops"]) == {"+", "-"}
+    res = tmp_path / "checks.jsonl"
+    r = runner.invoke(app, ["tasks", "check", str(out), "--out", str(res), "-q"])
+    assert r.exit_code == 0, r.output
+    checks = [json.loads(x) for x in res.read_text().splitlines()]
+    assert len(checks) == 20 and all(c["first_error"] == -1 and c["answer_correct"] for c in checks)
+
+
+def test_sample_prints_problems():
+    r = runner.invoke(app, ["tasks", "sample", "-f", "arith", "-n", "2"])
+    assert r.exit_code == 0 and r.output.count("####") == 2
+
+
+def test_check_reports_bad_lines_and_goes_on(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"family": "arith", "seed": 1, "chain": "nonsense\n#### 4"}),
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({"family": "arith", "seed": 2}),
+        json.dumps({"family": "nope", "seed": 2, "chain": ""}),
+        json.dumps({"problem": {"id": "x"}, "chain": ""}),
+        "",
+        json.dumps({"family": "arith", "seed": 2, "params": {"steps": 2}, "chain": ""}),
+    ]) + "\n")
+    r = runner.invoke(app, ["tasks", "check", str(f)])
+    assert r.exit_code == 0, r.output
+    out = _all(r)
+    for line_no, needle in [(2, "not valid JSON"), (3, "expected a JSON object"), (4, "missing 'chain'"),
+                            (5, "unknown task family"), (6, "invalid problem")]:
+        assert f"mixed.jsonl:{line_no}:" in out and needle in out, (line_no, out)
+    assert "cannot parse" in out
+    assert "│      2 │" in out  # two chains were checked
+
+
+def test_bad_knob_is_a_clear_error():
+    r = runner.invoke(app, ["tasks", "sample", "-f", "arith", "-k", "steps=99"])
+    assert r.exit_code == 2 and "steps" in _all(r)
+    r = runner.invoke(app, ["tasks", "sample", "-f", "arith", "-k", "steps"])
+    assert r.exit_code == 2 and "KEY=VALUE" in _all(r)
+
+
+def test_missing_check_file():
+    r = runner.invoke(app, ["tasks", "check", "/nonexistent.jsonl"])
+    assert r.exit_code == 2 and "no such file" in _all(r)
+
+
+def test_sample_gsm8k_from_data(tmp_path):
+    f = tmp_path / "g.jsonl"
+    f.write_text(json.dumps({"question": "Tom has 3 apples and buys 4 more. How many?",
+                             "answer": "Tom has 3+4=<<3+4=7>>7 apples.\n#### 7"}) + "\n")
+    r = runner.invoke(app, ["tasks", "sample", "-f", "gsm8k", "--data", str(f)])
+    assert r.exit_code == 0, _all(r)
+    assert "<<3+4=7>>" in r.stdout
+    r = runner.invoke(app, ["tasks", "sample", "-f", "gsm8k"])
+    assert r.exit_code == 2 and "load_gsm8k" in _all(r)
+
+
+def test_compare_default_runs_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["compare", "--out", str(out)])
+    assert r.exit_code == 0, _all(r)
+    assert "report:" in r.stdout and (out / "report.md").exists()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 200
+    r = runner.invoke(app, ["compare", "--out", str(out)])  # resumes: nothing to redo, nothing duplicated
+    assert r.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 200
+
+
+def test_compare_bad_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("tasks: [{family: arith, n: -3}]\n")
+    r = runner.invoke(app, ["compare", "--config", str(bad)])
+    assert r.exit_code == 2 and "tasks.0.n" in _all(r)
