@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 import verinet
+from verinet.zoo.cli import zoo_app
 
 app = typer.Typer(
     help="verinet: ensembles of small language models that cross-verify each other's reasoning steps.",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Task families: sample problems, check chains.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(zoo_app, name="zoo")
 
 console = Console()
 err = Console(stderr=True)

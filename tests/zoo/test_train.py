@@ -1,0 +1,73 @@
+"""Training: the loss falls, runs are deterministic, an interrupted run resumes on the same path."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from verinet.zoo.config import ZooError
+from verinet.zoo.data import IGNORE, ExampleBuilder
+from verinet.zoo.model import count_parameters, load_checkpoint
+from verinet.zoo.tokenizer import INVALID, TAG, VALID, build_tokenizer
+from verinet.zoo.train import train
+
+from .conftest import micro_config
+
+
+def test_micro_model_loss_falls(tmp_path, micro):
+    r = train(micro, tmp_path / "m")
+    assert r.steps == 40 and r.tokens > 0
+    assert r.losses[-1] < 0.7 * r.losses[0], r.losses
+    model, tok = load_checkpoint(tmp_path / "m")
+    assert count_parameters(model)["non_embedding"] > 50_000
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["config"]["name"] == "micro" and not (tmp_path / "m" / "train_state").exists()
+
+
+def test_resume_follows_the_same_trajectory(tmp_path):
+    cfg = micro_config(steps=20)
+    straight = train(cfg, tmp_path / "a")
+    partial = train(cfg, tmp_path / "b", stop_after=12)  # state saved at step 10, steps 11-12 lost
+    assert partial.steps == 12 and (tmp_path / "b" / "train_state" / "state.json").exists()
+    resumed = train(cfg, tmp_path / "b")
+    assert resumed.steps == straight.steps == 20 and resumed.tokens == straight.tokens
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+def test_finished_run_is_not_retrained_and_config_must_match(tmp_path):
+    cfg = micro_config(steps=5)
+    first = train(cfg, tmp_path / "m")
+    again = train(cfg, tmp_path / "m")
+    assert again.tokens == first.tokens
+    with pytest.raises(ZooError, match="another config"):
+        train(micro_config(steps=6), tmp_path / "m")
+
+
+def test_verify_examples_put_verdicts_at_tags():
+    tok = build_tokenizer()
+    b = ExampleBuilder(micro_config(), tok)
+    tag, ok, bad = (tok.convert_tokens_to_ids(t) for t in (TAG, VALID, INVALID))
+    from verinet.tasks import get_family
+
+    fam = get_family("arith")
+    p = fam.generate(3, {"steps": 3})
+    import random
+
+    seen_invalid = False
+    for i in range(20):
+        ex = b.verify(p, random.Random(i))
+        marked = [t for i_, t in zip(ex.ids, ex.targets) if t != IGNORE]
+        assert all(i_ == tag for i_, t in zip(ex.ids, ex.targets) if t != IGNORE)
+        assert set(marked) <= {ok, bad} and len(marked) == ex.ids.count(tag) in (3, 4)  # steps + answer; 3 when a step was dropped
+        seen_invalid |= bad in marked
+    assert seen_invalid
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    b = ExampleBuilder(micro_config(), build_tokenizer())
+    assert [e.ids for e in b.batch(7)] == [e.ids for e in b.batch(7)]
+    assert [e.ids for e in b.batch(7)] != [e.ids for e in b.batch(8)]

@@ -1,0 +1,70 @@
+"""Model cards: what a zoo checkpoint is, how it was trained, how well it does (JSON + Markdown)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import verinet
+from verinet.schema import FORMAT_VERSION
+
+
+def build_card(training: dict[str, Any], evaluation: dict[str, Any],
+               repro: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card. ``repro`` is a small evaluation that tests rerun to check the checkpoint."""
+    cfg = training["config"]
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": cfg["name"],
+        "verinet_version": verinet.__version__,
+        "architecture": {"type": "LlamaForCausalLM", "tokenizer": "character-level", **cfg["size"],
+                         "head_dim": cfg["size"]["hidden"] // cfg["size"]["heads"], "tied_embeddings": True},
+        "parameters": training["parameters"],
+        "training": {
+            "regime": "supervised: solve + step verification (verdict after each step) + answer forcing",
+            "objectives": cfg["objectives"], "tasks": cfg["tasks"], "seed": cfg["training"]["seed"],
+            "steps": training["steps"], "tokens": training["tokens"], "wall_s": training["wall_s"],
+            "device": training["device"], "threads": training.get("threads"),
+            "hyperparameters": cfg["training"], "loss_curve": training["losses"],
+        },
+        "evaluation": evaluation,
+        "repro": repro,
+    }
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    (out / "README.md").write_text(render_markdown(card))
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    a, p, t, e = card["architecture"], card["parameters"], card["training"], card["evaluation"]
+    lines = [
+        f"# {card['name']}",
+        "",
+        "A verinet zoo model: a small Llama-architecture causal LM with a character vocabulary, "
+        "trained from scratch by verinet on its own task families to solve problems step by step, "
+        "to verify steps (a `<+>`/`<->` verdict after each `<v>`), and to answer after a given chain.",
+        "",
+        "| | |", "|---|---|",
+        f"| parameters | {p['total']:,} total, {p['non_embedding']:,} non-embedding |",
+        f"| architecture | d={a['hidden']}, layers={a['layers']}, heads={a['heads']} (head_dim {a['head_dim']}), "
+        f"ff={a['intermediate']}, max_len={a['max_len']} |",
+        f"| training | {t['steps']} steps, {t['tokens']:,} tokens, seed {t['seed']}, {t['wall_s']:.0f} s on {t['device']} |",
+        f"| regime | {t['regime']} |",
+        "",
+        f"## Held-out evaluation ({e['n_per_slice']} problems per slice, greedy)",
+        "",
+        "| family | difficulty | accuracy | chain fully valid | step validity | verifier acc | verifier AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in e["slices"]:
+        auroc = "n/a" if s["verifier_auroc"] is None else f"{s['verifier_auroc']:.3f}"
+        lines.append(f"| {s['family']} | {json.dumps(s['params'])} | {s['accuracy']:.3f} | {s['chain_valid']:.3f} | "
+                     f"{s['step_validity']:.3f} | {s['verifier_accuracy']:.3f} | {auroc} |")
+    lines += ["", "Load it with plain transformers:", "", "```python",
+              "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              "model = AutoModelForCausalLM.from_pretrained(PATH)",
+              "tok = AutoTokenizer.from_pretrained(PATH)", "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Where zoo checkpoints live and how names resolve to them.
+
+The default ladder is committed inside the package (``verinet/zoo/models/NAME``), so
+``pip install`` carries it. A name can also be any directory path holding a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from verinet.zoo.config import ZooError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def list_checkpoints() -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, path, card) of every committed checkpoint that has a card, sorted by size."""
+    found = []
+    for d in sorted(MODELS_DIR.glob("*/card.json")):
+        card = json.loads(d.read_text())
+        found.append((d.parent.name, d.parent, card))
+    return sorted(found, key=lambda x: (x[2]["parameters"]["non_embedding"], x[0]))
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    if (MODELS_DIR / str(name_or_path)).is_dir():
+        return MODELS_DIR / str(name_or_path)
+    known = [n for n, _, _ in list_checkpoints()]
+    raise ZooError(f"no zoo checkpoint {str(name_or_path)!r}: not a directory and not one of {known}; "
+                   "train it with `verinet zoo train --config configs/zoo/NAME.yaml`")

@@ -1,0 +1,174 @@
+"""Supervised training of a zoo model: a plain torch loop, deterministic and resumable.
+
+The loop is deliberately small (nanoGPT-style): at these sizes transformers' Trainer
+costs more in overhead than the model costs in compute. Batches are a pure function of
+(seed, step) (see data.py), the model has no dropout, and the optimizer and schedule
+state are checkpointed, so an interrupted run resumes on the same trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from transformers import get_cosine_schedule_with_warmup
+
+from verinet.zoo.config import ZooConfig, ZooError
+from verinet.zoo.data import IGNORE, ExampleBuilder, collate
+from verinet.zoo.model import build_model, count_parameters
+from verinet.zoo.tokenizer import build_tokenizer
+
+STATE_DIR = "train_state"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    wall_s: float
+    final_loss: float
+    losses: list[float]  # mean loss of each logged window
+    device: str
+
+
+def resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    return choice
+
+
+def example_weighted_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of each example's mean token loss, so a verify example (a few
+    verdict tokens) weighs as much as a solve example (a whole chain)."""
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
+                                reduction="none")
+    counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
+    return (per_token.sum(dim=1) / counts).mean()
+
+
+def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=False)
+
+
+def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
+          on_step: Callable[[int, float, float], None] | None = None) -> TrainResult:
+    """Train (or resume) ``config`` into ``out_dir``; returns what happened.
+
+    ``stop_after`` ends the run early after that many steps of this call (used to test
+    resumption); ``on_step(step, loss, tokens_per_s)`` is called after each step.
+    """
+    tc = config.training
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    finished = read_training_info(out)
+    if finished is not None:
+        if finished["config"] != config.model_dump(mode="json"):
+            raise ZooError(f"{out} holds a model trained with another config; choose another output "
+                           "directory or delete it to retrain")
+        return TrainResult(finished["steps"], finished["tokens"], finished["wall_s"],
+                           finished["losses"][-1], finished["losses"], finished["device"])
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    tok = build_tokenizer()
+    builder = ExampleBuilder(config, tok)
+    model = build_model(config.size, tok, tc.seed).to(device)
+    opt = _optimizer(model, tc)
+    sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
+    state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
+    state_dir = out / STATE_DIR
+    if (state_dir / "state.json").is_file():
+        state = json.loads((state_dir / "state.json").read_text())
+        load_model(model, str(state_dir / "model.safetensors"), device=device)
+        saved = torch.load(state_dir / "optim.pt", map_location=device, weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.dtype == "bfloat16" \
+        else torch.autocast("cpu", enabled=False)
+    model.train()
+    window: list[float] = []
+    t_start = time.perf_counter() - state["wall_s"]
+    done_here = 0
+    while state["step"] < tc.steps and (stop_after is None or done_here < stop_after):
+        t0 = time.perf_counter()
+        batch = {k: v.to(device) for k, v in collate(builder.batch(state["step"]), tok.pad_token_id).items()}
+        with autocast:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = example_weighted_loss(logits, batch["targets"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok = int(batch["attention_mask"].sum())
+        state["step"] += 1
+        state["tokens"] += n_tok
+        done_here += 1
+        loss_value = loss.item()
+        window.append(loss_value)
+        if on_step:
+            on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
+        if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps:
+            state["losses"].append(sum(window) / len(window))
+            window = []
+            state["wall_s"] = time.perf_counter() - t_start
+            _save_state(state_dir, model, opt, sched, state)
+    state["wall_s"] = time.perf_counter() - t_start
+    if state["step"] >= tc.steps:
+        model.eval()
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / "training.json").write_text(json.dumps({
+            "config": config.model_dump(mode="json"),
+            "parameters": count_parameters(model),
+            "steps": state["step"], "tokens": state["tokens"], "wall_s": round(state["wall_s"], 1),
+            "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "losses": state["losses"],
+        }, indent=2))
+        shutil.rmtree(state_dir, ignore_errors=True)
+    losses = state["losses"] + ([sum(window) / len(window)] if window else [])
+    return TrainResult(state["step"], state["tokens"], state["wall_s"], losses[-1] if losses else float("nan"),
+                       losses, device)
+
+
+def read_training_info(out: Path) -> dict | None:
+    """The record a finished run leaves next to its weights, or None if the run is not finished."""
+    f = out / "training.json"
+    if not f.is_file() or not (out / "model.safetensors").is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise ZooError(f"{f} is corrupt; delete {out} and retrain") from None
+
+
+def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
+    """Write the resumable state atomically: a crash mid-save leaves the previous one intact."""
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optim.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    old = state_dir.with_name(state_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if state_dir.exists():
+        os.replace(state_dir, old)
+    os.replace(tmp, state_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["TrainResult", "read_training_info", "train"]
