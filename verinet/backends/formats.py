@@ -1,0 +1,172 @@
+"""Prompt formats per model family: how a backend is asked to solve, answer and verify.
+
+* ``zoo`` — the zoo's canonical format (verinet.zoo.formats): chains in the task
+  family's format; verification scores every step in one tagged pass.
+* ``chat`` — real instruct models: the model's chat template, steps written as
+  "Step k: ..." (or split on blank lines), and per step a verdict question answered
+  Yes or No, scored from the Yes/No token log-probs (the prompts for step k share the
+  prefix up to step k).
+
+A format turns text into requests and results back into chains and P(valid) per step;
+it never parses free text on the verification hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from verinet.backends.base import Backend, Usage
+from verinet.tasks.base import ANSWER_CUE, split_chain
+
+Messages = list[dict[str, str]]
+
+
+class PromptFormat(ABC):
+    name: str
+
+    @abstractmethod
+    def solve_prompt(self, question: str) -> str: ...
+
+    @abstractmethod
+    def parse(self, text: str) -> tuple[list[str], str | None]:
+        """Generated text -> (steps, answer). Never raises."""
+
+    @abstractmethod
+    def force_prompt(self, question: str, steps: list[str]) -> str:
+        """A prompt that makes the model answer right after the given (possibly altered) steps."""
+
+    @abstractmethod
+    def verify(self, backend: Backend, question: str, chains: list[tuple[list[str], str | None]]
+               ) -> tuple[list[list[float]], Usage]:
+        """P(valid) for every step of every chain, plus one for the answer line when present."""
+
+    def chain_text(self, steps: list[str], answer: str | None) -> str:
+        """Canonical chain text (what task checkers read)."""
+        lines = list(steps) + ([f"{ANSWER_CUE} {answer}"] if answer is not None else [])
+        return "\n".join(lines)
+
+
+class ZooFormat(PromptFormat):
+    name = "zoo"
+
+    def solve_prompt(self, question: str) -> str:
+        from verinet.zoo.formats import solve_prompt
+
+        return solve_prompt(question)
+
+    def parse(self, text: str) -> tuple[list[str], str | None]:
+        sc = split_chain(text)
+        return sc.steps, sc.answer
+
+    def force_prompt(self, question: str, steps: list[str]) -> str:
+        from verinet.zoo.formats import force_prompt
+
+        return force_prompt(question, steps)
+
+    def verify(self, backend, question, chains):
+        from verinet.zoo.formats import verify_text
+        from verinet.zoo.tokenizer import INVALID, TAG, VALID
+
+        texts = [verify_text(question, steps, answer) for steps, answer in chains]
+        r = backend.score_tagged(texts, TAG, VALID, INVALID)
+        return r.p_valid, r.usage
+
+
+_STEP_MARK = re.compile(r"^\s*(?:\*\*)?step\s*\d+\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+class ChatFormat(PromptFormat):
+    """For instruct models. ``render(messages)`` applies the model's chat template."""
+
+    name = "chat"
+    system = "You are a careful, rigorous reasoner."
+    verdicts = ("Yes", "No")
+
+    def __init__(self, render: Callable[[Messages], str]) -> None:
+        self.render = render
+
+    def solve_prompt(self, question: str) -> str:
+        return self.render([
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"{question}\n\nSolve this step by step. Write each step on its own line "
+                                        f"as 'Step k: ...'. End with a final line '{ANSWER_CUE} <answer>'."},
+        ])
+
+    def parse(self, text: str) -> tuple[list[str], str | None]:
+        body, answer = text, None
+        cue = text.find(ANSWER_CUE)
+        if cue >= 0:
+            body = text[:cue]
+            rest = text[cue + len(ANSWER_CUE):].strip().splitlines()
+            answer = rest[0].strip() if rest else ""
+        marked = [ln for ln in body.splitlines() if _STEP_MARK.match(ln)]
+        if marked:
+            steps = [_STEP_MARK.sub("", ln).strip() for ln in marked]
+        else:
+            steps = [" ".join(b.split()) for b in re.split(r"\n\s*\n", body) if b.strip()]
+        if answer is None and steps:  # no cue: the last number of the last step, as GSM8K graders do
+            nums = _NUMBER.findall(steps[-1])
+            answer = nums[-1].replace(",", "") if nums else None
+        return [s for s in steps if s], answer
+
+    def _steps_block(self, steps: list[str]) -> str:
+        return "\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
+
+    def force_prompt(self, question: str, steps: list[str]) -> str:
+        prompt = self.render([
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"{question}\n\nSolve this step by step. Write each step on its own line "
+                                        f"as 'Step k: ...'. End with a final line '{ANSWER_CUE} <answer>'."},
+        ])
+        block = self._steps_block(steps)
+        return f"{prompt}{block}\n{ANSWER_CUE} " if block else f"{prompt}{ANSWER_CUE} "
+
+    def verify_prompt(self, question: str, steps: list[str], k: int) -> str:
+        return self.render([
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"Problem: {question}\n\nProposed solution so far:\n"
+                                        f"{self._steps_block(steps[: k + 1])}\n\n"
+                                        f"Is Step {k + 1} correct, given the problem and the steps before it? "
+                                        "Answer Yes or No."},
+        ])
+
+    def verify(self, backend, question, chains):
+        prompts, shape = [], []
+        for steps, answer in chains:
+            lines = list(steps) + ([f"The final answer is {answer}."] if answer is not None else [])
+            shape.append(len(lines))
+            prompts += [self.verify_prompt(question, lines, k) for k in range(len(lines))]
+        r = backend.score(prompts, list(self.verdicts)) if prompts else None
+        flat = [1.0 / (1.0 + math.exp(no - yes)) for yes, no in (r.logprobs if r else [])]
+        out, i = [], 0
+        for n in shape:
+            out.append(flat[i:i + n])
+            i += n
+        return out, (r.usage if r else Usage())
+
+
+def chat_template_renderer(tokenizer) -> Callable[[Messages], str]:
+    """``render`` for ChatFormat from a transformers tokenizer with a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template; use format 'zoo' or a chat/instruct model")
+
+    def render(messages: Messages) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return render
+
+
+def make_format(name: str, backend: Backend) -> PromptFormat:
+    if name == "zoo":
+        return ZooFormat()
+    if name == "chat":
+        tok = getattr(backend, "tok", None)
+        if tok is None:
+            raise ValueError(f"format chat needs the model's tokenizer; backend {backend.name} has none "
+                             "(serve the model with vllm and use backend vllm, or use format zoo)")
+        return ChatFormat(chat_template_renderer(tok))
+    raise ValueError(f"unknown prompt format {name!r}; choose 'zoo' or 'chat'")

@@ -1,0 +1,167 @@
+"""``hf``: transformers on CPU or GPU, batched, left-padded, with a dtype choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from verinet.backends.base import (
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage, check_sampling,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model: str, *, dtype: str = "float32", device: str = "auto", batch_size: int = 32,
+                 threads: int | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in DTYPES:
+            raise BackendError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be >= 1, got {batch_size}")
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = model
+        self.device = device
+        self.batch_size = batch_size
+        p = Path(model)
+        if p.is_dir() and (p / "card.json").is_file():  # a zoo checkpoint: load it the checked way
+            from verinet.zoo.model import load_checkpoint
+
+            self.model, self.tok = load_checkpoint(p, dtype=DTYPES[dtype], device=device)
+        else:
+            try:
+                self.tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+                self.model = AutoModelForCausalLM.from_pretrained(
+                    model, dtype=DTYPES[dtype], trust_remote_code=False).to(device).eval()
+            except OSError as e:
+                raise BackendError(f"cannot load model {model!r}: {str(e)[:300]}; give a local directory "
+                                   "or a Hugging Face id available offline") from None
+        self.tok.padding_side = "left"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.dtype = dtype
+
+    # ---- generate -------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_tokens: int = 256, stop: list[str] | None = None, seed: int | None = None) -> GenerateResult:
+        check_sampling(n, temperature, top_p, max_tokens)
+        if seed is not None:
+            torch.manual_seed(seed)
+        usage = Usage()
+        out: list[list[Completion]] = []
+        sample = temperature > 0
+        for i in range(0, len(prompts), self.batch_size):
+            enc = self._encode(prompts[i:i + self.batch_size])
+            usage.prefill += int(enc["attention_mask"].sum())
+            kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_tokens, "num_return_sequences": n,
+                                  "pad_token_id": self.tok.pad_token_id, "eos_token_id": self.tok.eos_token_id}
+            if sample:
+                kw.update(temperature=temperature, top_p=top_p)
+            if stop:
+                kw.update(stop_strings=stop, tokenizer=self.tok)
+            gen = self.model.generate(**enc, **kw)[:, enc["input_ids"].shape[1]:]
+            for row_start in range(0, gen.shape[0], n):
+                samples = []
+                for row in gen[row_start:row_start + n]:
+                    c = self._completion(row, max_tokens, stop)
+                    usage.decode += c.tokens
+                    samples.append(c)
+                out.append(samples)
+        return GenerateResult(out, usage)
+
+    def _completion(self, row: torch.Tensor, max_tokens: int, stop: list[str] | None) -> Completion:
+        ids = row.tolist()
+        eos = self.tok.eos_token_id
+        n_tok = next((i + 1 for i, t in enumerate(ids) if t == eos), None)
+        finish = "stop" if n_tok is not None else "length"
+        ids = ids[:n_tok] if n_tok is not None else [t for t in ids if t != self.tok.pad_token_id]
+        text = self.tok.decode(ids, skip_special_tokens=True)
+        for s in stop or []:
+            cut = text.find(s)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        return Completion(text, len(ids), finish if len(ids) < max_tokens or finish == "stop" else "length")
+
+    # ---- scoring ----------------------------------------------------------------
+    @torch.inference_mode()
+    def score(self, prompts: list[str], candidates: list[str]) -> ScoreResult:
+        if not candidates:
+            raise ValueError("candidates must not be empty")
+        cand_ids = [self.tok(c, add_special_tokens=False)["input_ids"] for c in candidates]
+        if any(not c for c in cand_ids):
+            raise ValueError("every candidate must tokenize to at least one token")
+        head = self.model.get_output_embeddings().weight
+        usage = Usage()
+        if all(len(c) == 1 for c in cand_ids):  # one forward per prompt, read one position, |candidates| rows
+            rows = torch.tensor([c[0] for c in cand_ids], device=head.device)
+            result: list[list[float]] = []
+            for i in range(0, len(prompts), self.batch_size):
+                enc = self._encode(prompts[i:i + self.batch_size])
+                usage.prefill += int(enc["attention_mask"].sum())
+                last = self._hidden(enc)[:, -1]  # left padding: the last position is the prompt's end
+                logits = self.model.lm_head(last).float() if _has_bias(self.model) else (last @ head.T).float()
+                result += torch.log_softmax(logits, -1)[:, rows].tolist()
+            return ScoreResult(result, usage)
+        # multi-token candidates: log P(c | prompt) summed over the candidate's positions only
+        pairs = [(p, c) for p in prompts for c in cand_ids]
+        flat: list[float] = []
+        for i in range(0, len(pairs), self.batch_size):
+            chunk = pairs[i:i + self.batch_size]
+            p_ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p, _ in chunk]
+            seqs = [pi + c for pi, (_, c) in zip(p_ids, chunk)]
+            enc = self._pad(seqs)
+            usage.prefill += int(enc["attention_mask"].sum())
+            hidden = self._hidden(enc)
+            width = enc["input_ids"].shape[1]
+            for b, (_, c) in enumerate(chunk):
+                pos = torch.arange(width - len(c) - 1, width - 1, device=hidden.device)
+                lp = torch.log_softmax((hidden[b, pos] @ head.T).float(), -1)
+                flat.append(float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum()))
+        k = len(candidates)
+        return ScoreResult([flat[j:j + k] for j in range(0, len(flat), k)], usage)
+
+    def score_tagged(self, texts: list[str], tag: str, valid: str, invalid: str) -> TaggedResult:
+        from verinet.zoo.inference import score_tagged
+
+        try:
+            p = score_tagged(self.model, self.tok, texts, batch_size=self.batch_size, tag=tag, valid=valid,
+                             invalid=invalid)
+        except ValueError as e:
+            raise BackendError(f"{self.path}: {e}") from None
+        prefill = sum(len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        return TaggedResult(p, Usage(prefill=prefill))
+
+    def info(self) -> dict[str, Any]:
+        n = sum(p.numel() for p in self.model.parameters())
+        emb = self.model.get_input_embeddings().weight.numel()
+        return {"backend": self.name, "model": self.path, "dtype": self.dtype, "device": self.device,
+                "parameters": n, "non_embedding_parameters": n - emb}
+
+    # ---- helpers ----------------------------------------------------------------
+    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(self.device)
+
+    def _pad(self, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _hidden(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.model(**enc).last_hidden_state
+
+
+def _has_bias(model) -> bool:
+    head = model.get_output_embeddings()
+    return getattr(head, "bias", None) is not None
