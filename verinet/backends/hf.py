@@ -42,9 +42,9 @@ class HFBackend(Backend):
                 self.tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
                 self.model = AutoModelForCausalLM.from_pretrained(
                     model, dtype=DTYPES[dtype], trust_remote_code=False).to(device).eval()
-            except OSError as e:
-                raise BackendError(f"cannot load model {model!r}: {str(e)[:300]}; give a local directory "
-                                   "or a Hugging Face id available offline") from None
+            except Exception as e:  # transformers raises OSError, ValueError, ... for a bad model dir
+                raise BackendError(f"cannot load model {model!r}: {type(e).__name__}: {str(e)[:300]}; give a "
+                                   "local model directory or a Hugging Face id available offline") from None
         self.tok.padding_side = "left"
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
