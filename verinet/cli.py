@@ -173,5 +173,81 @@ def compare(
     console.print(f"report: {report}")
 
 
+@app.command("verify")
+def verify(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Ensemble YAML, e.g. configs/ensemble-local.yaml")],
+    family: Annotated[str, typer.Option("--family", "-f", help="arith or logic")] = "arith",
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Problems.")] = 50,
+    seed: Annotated[int, typer.Option(help="Problem and topology seed.")] = 0,
+    knob: Annotated[list[str], typer.Option("--knob", "-k", help="Generator knob KEY=VALUE, repeatable.")] = [],
+    topology: Annotated[str, typer.Option(help="all_pairs, ring or k_random")] = "all_pairs",
+    aggregation: Annotated[str, typer.Option(help="mean, vote, logodds, dawid_skene or one_coin")] = "mean",
+    selection: Annotated[str, typer.Option(help="majority, weighted or best")] = "weighted",
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Earliest-error threshold on P(valid).")] = 0.5,
+    baseline: Annotated[list[str], typer.Option(help="Zoo name or path of a single model to score in self mode.")] = [],
+    local: Annotated[bool, typer.Option("--local", help="Run members in this process instead of Ray actors.")] = False,
+    graphs: Annotated[Optional[Path], typer.Option(help="Write each problem's graph (PNG + GraphML) here.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the table as JSON here.")] = None,
+) -> None:
+    """Members solve, peers cross-verify, the graph decides; prints a per-arm table."""
+    from verinet.backends import BackendError, EnsembleConfig, EnsembleConfigError, MemberSpec, load_ensemble_config
+    from verinet.graph.arms import score_arm
+    from verinet.experiments.members import open_members
+    from verinet.tasks import TaskError, get_family
+
+    try:
+        cfg = load_ensemble_config(config)
+        problems = get_family(family).sample(n, seed=seed, params=parse_knobs(knob))
+        rows = []
+        with open_members(cfg, local=local) as (caller, fmts):
+            console.print(f"ensemble of {len(cfg.members)} ({topology}, {aggregation}, {selection}) on {n} {family} problems")
+            rows.append(score_arm("ensemble", caller, fmts, problems, topology=topology, aggregation=aggregation,
+                                  threshold=threshold, selection=selection, seed=seed).row())
+        singles = [m for m in cfg.members] + [
+            MemberSpec(name=f"baseline-{Path(b).name}", backend="hf", model=b) for b in baseline]
+        for spec in singles:
+            one = EnsembleConfig(members=[spec], quorum=1, retries=cfg.retries, call_timeout_s=cfg.call_timeout_s)
+            with open_members(one, local=True) as (caller, fmts):
+                rows.append(score_arm(f"{spec.name} (self)", caller, fmts, problems, topology="self",
+                                      aggregation="mean", threshold=threshold, selection=selection, seed=seed).row())
+        if graphs is not None:
+            _write_graphs(cfg, problems, graphs, topology, aggregation, selection, threshold, seed)
+    except (EnsembleConfigError, BackendError, TaskError, ValueError) as e:
+        raise fail(str(e)) from None
+    t = Table(title=f"verification on {n} {family} problems (earliest-error F1 vs the exact checker)")
+    for col in ("arm", "accuracy", "EE-F1 own chains", "EE-F1 injected set", "step validity", "tokens"):
+        t.add_column(col, justify="left" if col == "arm" else "right")
+    for r in rows:
+        t.add_row(r["arm"], f"{r['accuracy']:.3f}", _f(r["ee_f1_natural"]), _f(r["ee_f1_injected"]),
+                  f"{r['step_validity']:.3f}", f"{r['tokens']:,}")
+    console.print(t)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"family": family, "n": n, "seed": seed, "topology": topology,
+                                   "aggregation": aggregation, "selection": selection, "rows": rows}, indent=2))
+        console.print(f"wrote {out}")
+
+
+def _f(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"  # nan: one class (erroneous or correct chains) was empty
+
+
+def _write_graphs(cfg, problems, where: Path, topology, aggregation, selection, threshold, seed) -> None:
+    from verinet.graph.export import draw_problem, from_node_link, write_graphml
+    from verinet.experiments.members import open_members
+    from verinet.graph.orchestrate import run_verification
+
+    where.mkdir(parents=True, exist_ok=True)
+    with open_members(cfg, local=True) as (caller, fmts):
+        run = run_verification(caller, fmts, problems, topology=topology, aggregation=aggregation,
+                               threshold=threshold, selection=selection, seed=seed)
+    for rep in run.batch.reports:
+        g = from_node_link(rep.graph)
+        stem = rep.problem_id.replace("/", "_")
+        write_graphml(g, where / f"{stem}.graphml")
+        draw_problem(g, where / f"{stem}.png", title=rep.problem_id)
+    console.print(f"graphs: {where}")
+
+
 if __name__ == "__main__":
     app()

@@ -44,5 +44,5 @@ def zoo_member(name: str, *, model: str = ZOO, num_cpus: float = 0.5, **kw) -> M
 @pytest.fixture(scope="session")
 def zoo_model():
     if not (MODELS_DIR / ZOO).is_dir():
-        pytest.skip(f"zoo checkpoint {ZOO} is not in {MODELS_DIR}")
+        pytest.fail(f"zoo checkpoint {ZOO} is not in {MODELS_DIR}; it is committed with the package")
     return ZOO

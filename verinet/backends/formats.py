@@ -17,11 +17,24 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from verinet.backends.base import Backend, Usage
 from verinet.tasks.base import ANSWER_CUE, split_chain
 
 Messages = list[dict[str, str]]
+VerifyItem = tuple[str, list[str], "str | None"]  # (question, steps, answer)
+
+
+@dataclass
+class VerifyCall:
+    """A backend call (method name and arguments, so it can run remotely) and how to read it."""
+
+    method: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    decode: Callable[[Any], list[list[float]]] = lambda r: r
 
 
 class PromptFormat(ABC):
@@ -39,9 +52,15 @@ class PromptFormat(ABC):
         """A prompt that makes the model answer right after the given (possibly altered) steps."""
 
     @abstractmethod
+    def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
+        """The one batched backend call that scores every step (and answer line) of ``items``."""
+
     def verify(self, backend: Backend, question: str, chains: list[tuple[list[str], str | None]]
                ) -> tuple[list[list[float]], Usage]:
         """P(valid) for every step of every chain, plus one for the answer line when present."""
+        call = self.verify_call([(question, steps, answer) for steps, answer in chains])
+        result = getattr(backend, call.method)(*call.args, **call.kwargs)
+        return call.decode(result), result.usage
 
     def chain_text(self, steps: list[str], answer: str | None) -> str:
         """Canonical chain text (what task checkers read)."""
@@ -66,13 +85,12 @@ class ZooFormat(PromptFormat):
 
         return force_prompt(question, steps)
 
-    def verify(self, backend, question, chains):
+    def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
         from verinet.zoo.formats import verify_text
         from verinet.zoo.tokenizer import INVALID, TAG, VALID
 
-        texts = [verify_text(question, steps, answer) for steps, answer in chains]
-        r = backend.score_tagged(texts, TAG, VALID, INVALID)
-        return r.p_valid, r.usage
+        texts = [verify_text(q, steps, answer) for q, steps, answer in items]
+        return VerifyCall("score_tagged", (texts, TAG, VALID, INVALID), decode=lambda r: r.p_valid)
 
 
 _STEP_MARK = re.compile(r"^\s*(?:\*\*)?step\s*\d+\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE)
@@ -134,19 +152,22 @@ class ChatFormat(PromptFormat):
                                         "Answer Yes or No."},
         ])
 
-    def verify(self, backend, question, chains):
+    def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
         prompts, shape = [], []
-        for steps, answer in chains:
+        for question, steps, answer in items:
             lines = list(steps) + ([f"The final answer is {answer}."] if answer is not None else [])
             shape.append(len(lines))
             prompts += [self.verify_prompt(question, lines, k) for k in range(len(lines))]
-        r = backend.score(prompts, list(self.verdicts)) if prompts else None
-        flat = [1.0 / (1.0 + math.exp(no - yes)) for yes, no in (r.logprobs if r else [])]
-        out, i = [], 0
-        for n in shape:
-            out.append(flat[i:i + n])
-            i += n
-        return out, (r.usage if r else Usage())
+
+        def decode(r) -> list[list[float]]:
+            flat = [1.0 / (1.0 + math.exp(no - yes)) for yes, no in r.logprobs]
+            out, i = [], 0
+            for n in shape:
+                out.append(flat[i:i + n])
+                i += n
+            return out
+
+        return VerifyCall("score", (prompts, list(self.verdicts)), decode=decode)
 
 
 def chat_template_renderer(tokenizer) -> Callable[[Messages], str]:

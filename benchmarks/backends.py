@@ -1,0 +1,144 @@
+"""Verdict-scoring throughput (steps/s) for zoo models, directly and through a Ray actor.
+
+    python benchmarks/backends.py [--models zoo-xs-s0 zoo-l] [--problems 32] [--threads 2]
+
+Three ways to get one verdict per step, on the same gold + injected arith chains:
+
+* tagged     — one forward pass per chain, P(valid) read at every ``<v>`` (PRM style);
+* per-step   — one prompt per step (the chain prefix up to that step), verdict log-probs;
+* generate   — per step, the judge writes up to 8 tokens that are then parsed (the usual
+               LLM-as-judge); zoo models write their verdict as a special token, so what is
+               measured here is the cost, which is what this path is compared on.
+
+It also measures the peak fp32 matmul rate of this machine and reports the roofline fraction
+of each path: achieved FLOP/s (2 x non-embedding parameters x tokens/s) over that peak.
+Ratios are measured in the same run, since the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from verinet.backends import MemberSpec, make_backend
+from verinet.tasks import get_family
+from verinet.zoo import formats
+from verinet.zoo.registry import list_checkpoints
+from verinet.zoo.tokenizer import INVALID, TAG, VALID
+
+_VERDICT = re.compile(r"<\+>|<->|valid|invalid", re.IGNORECASE)
+
+
+def peak_matmul_flops(n: int = 1024, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def workload(n: int) -> tuple[list[str], int]:
+    fam = get_family("arith")
+    texts = []
+    for p in fam.sample(n, seed=123, params={"steps": 3}):
+        for chain in [fam.gold_chain(p)] + [fam.inject(p, k) for k in fam.injectable_kinds(p)]:
+            texts.append(formats.verify_text(p.question, [s.text for s in chain.steps], chain.answer))
+    return texts, sum(t.count(TAG) for t in texts)
+
+
+def prefixes(texts: list[str]) -> list[str]:
+    out = []
+    for t in texts:
+        i = t.find(TAG)
+        while i >= 0:
+            out.append(t[: i + len(TAG)])
+            i = t.find(TAG, i + 1)
+    return out
+
+
+def run_paths(call, texts: list[str], steps: int, non_embedding: int, peak: float) -> dict:
+    """``call(method, *args, **kw)`` runs a protocol method on the backend (directly or via Ray)."""
+    pre = prefixes(texts)
+    paths = {
+        "tagged": lambda: call("score_tagged", texts, TAG, VALID, INVALID),
+        "per_step": lambda: call("score", pre, [VALID, INVALID]),
+        "generate": lambda: call("generate", pre, max_tokens=8),
+    }
+    out = {}
+    for name, fn in paths.items():
+        fn() if name != "generate" else None  # warm-up (generate is slow enough to skip it)
+        t0 = time.perf_counter()
+        r = fn()
+        dt = time.perf_counter() - t0
+        tokens = r.usage.total
+        flops = 2 * non_embedding * tokens / dt
+        row = {"seconds": dt, "steps_per_s": steps / dt, "tokens": tokens, "flop_per_s": flops,
+               "roofline_fraction": flops / peak}
+        if name == "generate":
+            row["parsed_share"] = sum(bool(_VERDICT.search(t)) for t in r.texts) / len(r.texts)
+        out[name] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [n for n, _, _ in list_checkpoints()]
+    ap.add_argument("--models", nargs="+", default=[names[0], names[-1]])
+    ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray actor measurements")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/backends.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    texts, steps = workload(args.problems)
+    peak = peak_matmul_flops()
+    print(f"workload: {len(texts)} chains, {steps} verdicts; peak fp32 matmul {peak / 1e9:.1f} GFLOP/s "
+          f"({args.threads} threads)")
+    results = []
+    for name in args.models:
+        spec = MemberSpec(name=name, backend="hf", model=name, batch_size=64,
+                          resources={"num_cpus": args.threads})
+        backend = make_backend(spec)
+        ne = backend.info()["non_embedding_parameters"]
+        direct = run_paths(lambda m, *a, **k: getattr(backend, m)(*a, **k), texts, steps, ne, peak)
+        results.append({"model": name, "non_embedding": ne, "via": "direct", "paths": direct})
+        if not args.no_ray:
+            from verinet.backends import EnsembleConfig
+            from verinet.cluster import Ensemble
+            from verinet.cluster.local import init_ray
+
+            init_ray(num_cpus=args.threads)
+            with Ensemble(EnsembleConfig(members=[spec], quorum=1)) as ens:
+                via = run_paths(lambda m, *a, **k: ens.call(m, *a, **k)[name], texts, steps, ne, peak)
+            results.append({"model": name, "non_embedding": ne, "via": "ray", "paths": via})
+    print(f"\n{'model':<12} {'via':<7} {'path':<9} {'steps/s':>9} {'tokens':>9} {'GFLOP/s':>8} {'roofline':>9}")
+    for r in results:
+        for path, row in r["paths"].items():
+            print(f"{r['model']:<12} {r['via']:<7} {path:<9} {row['steps_per_s']:>9.1f} {row['tokens']:>9} "
+                  f"{row['flop_per_s'] / 1e9:>8.2f} {row['roofline_fraction']:>9.2%}")
+    print("\nratios (same run): tagged over per-step and over generate, and direct over Ray")
+    for r in results:
+        p = r["paths"]
+        print(f"  {r['model']:<12} {r['via']:<6} tagged/per-step {p['tagged']['steps_per_s'] / p['per_step']['steps_per_s']:6.1f}x"
+              f"   tagged/generate {p['tagged']['steps_per_s'] / p['generate']['steps_per_s']:6.1f}x")
+    by = {(r["model"], r["via"]): r["paths"] for r in results}
+    for name in args.models:
+        if (name, "ray") in by:
+            d, v = by[(name, "direct")]["tagged"], by[(name, "ray")]["tagged"]
+            print(f"  {name:<12} tagged direct/ray {d['steps_per_s'] / v['steps_per_s']:6.2f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": args.threads,
+                                    "peak_flop_per_s": peak, "chains": len(texts), "steps": steps,
+                                    "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

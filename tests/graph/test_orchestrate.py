@@ -1,0 +1,72 @@
+"""Orchestration with real zoo models: members solve, peers verify, the graph decides (no Ray)."""
+
+import math
+
+import pytest
+import torch
+
+from verinet.backends import MemberSpec, make_backend
+from verinet.backends.formats import ZooFormat
+from verinet.graph.orchestrate import LocalMembers, run_verification
+from verinet.graph.propagate import earliest_error_f1
+from verinet.tasks import get_family
+from verinet.zoo.registry import list_checkpoints
+
+ZOO = list_checkpoints()[0][0]
+
+
+@pytest.fixture(scope="module")
+def members():
+    torch.set_num_threads(1)
+    backend = make_backend(MemberSpec(name="a", backend="hf", model=ZOO))
+    # three members sharing one checkpoint: the mechanics do not depend on the weights
+    return LocalMembers({"a": backend, "b": backend, "c": backend})
+
+
+@pytest.mark.parametrize("topology", ["all_pairs", "ring"])
+def test_cross_verification_end_to_end(members, topology):
+    fam = get_family("arith")
+    problems = fam.sample(4, seed=3, params={"steps": 2})
+    fmts = {m: ZooFormat() for m in members.members}
+    run = run_verification(members, fmts, problems, topology=topology)
+    assert set(run.chains) == {"a", "b", "c"} and all(len(v) == 4 for v in run.chains.values())
+    # every chain gets verdicts only from its assigned verifiers, never from its author
+    for v in run.verdicts:
+        author = v.chain_id.rsplit("/", 1)[1]
+        assert v.verifier != author and v.verifier in run.assignment[author]
+    n_items = sum(len(c.steps) + (c.answer is not None) for cs in run.chains.values() for c in cs)
+    per_item = 2 if topology == "all_pairs" else 1
+    assert len(run.verdicts) == per_item * n_items
+    assert len(run.batch.reports) == 4
+    for rep in run.batch.reports:
+        assert set(rep.earliest_error) == {f"{rep.problem_id}/{m}" for m in "abc"}
+        assert rep.graph is not None and rep.posteriors
+    assert run.usage["a"]["solve"].decode > 0 and run.usage["a"]["verify"].prefill > 0
+    # predictions can be scored against the exact checker's labels
+    labels, preds = [], []
+    for i, p in enumerate(problems):
+        for m in "abc":
+            c = run.chains[m][i]
+            labels.append(fam.check(p, c.text).first_error)
+            preds.append(run.batch.reports[i].earliest_error[c.id])
+    f1 = earliest_error_f1(preds, labels)
+    assert f1["n_err"] + f1["n_corr"] == 12
+    assert math.isnan(f1["f1"]) or 0.0 <= f1["f1"] <= 1.0  # nan when one of the two classes is empty
+
+
+def test_self_mode_is_the_single_model_baseline(members):
+    fam = get_family("logic")
+    problems = fam.sample(3, seed=1, params={"hops": 1})
+    one = LocalMembers({"a": members.backends["a"]})
+    run = run_verification(one, {"a": ZooFormat()}, problems, topology="self")
+    assert {v.verifier for v in run.verdicts} == {"a"}
+    assert all(v.chain_id.endswith("/a") for v in run.verdicts)
+
+
+def test_bad_batches_are_rejected(members):
+    fmts = {m: ZooFormat() for m in members.members}
+    with pytest.raises(ValueError, match="at least one problem"):
+        run_verification(members, fmts, [])
+    mixed = get_family("arith").sample(1, seed=0) + get_family("logic").sample(1, seed=0)
+    with pytest.raises(ValueError, match="one family per batch"):
+        run_verification(members, fmts, mixed)

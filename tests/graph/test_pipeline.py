@@ -1,0 +1,111 @@
+"""The whole pipeline on real task data: arith gold + injected chains, verdicts from the exact checker."""
+
+import random
+
+import numpy as np
+import pytest
+
+from verinet.graph.pipeline import gold_labels, verify_batch, verify_problem
+from verinet.graph.propagate import earliest_error_f1
+from verinet.schema import Verdict, VerificationReport
+from verinet.tasks import get_family
+
+fam = get_family("arith")
+
+
+def problem_set(n=12, seed=0):
+    out = []
+    for p in fam.sample(n, seed=seed, params={"steps": 4, "branching": 0.6}):
+        chains = [fam.gold_chain(p)] + [fam.inject(p, k, 0) for k in fam.injectable_kinds(p)]
+        out.append((p, chains, gold_labels(p, chains, fam)))
+    return out
+
+
+def synth_verdicts(labels, verifiers, rng):
+    """Each verifier: (sensitivity, specificity); P(valid) 0.95/0.05 with flips by those rates."""
+    out = []
+    for name, (se, sp) in verifiers.items():
+        for (cid, i), ok in labels.items():
+            says = rng.random() < se if ok else rng.random() >= sp
+            out.append(Verdict(verifier=name, chain_id=cid, step_index=i, p_valid=0.95 if says else 0.05))
+    return out
+
+
+def test_perfect_verifier_recovers_earliest_error_and_support():
+    for p, chains, labels in problem_set():
+        vs = [Verdict(verifier="oracle", chain_id=c, step_index=i, p_valid=float(ok))
+              for (c, i), ok in labels.items()]
+        rep = verify_problem(p.id, chains, vs, aggregation="mean", family=fam)
+        assert isinstance(rep, VerificationReport)
+        for c in chains:
+            check = fam.check(p, c.text)
+            assert rep.earliest_error[c.id] == check.first_error == c.first_error, (c.id, c.text)
+            post = {q.step_index: q for q in rep.posteriors if q.chain_id == c.id}
+            for s in check.steps:  # 0/1 beliefs: propagation reproduces the checker's "supported"
+                assert post[s.index].p_supported == float(s.supported)
+        assert rep.final_answer == p.answer and f"{p.id}/gold" in rep.accepted
+        assert all(fam.check(p, c.text).answer_correct for c in chains if c.id in rep.accepted)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "vote", "logodds"])
+def test_noisy_verifiers(aggregation):
+    rng = random.Random(1)
+    verifiers = {"a": (0.95, 0.9), "b": (0.9, 0.85), "c": (0.85, 0.8)}
+    preds, labels = [], []
+    for p, chains, lab in problem_set():
+        rep = verify_problem(p.id, chains, synth_verdicts(lab, verifiers, rng), aggregation=aggregation,
+                             family=fam, include_graph=False)
+        assert rep.graph is None
+        preds += [rep.earliest_error[c.id] for c in chains]
+        labels += [c.first_error for c in chains]
+    f1 = earliest_error_f1(preds, labels)
+    assert f1["f1"] > 0.6, f1
+
+
+def test_batch_dawid_skene_on_task_data():
+    rng = random.Random(2)
+    verifiers = {"good": (0.95, 0.9), "ok": (0.85, 0.8), "lax": (0.95, 0.4), "noisy": (0.6, 0.6)}
+    sets = problem_set(30, seed=5)
+    batch = [(p.id, chains, synth_verdicts(lab, verifiers, rng)) for p, chains, lab in sets]
+    truth = {k: v for _, _, lab in sets for k, v in lab.items()}
+    ds = verify_batch(batch, aggregation="dawid_skene", family=fam, include_graph=False)
+    mean = verify_batch(batch, aggregation="mean", family=fam, include_graph=False)
+    assert mean.reliabilities is None
+    t = ds.reliabilities
+    assert t is not None and t.n_items == len(truth)
+    assert t.verifiers["lax"].specificity < 0.6 < t.verifiers["good"].specificity
+    assert t.verifiers["noisy"].accuracy < t.verifiers["good"].accuracy
+
+    def acc(res):
+        post = {(q.chain_id, q.step_index): q.p_valid for r in res.reports for q in r.posteriors}
+        return np.mean([(post[k] >= 0.5) == v for k, v in truth.items()])
+
+    assert acc(ds) >= acc(mean)
+    assert all(q.method == "dawid_skene" for r in ds.reports for q in r.posteriors)
+    rep = ds.reports[0]
+    assert rep.agreement["sensitivity/good"] == t.verifiers["good"].sensitivity
+    assert ds.agreement.n_verifiers == 4 and ds.agreement.fleiss_kappa is not None
+    # a few gold items warm-start it; one-coin runs too
+    gold = dict(list(truth.items())[:20])
+    warm = verify_batch(batch, aggregation="dawid_skene", gold=gold, include_graph=False)
+    assert all(p == float(gold[(q.chain_id, q.step_index)]) for r in warm.reports for q in r.posteriors
+               if (q.chain_id, q.step_index) in gold for p in [q.p_valid])
+    oc = verify_batch(batch, aggregation="one_coin", include_graph=False)
+    assert {v.sensitivity == v.specificity for v in oc.reliabilities.verifiers.values()} == {True}
+    # reliabilities fitted on the batch apply to a new problem
+    p, chains, lab = problem_set(1, seed=99)[0]
+    single = verify_problem(p.id, chains, synth_verdicts(lab, verifiers, rng), aggregation="dawid_skene",
+                            reliabilities=t, family=fam)
+    assert single.posteriors[0].method == "dawid_skene"
+
+
+def test_pipeline_errors_are_clear():
+    p, chains, lab = problem_set(1)[0]
+    with pytest.raises(ValueError, match="verify_batch"):
+        verify_problem(p.id, chains, [], aggregation="dawid_skene")
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        verify_problem(p.id, chains, [], aggregation="max")
+    with pytest.raises(ValueError, match="unique"):
+        verify_batch([(p.id, chains, []), (p.id, chains, [])], aggregation="mean")
+    with pytest.raises(ValueError, match="unique"):
+        verify_problem(p.id, chains + chains[:1], [])

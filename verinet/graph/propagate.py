@@ -1,0 +1,162 @@
+"""Propagation of support through premises, chain scores and the earliest error.
+
+``p_supported(item) = p_valid(item) * prod(p_supported(premise) for premise of item)``
+
+This treats the validity of different steps as independent events given the verdicts, so
+the probability that a step and everything it rests on are valid is a product. It is an
+approximation: errors in one chain are correlated (a confused author tends to err again), and a
+premise shared by two routes is counted on both. It is exact for 0/1 beliefs, where it
+reproduces the checker's *supported* (valid and every premise supported).
+
+Items are visited in topological order of the ``depends`` edges (iteratively, so a chain of
+10,000 steps needs no recursion and takes milliseconds). The answer line depends on the last
+step (see :mod:`verinet.graph.build`).
+
+The *chain score* is ``p_supported`` of the answer line when the chain has one, else of its last
+step; an empty chain without answer scores 0. The *earliest error* of a chain is the first item in
+chain order (steps, then the answer line at index ``len(steps)``) whose ``p_valid`` is below the
+threshold, or -1. A chain with no answer line is an error at ``len(steps)`` when nothing earlier
+is (``missing_answer_is_error``), as the exact checkers label it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import networkx as nx
+
+from verinet.graph.build import StepKey, break_cycles
+from verinet.schema import Chain, StepPosterior
+
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
+            missing: float = 0.5) -> dict[StepKey, float]:
+    """p_supported for every step and answer node of ``graph``; ``missing`` for items without p_valid.
+
+    Breaks any cycle of ``depends`` edges first (in place, recorded; see :func:`break_cycles`).
+    """
+    dep = _dependency_graph(graph)
+    if not nx.is_directed_acyclic_graph(dep):
+        break_cycles(graph)
+        dep = _dependency_graph(graph)
+    out_by_node: dict = {}
+    for node in nx.topological_sort(dep):
+        attrs = graph.nodes[node]
+        p = p_valid.get((attrs["chain_id"], attrs["index"]), missing)
+        for pred in dep.predecessors(node):
+            p *= out_by_node[pred]
+        out_by_node[node] = p
+    nodes = graph.nodes
+    return {(nodes[n]["chain_id"], nodes[n]["index"]): p for n, p in out_by_node.items()}
+
+
+def propagate(graph: nx.DiGraph, posteriors: Sequence[StepPosterior]) -> list[StepPosterior]:
+    """Copies of ``posteriors`` with ``p_supported`` filled in from the graph's premises."""
+    sup = support(graph, {(p.chain_id, p.step_index): p.p_valid for p in posteriors})
+    out = []
+    for p in posteriors:
+        s = sup.get((p.chain_id, p.step_index), p.p_valid)
+        out.append(p.model_copy(update={"p_supported": min(max(s, 0.0), 1.0)}))
+    return out
+
+
+def chain_score(chain: Chain, p_supported: Mapping[StepKey, float]) -> float:
+    """p_supported of the answer line if the chain has one, else of the last step; 0 if empty."""
+    n = len(chain.steps)
+    if chain.answer is not None:
+        return float(p_supported.get((chain.id, n), 0.0))
+    return float(p_supported.get((chain.id, n - 1), 0.0)) if n else 0.0
+
+
+def first_below(p_valid: Sequence[float], threshold: float) -> int:
+    """Index of the first value below ``threshold``, or -1."""
+    return next((i for i, p in enumerate(p_valid) if p < threshold), -1)
+
+
+def earliest_error(chain: Chain, p_valid: Mapping[StepKey, float], threshold: float = 0.5, *,
+                   missing: float = 0.5, missing_answer_is_error: bool = True) -> int:
+    """Predicted first error of ``chain`` (see the module docstring); -1 when none."""
+    n = len(chain.steps)
+    ps = [p_valid.get((chain.id, i), missing) for i in range(n + (chain.answer is not None))]
+    first = first_below(ps, threshold)
+    if first == -1 and chain.answer is None and missing_answer_is_error:
+        return n
+    return first
+
+
+def earliest_error_f1(predicted: Sequence[int], labels: Sequence[int]) -> dict[str, float]:
+    """ProcessBench's metric: accuracy on erroneous chains (label != -1, prediction must equal the
+    label), accuracy on correct chains (prediction must be -1), and their harmonic mean.
+
+    An accuracy over no chains is nan, and so is F1 then; F1 is 0 when both accuracies are 0.
+    """
+    if len(predicted) != len(labels):
+        raise ValueError(f"predicted has {len(predicted)} entries but labels has {len(labels)}")
+    err = [(p, y) for p, y in zip(predicted, labels) if y != -1]
+    corr = [p for p, y in zip(predicted, labels) if y == -1]
+    acc_err = sum(p == y for p, y in err) / len(err) if err else math.nan
+    acc_corr = sum(p == -1 for p in corr) / len(corr) if corr else math.nan
+    if math.isnan(acc_err) or math.isnan(acc_corr):
+        f1 = math.nan
+    elif acc_err + acc_corr == 0:
+        f1 = 0.0
+    else:
+        f1 = 2 * acc_err * acc_corr / (acc_err + acc_corr)
+    return {"acc_err": acc_err, "acc_corr": acc_corr, "f1": f1, "n_err": len(err), "n_corr": len(corr)}
+
+
+DevItem = tuple[Sequence[float], int]
+"""(p_valid of each item in chain order -- steps, then the answer line --, labelled first error).
+For a chain without answer line append 0.0 so that the missing answer counts as the error."""
+
+
+def threshold_curve(dev_items: Iterable[DevItem], grid: Sequence[float] = DEFAULT_GRID
+                    ) -> list[tuple[float, dict[str, float]]]:
+    """Earliest-error F1 (and its parts) at each threshold of ``grid``."""
+    items = list(dev_items)
+    labels = [y for _, y in items]
+    return [(float(t), earliest_error_f1([first_below(ps, t) for ps, _ in items], labels)) for t in grid]
+
+
+def choose_threshold(dev_items: Iterable[DevItem], grid: Sequence[float] = DEFAULT_GRID) -> float:
+    """The threshold of ``grid`` that maximises earliest-error F1 on a dev split (ProcessBench's
+    recipe for PRMs). Ties go to the threshold closest to 0.5, then to the smaller one.
+
+    Raises ValueError when the dev split lacks erroneous or correct chains (F1 is undefined).
+    """
+    items = list(dev_items)
+    if not grid:
+        raise ValueError("choose_threshold: empty grid")
+    labels = [y for _, y in items]
+    if not any(y == -1 for y in labels) or not any(y != -1 for y in labels):
+        raise ValueError(
+            "choose_threshold: the dev split needs both correct (label -1) and erroneous chains; "
+            f"got {sum(y == -1 for y in labels)} correct and {sum(y != -1 for y in labels)} erroneous"
+        )
+    curve = threshold_curve(items, grid)
+    best = max(curve, key=lambda tf: (tf[1]["f1"], -abs(tf[0] - 0.5), -tf[0]))
+    return best[0]
+
+
+def _dependency_graph(graph: nx.DiGraph) -> nx.DiGraph:
+    dep = nx.DiGraph()
+    dep.add_nodes_from(n for n, k in graph.nodes(data="kind") if k in ("step", "answer"))
+    dep.add_edges_from((u, v) for u, v, k in graph.edges(data="kind") if k == "depends")
+    return dep
+
+
+__all__ = [
+    "DEFAULT_GRID",
+    "DevItem",
+    "chain_score",
+    "choose_threshold",
+    "earliest_error",
+    "earliest_error_f1",
+    "first_below",
+    "propagate",
+    "support",
+    "threshold_curve",
+]
