@@ -17,11 +17,15 @@ Indexing conventions used throughout:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMAT_VERSION = 1
+M = TypeVar("M", bound=BaseModel)
 
 Family = Literal["arith", "logic", "gsm8k"]
 ErrorKind = Literal["wrong_result", "wrong_premise", "dropped_step", "answer_miscopy"]
@@ -198,6 +202,27 @@ def format_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+
+def load_yaml_config(path: str | Path, model: type[M], error: type[Exception], hint: str,
+                     empty_ok: bool = False) -> M:
+    """Read a YAML mapping into ``model``; every failure raises ``error`` naming the file and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: config file not found ({hint})")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise error(f"{p}: not valid YAML: {e}") from None
+    if data is None and empty_ok:
+        data = {}
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise error(f"{p}: {format_validation_error(e)}") from None
+
+
 __all__ = [
     "ERROR_KINDS",
     "FORMAT_VERSION",
@@ -213,4 +238,5 @@ __all__ = [
     "Verdict",
     "VerificationReport",
     "format_validation_error",
+    "load_yaml_config",
 ]

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from verinet.schema import format_validation_error
+from verinet.schema import load_yaml_config
 
 BACKENDS = ("hf", "vllm", "openai")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -110,19 +109,7 @@ class EnsembleConfig(_Strict):
 
 
 def load_ensemble_config(path: str | Path, *, check_models: bool = True) -> EnsembleConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise EnsembleConfigError(f"{p}: ensemble config not found (see configs/ensemble-local.yaml)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise EnsembleConfigError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise EnsembleConfigError(f"{p}: expected a mapping at the top level")
-    try:
-        cfg = EnsembleConfig.model_validate(data)
-    except ValidationError as e:
-        raise EnsembleConfigError(f"{p}: {format_validation_error(e)}") from None
+    cfg = load_yaml_config(path, EnsembleConfig, EnsembleConfigError, "see configs/ensemble-local.yaml")
     if check_models:
         for m in cfg.members:
             m.model_location()

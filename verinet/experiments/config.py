@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from verinet.schema import ERROR_KINDS, ErrorKind, format_validation_error
+from verinet.schema import ERROR_KINDS, ErrorKind, load_yaml_config
 from verinet.tasks import TaskError, get_family
 
 
@@ -74,16 +73,4 @@ def load_config(path: str | Path | None) -> CompareConfig:
     """Load and validate a YAML config; None gives the embedded default."""
     if path is None:
         return CompareConfig()
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found (see configs/ for examples)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return CompareConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{p}: " + format_validation_error(e)) from None
+    return load_yaml_config(path, CompareConfig, ConfigError, "see configs/ for examples", empty_ok=True)

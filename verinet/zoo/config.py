@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from verinet.schema import format_validation_error
+from verinet.schema import load_yaml_config
 from verinet.tasks import TaskError, get_family
 
 MIN_HEAD_DIM = 32  # vLLM's CPU attention kernel refuses smaller heads
@@ -104,16 +103,4 @@ class ZooConfig(_Strict):
 
 
 def load_zoo_config(path: str | Path) -> ZooConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise ZooError(f"{p}: zoo config not found (see configs/zoo/)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ZooError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ZooError(f"{p}: expected a mapping at the top level")
-    try:
-        return ZooConfig.model_validate(data)
-    except ValidationError as e:
-        raise ZooError(f"{p}: {format_validation_error(e)}") from None
+    return load_yaml_config(path, ZooConfig, ZooError, "see configs/zoo/")
