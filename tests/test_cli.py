@@ -108,3 +108,35 @@ def test_compare_bad_config_is_a_clear_error(tmp_path):
     bad.write_text("tasks: [{family: arith, n: -3}]\n")
     r = runner.invoke(app, ["compare", "--config", str(bad)])
     assert r.exit_code == 2 and "tasks.0.n" in _all(r)
+
+
+def test_zoo_list_and_eval():
+    r = runner.invoke(app, ["zoo", "list"])
+    assert r.exit_code == 0, _all(r)
+    assert "zoo-xs-s0" in r.stdout
+    r = runner.invoke(app, ["zoo", "eval", "zoo-xs-s0", "--n", "10"])
+    assert r.exit_code == 0, _all(r)
+    assert "arith" in r.stdout and "logic" in r.stdout
+    r = runner.invoke(app, ["zoo", "eval", "no-such-model"])
+    assert r.exit_code == 2 and "no zoo checkpoint" in _all(r)
+
+
+def test_verify_local_prints_the_arm_table(tmp_path):
+    cfg = tmp_path / "ens.yaml"
+    cfg.write_text("quorum: 2\nmembers:\n" + "".join(
+        f"  - {{name: m{i}, backend: hf, model: zoo-xs-s0, resources: {{num_cpus: 0.5}}}}\n" for i in range(3)))
+    out = tmp_path / "table.json"
+    r = runner.invoke(app, ["verify", "--config", str(cfg), "--family", "arith", "--n", "3", "--local",
+                            "--out", str(out), "--graphs", str(tmp_path / "g")])
+    assert r.exit_code == 0, _all(r)
+    rows = json.loads(out.read_text())["rows"]
+    assert [x["arm"] for x in rows] == ["ensemble", "m0 (self)", "m1 (self)", "m2 (self)"]
+    assert all(0 <= x["accuracy"] <= 1 and x["tokens"] > 0 for x in rows)
+    assert len(list((tmp_path / "g").glob("*.png"))) == 3
+
+
+def test_verify_bad_config_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "ens.yaml"
+    cfg.write_text("members:\n  - {name: a, backend: tgi, model: zoo-xs-s0}\n")
+    r = runner.invoke(app, ["verify", "--config", str(cfg), "--local"])
+    assert r.exit_code == 2 and "members.0.backend" in _all(r)

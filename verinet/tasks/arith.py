@@ -250,8 +250,12 @@ def _judge(g: dict[str, str], givens: dict[str, int], defs: dict[str, list[str]]
     name, a, op, b = g["name"], g["a"], g["op"], g["b"]
     res = int(g["res"])
 
+    # the steps this one reads, even when it turns out invalid (the graph still needs the edges)
+    cited = sorted({stated[x][0] for x in (a, b) if x not in givens and x in stated})
+
     def bad(reason: str, premises: list[int] | None = None) -> StepResult:
-        return StepResult(True, False, premises=premises or [], value=g["res2"], reason=reason)
+        return StepResult(True, False, premises=cited if premises is None else premises, value=g["res2"],
+                          reason=reason)
 
     if name in givens:
         return bad(f"{name} is a given, not something to compute")
