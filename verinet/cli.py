@@ -183,7 +183,9 @@ def verify(
     topology: Annotated[str, typer.Option(help="all_pairs, ring or k_random")] = "all_pairs",
     aggregation: Annotated[str, typer.Option(help="mean, vote, logodds, dawid_skene or one_coin")] = "mean",
     selection: Annotated[str, typer.Option(help="majority, weighted or best")] = "weighted",
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Earliest-error threshold on P(valid).")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Earliest-error threshold on "
+                         "P(valid); default: chosen per arm on a labelled dev split by best F1.")] = None,
+    dev_n: Annotated[int, typer.Option("--dev-n", min=2, help="Dev problems for the threshold.")] = 20,
     baseline: Annotated[list[str], typer.Option(help="Zoo name or path of a single model to score in self mode.")] = [],
     local: Annotated[bool, typer.Option("--local", help="Run members in this process instead of Ray actors.")] = False,
     graphs: Annotated[Optional[Path], typer.Option(help="Write each problem's graph (PNG + GraphML) here.")] = None,
@@ -197,29 +199,32 @@ def verify(
 
     try:
         cfg = load_ensemble_config(config)
-        problems = get_family(family).sample(n, seed=seed, params=parse_knobs(knob))
+        fam = get_family(family)
+        problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
+        dev = fam.sample(dev_n, seed=seed + 10_000, params=parse_knobs(knob)) if threshold is None else []
         rows = []
         with open_members(cfg, local=local) as (caller, fmts):
             console.print(f"ensemble of {len(cfg.members)} ({topology}, {aggregation}, {selection}) on {n} {family} problems")
             rows.append(score_arm("ensemble", caller, fmts, problems, topology=topology, aggregation=aggregation,
-                                  threshold=threshold, selection=selection, seed=seed).row())
+                                  threshold=threshold, selection=selection, dev=dev, seed=seed).row())
         singles = [m for m in cfg.members] + [
             MemberSpec(name=f"baseline-{Path(b).name}", backend="hf", model=b) for b in baseline]
         for spec in singles:
             one = EnsembleConfig(members=[spec], quorum=1, retries=cfg.retries, call_timeout_s=cfg.call_timeout_s)
             with open_members(one, local=True) as (caller, fmts):
                 rows.append(score_arm(f"{spec.name} (self)", caller, fmts, problems, topology="self",
-                                      aggregation="mean", threshold=threshold, selection=selection, seed=seed).row())
+                                      aggregation="mean", threshold=threshold, selection=selection, dev=dev,
+                                      seed=seed).row())
         if graphs is not None:
-            _write_graphs(cfg, problems, graphs, topology, aggregation, selection, threshold, seed)
+            _write_graphs(cfg, problems, graphs, topology, aggregation, selection, rows[0]["threshold"], seed)
     except (EnsembleConfigError, BackendError, TaskError, ValueError) as e:
         raise fail(str(e)) from None
     t = Table(title=f"verification on {n} {family} problems (earliest-error F1 vs the exact checker)")
-    for col in ("arm", "accuracy", "EE-F1 own chains", "EE-F1 injected set", "step validity", "tokens"):
+    for col in ("arm", "accuracy", "EE-F1 own chains", "EE-F1 injected set", "threshold", "step validity", "tokens"):
         t.add_column(col, justify="left" if col == "arm" else "right")
     for r in rows:
         t.add_row(r["arm"], f"{r['accuracy']:.3f}", _f(r["ee_f1_natural"]), _f(r["ee_f1_injected"]),
-                  f"{r['step_validity']:.3f}", f"{r['tokens']:,}")
+                  f"{r['threshold']:.2f}", f"{r['step_validity']:.3f}", f"{r['tokens']:,}")
     console.print(t)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

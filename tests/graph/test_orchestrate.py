@@ -70,3 +70,23 @@ def test_bad_batches_are_rejected(members):
     mixed = get_family("arith").sample(1, seed=0) + get_family("logic").sample(1, seed=0)
     with pytest.raises(ValueError, match="one family per batch"):
         run_verification(members, fmts, mixed)
+
+
+def test_threshold_is_calibrated_on_a_labelled_dev_split(members):
+    from verinet.graph.arms import calibrate_threshold, labelled_set, verify_labelled
+
+    fam = get_family("arith")
+    dev = fam.sample(6, seed=77, params={"steps": 2})
+    fmts = {m: ZooFormat() for m in members.members}
+    t = calibrate_threshold(members, fmts, dev, seed=1)
+    assert 0.0 < t < 1.0
+    sets = labelled_set(dev, seed=1)
+    assert all(cs[0].first_error == -1 and all(c.first_error >= 0 for c in cs[1:]) for cs in sets)
+
+    def f1_at(threshold):
+        by_problem, batch, _ = verify_labelled(members, fmts, dev, aggregation="mean", threshold=threshold,
+                                               selection="weighted", seed=1)
+        preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(batch.reports, by_problem) for c in cs]
+        return earliest_error_f1(preds, [c.first_error for _, cs, _ in by_problem for c in cs])["f1"]
+
+    assert f1_at(t) >= f1_at(0.5)

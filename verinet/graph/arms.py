@@ -12,7 +12,7 @@ from typing import Any
 from verinet.backends.formats import PromptFormat
 from verinet.graph.orchestrate import Caller, cross_verify, run_verification
 from verinet.graph.pipeline import verify_batch
-from verinet.graph.propagate import earliest_error_f1
+from verinet.graph.propagate import choose_threshold, earliest_error_f1
 from verinet.schema import Chain, Problem
 from verinet.tasks import InjectionUnsupported, get_family
 
@@ -28,11 +28,12 @@ class ArmResult:
     injected: dict[str, float]  # earliest-error F1 on the shared gold + injected chains
     step_validity: float  # share of the arm's own steps that the checker finds valid
     tokens: int
+    threshold: float  # earliest-error threshold on P(valid) used
 
     def row(self) -> dict[str, Any]:
         return {"arm": self.arm, "members": self.members, "accuracy": self.accuracy,
                 "ee_f1_natural": self.natural["f1"], "ee_f1_injected": self.injected["f1"],
-                "step_validity": self.step_validity, "tokens": self.tokens}
+                "step_validity": self.step_validity, "tokens": self.tokens, "threshold": self.threshold}
 
 
 def labelled_set(problems: Sequence[Problem], seed: int = 0) -> list[list[Chain]]:
@@ -51,10 +52,47 @@ def labelled_set(problems: Sequence[Problem], seed: int = 0) -> list[list[Chain]
     return out
 
 
+def verify_labelled(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
+                    aggregation: str, threshold: float, selection: str, seed: int):
+    """Every member of ``caller`` verifies the shared labelled chains of ``problems``.
+
+    Returns (per-problem (id, chains, verdicts), the batch result, usage per member)."""
+    sets = labelled_set(problems, seed=seed)
+    chains = {INJECTED: [c for cs in sets for c in cs]}
+    flat_problems = [p for p, cs in zip(problems, sets) for _ in cs]
+    verdicts, res = cross_verify(caller, formats, flat_problems, chains, {INJECTED: list(caller.members)})
+    by_problem = []
+    for p, cs in zip(problems, sets):
+        ids = {c.id for c in cs}
+        by_problem.append((p.id, cs, [v for v in verdicts if v.chain_id in ids]))
+    batch = verify_batch(by_problem, aggregation=aggregation, threshold=threshold, selection=selection,
+                         family=get_family(problems[0].family), include_graph=False)
+    return by_problem, batch, res.usage
+
+
+def calibrate_threshold(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
+                        aggregation: str = "mean", seed: int = 0) -> float:
+    """The earliest-error threshold that maximises F1 on a labelled dev split (ProcessBench's recipe)."""
+    by_problem, batch, _ = verify_labelled(caller, formats, dev, aggregation=aggregation, threshold=0.5,
+                                           selection="weighted", seed=seed)
+    items = []
+    for rep, (_, cs, _) in zip(batch.reports, by_problem):
+        post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}
+        for c in cs:
+            n = len(c.steps) + (c.answer is not None)
+            items.append(([post.get((c.id, i), 0.5) for i in range(n)], c.first_error))
+    return choose_threshold(items)
+
+
 def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
-              topology: str, aggregation: str = "mean", threshold: float = 0.5, selection: str = "weighted",
-              seed: int = 0) -> ArmResult:
+              topology: str, aggregation: str = "mean", threshold: float | None = None, selection: str = "weighted",
+              dev: Sequence[Problem] = (), seed: int = 0) -> ArmResult:
+    """Score one arm. With ``threshold=None`` it is calibrated on the labelled ``dev`` problems first."""
     fam = get_family(problems[0].family)
+    if threshold is None:
+        if not dev:
+            raise ValueError("threshold=None needs dev problems to calibrate it on")
+        threshold = calibrate_threshold(caller, formats, dev, aggregation=aggregation, seed=seed + 1)
     run = run_verification(caller, formats, problems, topology=topology, aggregation=aggregation,
                            threshold=threshold, selection=selection, seed=seed, include_graph=False)
     preds, labels, valid, steps = [], [], 0, 0
@@ -69,23 +107,14 @@ def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], pro
             preds.append(rep.earliest_error[c.id])
             valid += check.n_valid
             steps += len(check.steps)
-    # the shared labelled set: every member of the arm verifies every labelled chain
-    sets = labelled_set(problems, seed=seed)
-    chains = {INJECTED: [c for cs in sets for c in cs]}
-    flat_problems = [p for p, cs in zip(problems, sets) for _ in cs]
-    verdicts, vres = cross_verify(caller, formats, flat_problems, chains, {INJECTED: list(caller.members)})
-    by_problem = []
-    for p, cs in zip(problems, sets):
-        ids = {c.id for c in cs}
-        by_problem.append((p.id, cs, [v for v in verdicts if v.chain_id in ids]))
-    injected = verify_batch(by_problem, aggregation=aggregation, threshold=threshold, selection=selection,
-                            family=fam, include_graph=False)
+    by_problem, injected, usage = verify_labelled(caller, formats, problems, aggregation=aggregation,
+                                                  threshold=threshold, selection=selection, seed=seed)
     inj_preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(injected.reports, by_problem) for c in cs]
     inj_labels = [c.first_error for _, cs, _ in by_problem for c in cs]
     tokens = sum(u.total for phases in run.usage.values() for u in phases.values())
-    tokens += sum(u.total for u in vres.usage.values())
+    tokens += sum(u.total for u in usage.values())
     return ArmResult(arm, list(caller.members), correct / len(problems), earliest_error_f1(preds, labels),
-                     earliest_error_f1(inj_preds, inj_labels), valid / steps if steps else 0.0, tokens)
+                     earliest_error_f1(inj_preds, inj_labels), valid / steps if steps else 0.0, tokens, threshold)
 
 
-__all__ = ["ArmResult", "labelled_set", "score_arm"]
+__all__ = ["ArmResult", "calibrate_threshold", "labelled_set", "score_arm", "verify_labelled"]
