@@ -103,7 +103,7 @@ def main() -> None:
           f"({args.threads} threads)")
     results = []
     for name in args.models:
-        spec = MemberSpec(name=name, backend="hf", model=name, batch_size=64,
+        spec = MemberSpec(name=Path(name).name, backend="hf", model=name, batch_size=64,
                           resources={"num_cpus": args.threads})
         backend = make_backend(spec)
         ne = backend.info()["non_embedding_parameters"]
@@ -116,7 +116,7 @@ def main() -> None:
 
             init_ray(num_cpus=args.threads)
             with Ensemble(EnsembleConfig(members=[spec], quorum=1)) as ens:
-                via = run_paths(lambda m, *a, **k: ens.call(m, *a, **k)[name], texts, steps, ne, peak)
+                via = run_paths(lambda m, *a, **k: ens.call(m, *a, **k)[spec.name], texts, steps, ne, peak)
             results.append({"model": name, "non_embedding": ne, "via": "ray", "paths": via})
     print(f"\n{'model':<12} {'via':<7} {'path':<9} {'steps/s':>9} {'tokens':>9} {'GFLOP/s':>8} {'roofline':>9}")
     for r in results:
