@@ -73,13 +73,13 @@ class HFBackend(Backend):
             for row_start in range(0, gen.shape[0], n):
                 samples = []
                 for row in gen[row_start:row_start + n]:
-                    c = self._completion(row, max_tokens, stop)
+                    c = self._completion(row, stop)
                     usage.decode += c.tokens
                     samples.append(c)
                 out.append(samples)
         return GenerateResult(out, usage)
 
-    def _completion(self, row: torch.Tensor, max_tokens: int, stop: list[str] | None) -> Completion:
+    def _completion(self, row: torch.Tensor, stop: list[str] | None) -> Completion:
         ids = row.tolist()
         eos = self.tok.eos_token_id
         n_tok = next((i + 1 for i, t in enumerate(ids) if t == eos), None)
@@ -90,7 +90,7 @@ class HFBackend(Backend):
             cut = text.find(s)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-        return Completion(text, len(ids), finish if len(ids) < max_tokens or finish == "stop" else "length")
+        return Completion(text, len(ids), finish)
 
     # ---- scoring ----------------------------------------------------------------
     @torch.inference_mode()
