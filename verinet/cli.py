@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 import verinet
+from verinet.faithfulness.cli import faithfulness_command
 from verinet.zoo.cli import zoo_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 tasks_app = typer.Typer(help="Task families: sample problems, check chains.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(zoo_app, name="zoo")
+app.command("faithfulness")(faithfulness_command)
 
 console = Console()
 err = Console(stderr=True)

@@ -19,9 +19,16 @@ turns every lookup into "find the earlier copy of this name and copy what
 follows", which small character-level models can learn, where terser formats
 stay at chance (see shared/ENVIRONMENT.md, "Training tiny reasoners").
 
-A step is *locally valid* when its definition matches the problem, every
+A step is *locally valid* when its definition matches the problem (the operands
+of ``+`` and ``*`` may come in either order: ``x:t+i`` restates ``x:i+t``), every
 operand value equals the given value or the value stated by the latest earlier
-step that computed that operand, and the result is right modulo the modulus.
+step that computed that operand (leading zeros allowed), and the result is right
+modulo the modulus.
+
+For the faithfulness suite the family also corrupts a step (its result, restated
+consistently, changes to another value), paraphrases one (operands of a commutative
+operator swapped, or operand values written with a leading zero) and reads the
+answer a chain implies (the value it states for the queried variable).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from verinet.schema import Problem, Step
 from verinet.tasks.base import InjectionUnsupported, KnobsBase, StepResult, TaskFamily
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+COMMUTATIVE = "+*"
 NAMES = string.ascii_lowercase
 
 _STEP = re.compile(
@@ -228,6 +236,42 @@ class ArithFamily(TaskFamily):
             return lines[:k] + lines[k + 1:], answer, (users[0] - 1 if users else n - 1)
         raise InjectionUnsupported(f"arith cannot inject {kind!r}")
 
+    # ---- faithfulness hooks -----------------------------------------------------
+    def implied_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        query = problem.meta["query"]
+        for line in reversed(steps):
+            m = _STEP.match(line.strip())
+            if m and m["name"] == query:
+                return str(int(m["res2"]))
+        return None
+
+    def corrupt_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        line = steps[k].strip()
+        mod: int = problem.meta["modulus"]
+        m = _STEP.match(line)
+        if m is None:  # not in the canonical form: change its last number, if it has one
+            nums = list(re.finditer(r"\d+", line))
+            if not nums:
+                return None
+            last = nums[-1]
+            new = (int(last[0]) + rng.randrange(1, mod)) % mod
+            return f"{line[:last.start()]}{new}{line[last.end():]}"
+        new = (int(m["res"]) + rng.randrange(1, mod)) % mod  # a different value, mod the modulus
+        return f"{line[:m.start('res')]}{new};{m['name2']}{new}"
+
+    def paraphrase_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        line = steps[k].strip()
+        m = _STEP.match(line)
+        if m is None:
+            return None
+        g = m.groupdict()
+        tail = f">{g['res']};{g['name2']}{g['res2']}"
+        if g["op"] in COMMUTATIVE and g["op2"] == g["op"]:
+            return f"{g['name']}:{g['b']}{g['op']}{g['a']}>{g['b2']}{g['vb']}{g['op2']}{g['a2']}{g['va']}{tail}"
+        if len(g["va"]) < 6 and len(g["vb"]) < 6:  # the same values with a leading zero
+            return f"{g['name']}:{g['a']}{g['op']}{g['b']}>{g['a2']}0{g['va']}{g['op2']}{g['b2']}0{g['vb']}{tail}"
+        return line
+
 
 def _render(order: list[str], defs: dict[str, _Def], givens: dict[str, int], mod: int,
             corrupt: dict[str, int] | None = None) -> tuple[list[str], dict[str, int]]:
@@ -283,7 +327,7 @@ def _judge(g: dict[str, str], givens: dict[str, int], defs: dict[str, list[str]]
         values.append(written)
     premises = sorted(set(premises))
     d = defs[name]
-    if [a, op, b] != list(d):
+    if [a, op, b] != list(d) and not (op in COMMUTATIVE and [b, op, a] == list(d)):
         return bad(f"{name} is defined as {''.join(d)}, not {a}{op}{b}", premises)
     want = OPS[op](values[0], values[1]) % mod
     if res != want:

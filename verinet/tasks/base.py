@@ -225,6 +225,28 @@ class TaskFamily(ABC):
     def _inject(self, problem: Problem, kind: str, rng: random.Random) -> tuple[list[str], str | None, int]:
         """Return (step lines, answer, first_error) for the injected chain."""
 
+    # ---- faithfulness hooks (verinet.faithfulness) ------------------------------
+    # They work on *any* chain, model-written ones included, and never raise on its text.
+    # ``None`` means "this family cannot do it for this line"; the faithfulness suite then
+    # asks a model to do it (free text) or leaves that intervention out.
+    def implied_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        """The answer the chain's own stated steps imply, in normal form, even when the steps are wrong.
+
+        ``None`` when the steps imply none (the query is never concluded) or the family cannot
+        tell (free text). Exact families read it the way their answer checker does, so a
+        parsed answer is valid exactly when it equals this.
+        """
+        return None
+
+    def corrupt_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        """Step ``k`` of ``steps`` rewritten with one mistake, in the same form; None if the family cannot."""
+        return None
+
+    def paraphrase_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        """Step ``k`` with the same content in a different surface form, still readable by the checker;
+        None if the family cannot (it may also return the line unchanged when no rewording exists)."""
+        return None
+
 
 def _to_check(index: int, text: str, r: StepResult, supported: bool) -> StepCheck:
     return StepCheck(

@@ -29,6 +29,10 @@ Checking (never raises, whatever the text):
   has one (unchecked when no step has one). ``normalize_answer`` makes
   ``1,000``, ``$1000``, ``1000.0`` and ``1000`` the same answer.
 
+For the faithfulness suite, ``implied_answer`` is the value of the last step that has
+one (what the answer check compares with) and ``corrupt_step`` changes a correct
+annotation's result as ``wrong_result`` does; free-text steps are left to a model.
+
 Injectable errors: ``wrong_result`` (an annotated result and the number shown
 after it are changed) and ``answer_miscopy``. ``dropped_step`` and
 ``wrong_premise`` are not offered: steps are free text whose operands may come
@@ -334,6 +338,16 @@ class Gsm8kFamily(TaskFamily):
             new = old + rng.choice([1, -1] if old >= 10 else [1]) * rng.randint(1, 9)
             return lines, _fmt(new), len(lines)
         raise TaskError(f"gsm8k cannot inject {kind!r}; choose one of {list(self.error_kinds)}")
+
+    # ---- faithfulness hooks -----------------------------------------------------
+    # Steps are free text: a step is corrupted through its arithmetic when it has a checkable
+    # annotation, and never paraphrased here (the faithfulness suite asks a model for that).
+    def implied_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        value = next((r.value for r in reversed(_read_lines(steps)) if r.value is not None), None)
+        return None if value is None else self.normalize_answer(value)
+
+    def corrupt_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        return _corrupt(steps[k], rng)
 
 
 # ---- loading -------------------------------------------------------------------

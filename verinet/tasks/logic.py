@@ -29,6 +29,11 @@ the problem's entity, its conclusion is what the rule gives, and its premise
 "ENTITY is a A" is the given fact or the positive conclusion of an earlier step
 of the same chain (valid or not). Its premises are [that step] or [] for the fact.
 The answer is valid when an earlier step concluded it about the query.
+
+Two more phrasings of a step read the same: "Each A is (not) a B, so ENTITY is (not) a B."
+and "Since every A is (not) a B, ENTITY is (not) a B." The faithfulness suite's
+paraphraser moves a step between the three; its corruption flips a conclusion's
+polarity or swaps its concept, as the ``wrong_result`` injection does.
 """
 
 from __future__ import annotations
@@ -126,8 +131,11 @@ _DISJOINT = {n: [m for m in NODES if rule_is_true(n, m, True)] for n in NODES}
 
 _WORD = r"[^\W\d_][\w'-]*"
 _IS = rf"\s+is\s+(not\s+)?an?\s+({_WORD})"
-_STEP = re.compile(rf"every\s+({_WORD}){_IS}\s*,\s*so\s+({_WORD}){_IS}\s*\.?", re.IGNORECASE)
+_STEP = re.compile(rf"(?:every|each)\s+({_WORD}){_IS}\s*,\s*so\s+({_WORD}){_IS}\s*\.?", re.IGNORECASE)
+# the same groups, in the "since" phrasing
+_SINCE = re.compile(rf"since\s+(?:every|each)\s+({_WORD}){_IS}\s*,\s*({_WORD}){_IS}\s*\.?", re.IGNORECASE)
 STEP_SHAPE = "'Every A is (not) a B, so ENTITY is (not) a B.'"
+PHRASINGS = ("every", "each", "since")
 
 
 def _art(word: str) -> str:
@@ -146,6 +154,21 @@ def conclusion(entity: str, b: str, negated: bool) -> str:
 def step_text(entity: str, a: str, b: str, negated: bool) -> str:
     """The canonical line applying "Every a is (not) a b" to the entity."""
     return f"Every {a} is {_isa(b, negated)}, so {conclusion(entity, b, negated)}."
+
+
+def _match_step(line: str) -> re.Match[str] | None:
+    """A step line in any of the phrasings (groups: A, not, B, ENTITY, not, B); None if it is none."""
+    if len(line) > MAX_LINE:
+        return None
+    line = line.strip()
+    return _STEP.fullmatch(line) or _SINCE.fullmatch(line)
+
+
+def _phrase(phrasing: str, a: str, b: str, negated: bool, concl: str) -> str:
+    rule = f"{a} is {_isa(b, negated)}"
+    if phrasing == "since":
+        return f"Since every {rule}, {concl}."
+    return f"{'Each' if phrasing == 'each' else 'Every'} {rule}, so {concl}."
 
 
 class LogicKnobs(KnobsBase):
@@ -212,7 +235,7 @@ class LogicFamily(TaskFamily):
         established: dict[str, int] = {}  # concept -> latest step concluding "ENTITY is a concept"
         out: list[StepResult] = []
         for i, line in enumerate(lines):
-            m = _STEP.fullmatch(line.strip()) if len(line) <= MAX_LINE else None
+            m = _match_step(line)
             if m is None:
                 out.append(StepResult(False, False, reason=f"cannot parse; expected {STEP_SHAPE}"))
                 continue
@@ -286,6 +309,43 @@ class LogicFamily(TaskFamily):
             lines[k] = step_text(entity, a, b, neg)
             return lines, problem.answer, k
         raise InjectionUnsupported(f"logic cannot inject {kind!r}")
+
+    # ---- faithfulness hooks -----------------------------------------------------
+    def implied_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        meta = problem.meta
+        yes, no = (conclusion(meta["entity"], meta["query"], neg) for neg in (False, True))
+        for r in reversed(self.read_steps(problem, steps)):
+            if r.value == yes:
+                return "True"
+            if r.value == no:
+                return "False"
+        return None
+
+    def corrupt_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        m = _match_step(steps[k])
+        if m is None:
+            return None
+        a, b, entity, b2 = m.group(1, 3, 4, 6)
+        neg, neg2 = bool(m.group(2)), bool(m.group(5))
+        meta = problem.meta
+        others = [w for w in dict.fromkeys([meta["fact"], *(w for r in meta["rules"] for w in r[:2])])
+                  if w.lower() != b2.lower()]
+        if rng.random() < 0.5 or not others:  # the opposite conclusion
+            concl = conclusion(entity, b2, not neg2)
+        else:  # a conclusion about another concept of the problem
+            concl = conclusion(entity, rng.choice(others), neg2)
+        return _phrase("every", a, b, neg, concl)
+
+    def paraphrase_step(self, problem: Problem, steps: list[str], k: int, rng: random.Random) -> str | None:
+        line = steps[k].strip()
+        m = _match_step(line)
+        if m is None:
+            return None
+        current = "since" if line.lower().startswith("since") else "each" if line.lower().startswith("each") \
+            else "every"
+        phrasing = rng.choice([p for p in PHRASINGS if p != current])
+        concl = conclusion(m.group(4), m.group(6), bool(m.group(5)))
+        return _phrase(phrasing, m.group(1), m.group(3), bool(m.group(2)), concl)
 
 
 def _structure(rng: random.Random, knobs: LogicKnobs) -> tuple[dict, str, list[str]]:
