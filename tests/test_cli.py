@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import verinet
@@ -93,14 +94,18 @@ def test_sample_gsm8k_from_data(tmp_path):
     assert r.exit_code == 2 and "load_gsm8k" in _all(r)
 
 
-def test_compare_default_runs_and_resumes(tmp_path):
+def test_compare_runs_and_resumes(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "cli", "tasks": [{"family": "arith", "n": 4, "params": {"steps": 2}}], "threshold": 0.5,
+        "faithfulness": {"n": 0}, "sweep": {"n": 0}, "ray": {"local": True}}))
     out = tmp_path / "run"
-    r = runner.invoke(app, ["compare", "--out", str(out)])
+    r = runner.invoke(app, ["compare", "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, _all(r)
-    assert "report:" in r.stdout and (out / "report.md").exists()
-    assert len((out / "results.jsonl").read_text().splitlines()) == 200
-    r = runner.invoke(app, ["compare", "--out", str(out)])  # resumes: nothing to redo, nothing duplicated
-    assert r.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 200
+    assert "report:" in r.stdout and (out / "report.md").exists() and (out / "report.html").exists()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    r = runner.invoke(app, ["compare", "--config", str(cfg), "--out", str(out)])  # resumes: nothing redone
+    assert r.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 4
 
 
 def test_compare_bad_config_is_a_clear_error(tmp_path):

@@ -158,21 +158,69 @@ def _print_check(line: int, problem_id: str, check: Any) -> None:
 def compare(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; default: the embedded one.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (overrides the config's out_dir).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve models, print the placement plan on the "
+                                          "declared cluster and the estimated cost; run nothing.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(help="Declared nodes for --dry-run, JSON: "
+                                                   "'[{\"CPU\": 32, \"GPU\": 4}]' (default: the config's).")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run the models in this process instead of Ray actors.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, "
+                                                       "as set by `ray job submit`, else an embedded Ray).")] = None,
 ) -> None:
-    """Run the comparison job (resumable) and write results, a summary and a report."""
+    """Run the comparison job (resumable): ensemble vs scaled-up baseline; writes results, summary, report."""
+    from verinet.backends import BackendError
     from verinet.experiments import ConfigError, load_config, run_compare
     from verinet.tasks import TaskError
 
     try:
         cfg = load_config(config)
+        updates = {}
+        if local or ray_address:
+            updates["ray"] = cfg.ray.model_copy(update={"local": local or cfg.ray.local,
+                                                        "address": ray_address or cfg.ray.address})
+        cfg = cfg.model_copy(update=updates)
+        if dry_run:
+            _dry_run(cfg, cluster)
+            return
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task("problems", total=None)
-            report = run_compare(cfg, out_dir=out,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (ConfigError, TaskError) as e:
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            report = run_compare(cfg, out_dir=out, progress=progress)
+    except (ConfigError, TaskError, BackendError) as e:
         raise fail(str(e)) from None
-    console.print(f"report: {report}")
+    console.print(f"report: {report} (and {report.with_suffix('.html')})")
+
+
+def _dry_run(cfg: Any, cluster: Optional[str]) -> None:
+    from verinet.experiments import ConfigError
+    from verinet.experiments.dryrun import dry_run
+
+    nodes = None
+    if cluster is not None:
+        try:
+            nodes = json.loads(cluster)
+            nodes = [nodes] if isinstance(nodes, dict) else nodes
+            assert isinstance(nodes, list) and all(isinstance(n, dict) for n in nodes)
+        except (json.JSONDecodeError, AssertionError):
+            raise ConfigError(f"--cluster: expected JSON like '[{{\"CPU\": 32, \"GPU\": 4}}]', got {cluster!r}") from None
+    r = dry_run(cfg, nodes)
+    console.print(f"[bold]placement[/] ({len(r['plan'].nodes)} node(s) declared)")
+    console.print(r["summary"], highlight=False)
+    t = Table(title=f"estimated cost for {r['problems']} problems")
+    for col in ("member", "model", "non-embedding params"):
+        t.add_column(col)
+    for name, loc in r["locations"].items():
+        t.add_row(name, loc, f"{r['parameters'][name]:.3g}")
+    console.print(t)
+    e = r["estimate"]
+    console.print(f"ensemble: {e['ensemble_tokens']:.3g} tokens, {e['ensemble_flops']:.3g} FLOPs; "
+                  f"baseline: {e['baseline_tokens']:.3g} tokens, {e['baseline_flops']:.3g} FLOPs "
+                  f"(ensemble/baseline {e['flops_ratio']:.2f}x)")
 
 
 @app.command("verify")

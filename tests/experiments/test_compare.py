@@ -1,6 +1,13 @@
-"""The job: validated configs, results written as it goes, resume without loss or duplicates."""
+"""The comparison job: validated configs, both arms on the same problems, results written as it
+goes and resumed without loss or duplicates, a report with every section filled."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,60 +15,152 @@ import yaml
 from verinet.experiments import CompareConfig, ConfigError, load_config, run_compare
 from verinet.experiments.results import ResultsLog
 
-SMALL = {"name": "t", "tasks": [{"family": "arith", "n": 30, "params": {"steps": 3}}]}
+ROOT = Path(__file__).resolve().parents[2]
+
+# Small enough for the fast suite: 2 slices, the zoo models in this process, a short sweep.
+TINY = {
+    "name": "tiny",
+    "tasks": [{"family": "arith", "n": 6, "params": {"steps": 2}},
+              {"family": "logic", "n": 4, "params": {"hops": 2}}],
+    "faithfulness": {"n": 3, "n_boot": 200},
+    "sweep": {"ks": [1, 2, 4], "n": 4, "max_k": 6},
+    "dev_n": 4,
+    "chunk_size": 3,
+    "ray": {"local": True},
+}
 
 
-def _cfg(tmp_path, data=SMALL):
-    p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump(data))
+def _cfg(tmp_path, data=None, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data if data is not None else TINY))
     return load_config(p)
 
 
-def test_run_writes_results_summary_report(tmp_path):
-    report = run_compare(_cfg(tmp_path), out_dir=tmp_path / "out")
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    report = run_compare(_cfg(tmp), out_dir=tmp / "out")
+    return report, tmp / "out"
+
+
+def test_both_arms_on_the_same_problems(tiny_run):
+    _, out = tiny_run
+    rows = _lines(out / "results.jsonl")
+    assert len(rows) == 10 == len({r["problem_id"] for r in rows})
+    for r in rows:
+        assert {c["author"] for c in r["ensemble"]["chains"]} == {"zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"}
+        assert [c["author"] for c in r["baseline"]["chains"]] == ["zoo-l"]
+        # every chain is scored by the exact checker and has a predicted earliest error
+        for c in r["ensemble"]["chains"] + r["baseline"]["chains"]:
+            assert -1 <= c["first_error"] <= c["n_steps"] and c["predicted_error"] is not None
+        # all_pairs: each chain is verified by the two other members, never by its author
+        for chain_id, per in r["ensemble"]["verdicts"].items():
+            author = chain_id.rsplit("/", 1)[1]
+            assert author not in per and len(per) == 2
+        assert r["labelled"] and all(x["ensemble"] is not None and x["baseline"] is not None for x in r["labelled"])
+
+
+def test_summary_figures_are_computed_from_the_records(tiny_run):
+    _, out = tiny_run
+    rows = _lines(out / "results.jsonl")
+    s = json.loads((out / "summary.json").read_text())
+    for arm in ("ensemble", "baseline"):
+        acc = s["arms"][arm]["accuracy"]
+        assert acc["n"] == 10 and acc["value"] == pytest.approx(sum(r[arm]["correct"] for r in rows) / 10)
+        assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+        c = s["arms"][arm]["cost"]
+        assert c["prefill_tokens"] > 0 and c["decode_tokens"] > 0 and c["actor_s"] > 0
+        assert c["flops"] > 0 and s["arms"][arm]["flops_per_problem"] > 0
+    # FLOPs are 2 x non-embedding parameters x tokens: the 27x larger baseline costs more per token
+    per_token = {arm: s["arms"][arm]["cost"]["flops"] / s["arms"][arm]["cost"]["tokens"] for arm in ("ensemble", "baseline")}
+    assert per_token["ensemble"] == pytest.approx(2 * s["parameters"]["zoo-xs-s0"])
+    assert per_token["baseline"] == pytest.approx(2 * s["parameters"]["zoo-l"])
+    assert all(v["peak_rss_bytes"] > 0 for v in s["actors"].values())
+    ag = s["agreement"]
+    assert ag["n_items"] > 0 and sum(ag["majority_share"]["counts"]) == ag["n_items"]
+    # the sweep has the configured K plus the FLOPs-matched one, on each slice
+    for i in ("0", "1"):
+        ks = [p["k"] for p in s["sweep"][i]]
+        assert {1, 2, 4} <= set(ks)
+        matched = s["compute_matched"][i]
+        assert 1 <= matched["k"] <= 6 and matched["k"] in ks
+    assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}
+
+
+def test_report_has_every_section_and_is_self_contained(tiny_run):
+    report, out = tiny_run
+    md = report.read_text()
+    for heading in ("## Headline", "## Accuracy against FLOPs", "## Earliest-error F1", "## Agreement",
+                    "## Faithfulness", "## Cost", "## One verification graph"):
+        assert heading in md
+    assert "Not run" not in md
+    for png in ("pareto.png", "ee_f1.png", "agreement.png", "graph.png", "faithfulness_curves_0.png"):
+        assert (out / "plots" / png).stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 6
+    assert 'src="http' not in html and "<link" not in html  # nothing fetched from elsewhere
+
+
+def test_rerun_redoes_nothing(tiny_run):
+    report, out = tiny_run
+    before = {f: (out / f).read_bytes() for f in ("results.jsonl", "faithfulness.jsonl", "sweep.jsonl")}
+    phases = []
+    run_compare(load_config(out.parent / "c.yaml"), out_dir=out, progress=lambda ph, d, t: phases.append((ph, d, t)))
+    first = {}
+    for ph, d, t in phases:
+        first.setdefault(ph, (d, t))
+    assert set(first) == {"thresholds", "problems", "faithfulness", "sweep"}
+    assert all(d == t for d, t in first.values())  # every phase starts complete
+    assert {f: (out / f).read_bytes() for f in before} == before
+
+
+def test_killed_job_resumes_without_loss_or_duplicates(tmp_path):
+    """SIGKILL the real command mid-run; the rerun keeps every written record and adds the rest once."""
+    cfg = dict(TINY, tasks=[{"family": "arith", "n": 12, "params": {"steps": 2}}], chunk_size=2,
+               faithfulness={"n": 2, "n_boot": 200}, sweep={"ks": [1, 2], "n": 3})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 30 and len({r["problem_id"] for r in rows}) == 30
-    summary = json.loads((out / "summary.json").read_text())
-    fam = summary["families"]["arith"]
-    assert fam["gold_valid"] == 30
-    assert all(k["found_at_label"] == k["n"] > 0 for k in fam["kinds"].values())
-    assert report.exists() and "arith" in report.read_text()
-    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "t"
-
-
-def test_resume_after_crash_loses_and_duplicates_nothing(tmp_path):
-    cfg = _cfg(tmp_path)
-    out = tmp_path / "out"
-    calls = []
-
-    def crash(done, total):
-        calls.append(done)
-        if done == 12:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_compare(cfg, out_dir=out, progress=crash)
+    cmd = [sys.executable, "-m", "verinet.cli", "compare", "--config", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            start_new_session=True)
     results = out / "results.jsonl"
-    assert len(results.read_text().splitlines()) == 12
-    with results.open("a") as f:  # a torn write at the moment of the crash
-        f.write('{"problem_id": "arith-partial", "fam')
-    seen = []
-    run_compare(cfg, out_dir=out, progress=lambda d, t: seen.append(d))
-    assert seen[0] == 12  # resumed, not restarted
-    ids = [json.loads(x)["problem_id"] for x in results.read_text().splitlines()]
-    assert len(ids) == 30 == len(set(ids))
-    fresh = tmp_path / "fresh"
-    run_compare(cfg, out_dir=fresh)
-    assert sorted(ids) == sorted(json.loads(x)["problem_id"] for x in (fresh / "results.jsonl").read_text().splitlines())
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_text().splitlines()) >= 4:
+                break
+            assert proc.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    written = results.read_bytes()
+    n_before = len(written.splitlines())
+    assert 4 <= n_before < 12
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = results.read_bytes()
+    assert after.startswith(written.rsplit(b"\n", 1)[0])  # nothing written before the kill was lost or changed
+    ids = [x["problem_id"] for x in _lines(results)]
+    assert len(ids) == 12 == len(set(ids))
+    for log, key in (("faithfulness.jsonl", "unit"), ("sweep.jsonl", "unit")):
+        keys = [x[key] for x in _lines(out / log)]
+        assert len(keys) == len(set(keys)) > 0
+    assert (out / "report.html").exists()
 
 
 def test_resume_refuses_a_different_config(tmp_path):
+    small = dict(TINY, tasks=[{"family": "arith", "n": 2, "params": {"steps": 2}}], threshold=0.5,
+                 faithfulness={"n": 0}, sweep={"n": 0})
     out = tmp_path / "out"
-    run_compare(_cfg(tmp_path), out_dir=out)
-    other = _cfg(tmp_path, {**SMALL, "seed": 9})
+    run_compare(_cfg(tmp_path, small), out_dir=out)
     with pytest.raises(ConfigError, match="different config"):
-        run_compare(other, out_dir=out)
+        run_compare(_cfg(tmp_path, {**small, "seed": 9}, "d.yaml"), out_dir=out)
 
 
 @pytest.mark.parametrize("data, needle", [
@@ -73,10 +172,23 @@ def test_resume_refuses_a_different_config(tmp_path):
     ({"tasks": [{"family": "arith", "path": "x.jsonl"}]}, "only for family gsm8k"),
     ({"inject": ["typo"]}, "inject.0"),
     ({"seed": -1}, "seed"),
+    ({"ensemble": {"members": [{"name": "a", "backend": "hf", "model": "zoo-xs-s0"}]}}, "at least 2 members"),
+    ({"baseline": {"member": {"name": "zoo-xs-s0", "backend": "hf", "model": "zoo-l"}}}, "also an ensemble member"),
+    ({"ensemble": {"topology": "star"}}, "ensemble.topology"),
+    ({"sweep": {"ks": [0, 2]}}, "every K must be >= 1"),
+    ({"faithfulness": {"tests": ["early_answering", "telepathy"]}}, "faithfulness.tests.1"),
+    ({"threshold": 1.5}, "threshold"),
 ])
 def test_bad_configs_name_the_field(tmp_path, data, needle):
     with pytest.raises(ConfigError, match=needle):
         _cfg(tmp_path, data)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    data = dict(TINY, baseline={"member": {"name": "big", "backend": "hf", "model": str(tmp_path / "nope"),
+                                           "dtype": "float32"}})
+    with pytest.raises(Exception, match="nope"):
+        run_compare(_cfg(tmp_path, data), out_dir=tmp_path / "out")
 
 
 def test_config_file_problems(tmp_path):
@@ -99,7 +211,10 @@ def test_results_log_rejects_duplicates(tmp_path):
     assert len(ResultsLog(tmp_path / "r.jsonl")) == 1
 
 
-def test_default_config_is_valid():
+def test_default_config_is_the_zoo_ladder_on_local_ray():
     cfg = CompareConfig()
     assert {t.family for t in cfg.tasks} == {"arith", "logic"}
     assert sum(t.n for t in cfg.tasks) >= 200
+    assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
+    assert cfg.baseline.member.model == "zoo-l" and not cfg.ray.local and cfg.ray.address is None
+    assert load_config(ROOT / "configs" / "compare-local.yaml") == cfg.model_copy(update={"out_dir": cfg.out_dir})

@@ -105,3 +105,16 @@ def check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) ->
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     if n > 1 and temperature == 0:
         raise ValueError("n > 1 needs temperature > 0 (greedy decoding gives n identical samples)")
+
+
+def peak_memory() -> dict[str, int]:
+    """This process's peak resident memory, and the GPU's peak allocation where torch used one."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_bytes": int(rss if sys.platform == "darwin" else rss * 1024)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated())
+    return out

@@ -27,7 +27,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from verinet.backends.base import GenerateResult, ScoreResult, TaggedResult
+from verinet.backends.base import GenerateResult, ScoreResult, TaggedResult, peak_memory
 from verinet.backends.config import MemberSpec
 from verinet.cluster.placement import MemberPlacement
 
@@ -96,7 +96,7 @@ class _ModelActor:
         return self.backend.score_tagged(texts, tag, valid, invalid)
 
     def info(self) -> dict[str, Any]:
-        return {**self.backend.info(), "member": self.spec.name, **_where()}
+        return {**self.backend.info(), "member": self.spec.name, **_where(), **peak_memory()}
 
     def health(self, deep: bool = False) -> bool:
         """True once the model is loaded; ``deep`` also runs a one-token generation."""

@@ -1,86 +1,66 @@
-"""The comparison job's driver.
+"""The comparison job's driver: an ensemble of small models against one scaled-up model.
 
-Stage implemented so far: the labelled step-error set. For every problem it
-builds the gold chain and one injected chain per error kind, and checks each
-with the family's exact checker. That set is what verifiers are scored on
-(earliest-error F1) once the model arms exist; the model arms, verification
-graph and faithfulness stages plug into the same per-problem loop.
+Phases, each written as it completes and skipped on a rerun (so a crashed or cancelled job
+resumes where it stopped, without losing or repeating a result):
 
-Results are appended to ``results.jsonl`` as each problem completes; a rerun
-with the same config skips finished problems.
+1. thresholds  -- per arm and task slice, the earliest-error threshold chosen on a labelled
+   dev split (``thresholds.json``), unless the config fixes one;
+2. problems    -- both arms on every problem, in chunks of ``chunk_size`` batched calls
+   (``results.jsonl``, one record per problem);
+3. faithfulness -- interventions on each model's chains and on the ensemble pipeline
+   (``faithfulness.jsonl``, one record per slice and arm);
+4. sweep       -- ensembles of K members, K swept and matched to the baseline's FLOPs
+   (``sweep.jsonl``);
+5. summary.json, the report (Markdown + self-contained HTML, with plots) and metrics.prom.
+
+Models run as Ray actors (an embedded local Ray, or the cluster of ``ray job submit``), or in
+this process with ``ray.local``. Everything model-facing goes through a caller, so the same
+code runs either way.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from verinet.experiments.config import CompareConfig, ConfigError
+from verinet.backends.base import peak_memory
+from verinet.experiments.arms import run_chunk
+from verinet.experiments.callers import SubsetCaller
+from verinet.experiments.config import CompareConfig, ConfigError, TaskSpec
+from verinet.experiments.cost import matched_k
 from verinet.experiments.results import ResultsLog
+from verinet.experiments.sweep import sweep_point
+from verinet.graph.arms import calibrate_threshold
 from verinet.schema import Problem
-from verinet.tasks import InjectionUnsupported, TaskFamily, get_family
+from verinet.tasks import get_family
+
+Progress = Callable[[str, int, int], None]
 
 
-def iter_problems(config: CompareConfig) -> Iterator[tuple[TaskFamily, Problem]]:
-    for i, spec in enumerate(config.tasks):
-        fam = get_family(spec.family)
-        if spec.family == "gsm8k":
-            from verinet.tasks.gsm8k import load_gsm8k
+def slice_problems(config: CompareConfig, index: int, spec: TaskSpec) -> tuple[list[Problem], list[Problem]]:
+    """(test problems, dev problems) of one task slice; the two never overlap."""
+    fam = get_family(spec.family)
+    dev_n = config.dev_n if config.threshold is None else 0
+    if spec.family == "gsm8k":
+        from verinet.tasks.gsm8k import load_gsm8k
 
-            for p in load_gsm8k(spec.path, limit=spec.n):
-                yield fam, p
-        else:
-            for p in fam.sample(spec.n, seed=config.seed * 1000 + i, params=spec.params):
-                yield fam, p
-
-
-def check_problem(fam: TaskFamily, problem: Problem, kinds: list[str], seed: int) -> dict[str, Any]:
-    """Gold and injected chains of one problem, each scored by the exact checker."""
-    gold = fam.check(problem, fam.gold_chain(problem).text)
-    injected = []
-    for kind in kinds:
-        if kind not in fam.error_kinds:
-            continue
-        try:
-            chain = fam.inject(problem, kind, seed=seed)
-        except InjectionUnsupported:
-            continue
-        found = fam.check(problem, chain.text).first_error
-        injected.append({"kind": kind, "label": chain.first_error, "found": found,
-                         "n_steps": len(chain.steps)})
-    return {
-        "problem_id": problem.id,
-        "family": problem.family,
-        "n_steps": len(problem.gold_steps),
-        "gold": {"first_error": gold.first_error, "answer_correct": gold.answer_correct,
-                 "n_supported": gold.n_supported},
-        "injected": injected,
-    }
+        loaded = load_gsm8k(spec.path, limit=spec.n + dev_n)
+        if len(loaded) <= dev_n:
+            raise ConfigError(f"tasks.{index}: {spec.path} has {len(loaded)} problems; need more than "
+                              f"dev_n={dev_n} (the threshold's dev split) plus the test problems")
+        return loaded[dev_n:], loaded[:dev_n]
+    test = fam.sample(spec.n, seed=config.seed * 1000 + index, params=spec.params)
+    dev = fam.sample(dev_n, seed=config.seed * 1000 + index + 500_000, params=spec.params) if dev_n else []
+    ids = {p.id for p in test}
+    return test, [p for p in dev if p.id not in ids]
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    fams: dict[str, dict[str, Any]] = defaultdict(lambda: {"problems": 0, "gold_valid": 0, "kinds": {}})
-    for r in records:
-        f = fams[r["family"]]
-        f["problems"] += 1
-        f["gold_valid"] += r["gold"]["first_error"] == -1 and r["gold"]["answer_correct"]
-        for inj in r["injected"]:
-            k = f["kinds"].setdefault(inj["kind"], {"n": 0, "found_at_label": 0})
-            k["n"] += 1
-            k["found_at_label"] += inj["label"] == inj["found"]
-    return {"problems": len(records), "families": dict(fams)}
-
-
-def run_compare(config: CompareConfig, *, progress: Callable[[int, int], None] | None = None,
-                out_dir: Path | None = None) -> Path:
-    """Run the job, writing results as it goes; return the report path."""
-    out = Path(out_dir or config.out_dir)
+def _check_out_dir(config: CompareConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     resolved = config.model_dump(mode="json")
     cfg_path = out / "config.yaml"
@@ -93,40 +73,173 @@ def run_compare(config: CompareConfig, *, progress: Callable[[int, int], None] |
             )
     else:
         cfg_path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    work = list(iter_problems(config))
-    t0 = time.perf_counter()
-    with ResultsLog(out / "results.jsonl") as log:
-        done = len([1 for _, p in work if p.id in log])
+    return resolved
+
+
+@contextmanager
+def open_callers(config: CompareConfig) -> Iterator[tuple[Any, dict]]:
+    """(caller over every member and the baseline, prompt formats); Ray actors unless ray.local."""
+    from verinet.experiments.members import open_members
+
+    all_members = config.all_members()
+    if config.ray.local:
+        with open_members(all_members, local=True) as pair:
+            yield pair
+        return
+    from verinet.cluster.local import init_ray
+
+    init_ray(config.ray.address, num_cpus=config.ray.num_cpus)
+    with open_members(all_members, local=False) as pair:
+        yield pair
+
+
+def _infos(caller: Any, config: CompareConfig) -> dict[str, dict[str, Any]]:
+    res = caller.call_each({m: ("info", (), {}) for m in caller.members})
+    out = {m: dict(info) for m, info in res.results.items()}
+    if config.ray.local:  # every model lives in this process
+        for info in out.values():
+            info.update(peak_memory())
+    return out
+
+
+def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, progress: Progress | None
+                ) -> dict[str, dict[str, float]]:
+    path = out / "thresholds.json"
+    done: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
+    if progress:
+        progress("thresholds", sum(str(i) in done for i in range(len(slices))), len(slices))
+    for i, (spec, _, dev) in enumerate(slices):
+        key = str(i)
+        if key in done:
+            continue
+        if config.threshold is not None:
+            done[key] = {"ensemble": config.threshold, "baseline": config.threshold}
+        else:
+            done[key] = {
+                "ensemble": calibrate_threshold(ens, formats, dev, aggregation=config.ensemble.aggregation,
+                                                seed=config.seed + 1),
+                "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1)
+                if config.baseline.self_verify else 0.5,
+            }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=2))
+        tmp.replace(path)
         if progress:
-            progress(done, len(work))
-        for fam, p in work:
-            if p.id in log:
-                continue
-            log.append(check_problem(fam, p, list(config.inject), config.seed))
-            done += 1
+            progress("thresholds", len(done), len(slices))
+    return done
+
+
+def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_dir: Path | None = None) -> Path:
+    """Run the job, writing results as it goes; return the Markdown report's path."""
+    from verinet.experiments.report import write_report
+    from verinet.experiments.summary import summarize
+
+    out = Path(out_dir or config.out_dir)
+    resolved = _check_out_dir(config, out)
+    slices = []
+    for i, spec in enumerate(config.tasks):
+        test, dev = slice_problems(config, i, spec)
+        slices.append((spec, test, dev))
+    ens_names = [m.name for m in config.ensemble_config().members]
+    base_name = config.baseline.member.name
+
+    with open_callers(config) as (caller, formats):
+        ens, base = SubsetCaller(caller, ens_names), SubsetCaller(caller, [base_name])
+        infos = _infos(caller, config)
+        parameters = {m: float(config.cost.parameters.get(m, info.get("non_embedding_parameters", 0)))
+                      for m, info in infos.items()}
+        thresholds = _thresholds(config, out, slices, ens, base, formats, progress)
+
+        with ResultsLog(out / "results.jsonl") as log:
+            total = sum(len(t) for _, t, _ in slices)
+            done = sum(p.id in log for _, t, _ in slices for p in t)
             if progress:
-                progress(done, len(work))
-        records = [log.records[p.id] for _, p in work]
-    summary = summarize(records) | {"wall_s": round(time.perf_counter() - t0, 3), "config": resolved}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    report = out / "report.md"
-    report.write_text(render_report(config, summary), encoding="utf-8")
-    return report
+                progress("problems", done, total)
+            for i, (spec, test, _) in enumerate(slices):
+                for start in range(0, len(test), config.chunk_size):
+                    chunk = test[start:start + config.chunk_size]
+                    if all(p.id in log for p in chunk):
+                        continue
+                    records = run_chunk(config, caller, ens, base, formats, chunk, thresholds=thresholds[str(i)],
+                                        parameters=parameters, chunk_id=f"{i}:{start}")
+                    for r in records:
+                        if r["problem_id"] not in log:
+                            log.append({**r, "slice": i})
+                            done += 1
+                    if progress:
+                        progress("problems", done, total)
+            records = [log.records[p.id] for _, t, _ in slices for p in t]
+
+        faith = _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress)
+        sweep = _sweep(config, out, slices, ens, formats, thresholds, parameters, records, progress)
+        infos = _infos(caller, config)  # peak memory after the work
+
+    summary = summarize(config, records, faith, sweep, infos, parameters, thresholds)
+    summary["config"] = resolved
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return write_report(config, summary, records, faith, out)
 
 
-def render_report(config: CompareConfig, summary: dict[str, Any]) -> str:
-    lines = [
-        f"# verinet report: {config.name}",
-        "",
-        f"{summary['problems']} problems. Stage run: the labelled step-error set "
-        "(gold chains and injected errors, scored by the exact checker).",
-        "",
-        "| family | problems | gold chains fully valid | error kind | injected | first error found at label |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, f in summary["families"].items():
-        for kind, k in sorted(f["kinds"].items()):
-            lines.append(f"| {name} | {f['problems']} | {f['gold_valid']} | {kind} | {k['n']} | "
-                         f"{k['found_at_label']} ({k['found_at_label'] / max(k['n'], 1):.1%}) |")
-    lines.append("")
-    return "\n".join(lines)
+def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress) -> list[dict[str, Any]]:
+    spec = config.faithfulness
+    if spec.n == 0 or not spec.tests:
+        return []
+    from verinet.faithfulness import evaluate_model, evaluate_pipeline
+
+    e = config.ensemble
+    units = []
+    for i, (_, test, _) in enumerate(slices):
+        problems = test[:spec.n]
+        units += [(f"faith/{i}/{m}", i, m, "model", problems) for m in [config.baseline.member.name, *ens.members]]
+        if spec.pipeline:
+            units.append((f"faith/{i}/ensemble", i, "ensemble", "pipeline", problems))
+    with ResultsLog(out / "faithfulness.jsonl", key="unit") as log:
+        done = sum(u[0] in log for u in units)
+        if progress:
+            progress("faithfulness", done, len(units))
+        for unit, i, arm, kind, problems in units:
+            if unit not in log:
+                if kind == "model":
+                    one = SubsetCaller(caller, [arm])
+                    res = evaluate_model(one, arm, formats[arm], problems, tests=spec.tests, seed=config.seed,
+                                         n_boot=spec.n_boot)
+                else:
+                    res = evaluate_pipeline(ens, formats, problems, seed=config.seed, n_boot=spec.n_boot,
+                                            topology=e.topology, k=e.k, aggregation=e.aggregation,
+                                            threshold=thresholds[str(i)]["ensemble"], selection=e.selection)
+                log.append({"unit": unit, "slice": i, "family": problems[0].family, "arm": arm, "kind": kind,
+                            "summary": res.summary, "records": res.records})
+                done += 1
+                if progress:
+                    progress("faithfulness", done, len(units))
+        return [log.records[u[0]] for u in units]
+
+
+def _sweep(config, out, slices, ens, formats, thresholds, parameters, records, progress) -> list[dict[str, Any]]:
+    sw = config.sweep
+    if sw.n == 0 or not sw.ks:
+        return []
+    from verinet.experiments.summary import per_problem_flops
+
+    ks = sorted(set(sw.ks))
+    matched: dict[int, int] = {}
+    if sw.compute_matched:
+        for i in range(len(slices)):
+            flops = per_problem_flops(config, [r for r in records if r["slice"] == i], parameters)
+            matched[i] = matched_k(flops["baseline"], flops["sweep_member"], sw.max_k)
+    units = [(f"sweep/{i}/{k}", i, k) for i in range(len(slices))
+             for k in sorted(set(ks) | ({matched[i]} if i in matched else set()))]
+    with ResultsLog(out / "sweep.jsonl", key="unit") as log:
+        done = sum(u[0] in log for u in units)
+        if progress:
+            progress("sweep", done, len(units))
+        for unit, i, k in units:
+            if unit not in log:
+                problems = slices[i][1][:sw.n]
+                point = sweep_point(config, ens, ens.members, formats, problems, k,
+                                    threshold=thresholds[str(i)]["ensemble"], parameters=parameters, unit=unit)
+                log.append({**point, "slice": i, "compute_matched": matched.get(i) == k})
+                done += 1
+                if progress:
+                    progress("sweep", done, len(units))
+        return [log.records[u[0]] for u in units]

@@ -56,7 +56,8 @@ class LocalMembers:
             t0 = time.perf_counter()
             result = getattr(self.backends[name], method)(*args, **kwargs)
             out.results[name] = result
-            out.usage[name] = result.usage
+            if isinstance(getattr(result, "usage", None), Usage):
+                out.usage[name] = result.usage
             out.wall_s[name] = time.perf_counter() - t0
         return out
 
@@ -73,6 +74,7 @@ class VerifyRun:
     usage: dict[str, dict[str, Usage]] = field(default_factory=dict)  # member -> phase -> tokens
     wall_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     missing: dict[str, list[str]] = field(default_factory=dict)  # phase -> members that failed
+    member_s: dict[str, dict[str, float]] = field(default_factory=dict)  # member -> phase -> seconds answering
 
 
 def _max_tokens(problems: Sequence[Problem]) -> int:
@@ -144,8 +146,11 @@ def run_verification(caller: Caller, formats: Mapping[str, PromptFormat], proble
                         temperature=temperature, seed=seed)
     wall["solve"] = time.perf_counter() - t0
     missing["solve"] = list(res.missing)
+    member_s: dict[str, dict[str, float]] = defaultdict(dict)
     for m, u in res.usage.items():
         usage[m]["solve"] = u
+    for m, s in getattr(res, "wall_s", {}).items():
+        member_s[m]["solve"] = s
 
     authors = list(chains)
     checkers = list(verifiers or caller.members)
@@ -156,6 +161,8 @@ def run_verification(caller: Caller, formats: Mapping[str, PromptFormat], proble
     missing["verify"] = list(res.missing)
     for m, u in res.usage.items():
         usage[m]["verify"] = u
+    for m, s in getattr(res, "wall_s", {}).items():
+        member_s[m]["verify"] = s
 
     t0 = time.perf_counter()
     by_chain: dict[str, list[Verdict]] = defaultdict(list)
@@ -168,7 +175,8 @@ def run_verification(caller: Caller, formats: Mapping[str, PromptFormat], proble
     batch = verify_batch(batch_in, aggregation=aggregation, threshold=threshold, selection=selection,
                          family=get_family(problems[0].family), include_graph=include_graph)
     wall["aggregate"] = time.perf_counter() - t0
-    return VerifyRun(list(problems), chains, verdicts, batch, dict(assignment), dict(usage), wall, missing)
+    return VerifyRun(list(problems), chains, verdicts, batch, dict(assignment), dict(usage), wall, missing,
+                     {m: dict(ph) for m, ph in member_s.items()})
 
 
 __all__ = ["Caller", "LocalMembers", "VerifyRun", "cross_verify", "run_verification", "solve"]

@@ -1,0 +1,83 @@
+"""``verinet compare --dry-run``: validate a config against a declared cluster without loading a model.
+
+It resolves every member's model (zoo name, local directory or Hugging Face id), places the
+ensemble and the baseline on the declared nodes with the same planner the Ray driver uses
+(tensor-parallel groups included), and estimates the job's tokens and FLOPs from the declared
+per-problem token budget and each model's non-embedding parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from verinet.backends.config import EnsembleConfigError
+from verinet.cluster.placement import plan
+from verinet.experiments.config import CompareConfig, ConfigError
+from verinet.experiments.cost import flops
+
+
+def _problems(config: CompareConfig) -> int:
+    n = 0
+    for spec in config.tasks:
+        if spec.family == "gsm8k" and Path(spec.path).is_file():
+            with open(spec.path, encoding="utf-8") as f:
+                n += min(spec.n, sum(1 for line in f if line.strip()))
+        else:
+            n += spec.n
+    return n
+
+
+def _parameters(config: CompareConfig, name: str, location: str) -> float:
+    if name in config.cost.parameters:
+        return float(config.cost.parameters[name])
+    cfg = Path(location) / "config.json"
+    if cfg.is_file():  # a local checkpoint: count from its config without loading weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with __import__("torch").device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
+        total = sum(p.numel() for p in model.parameters())
+        return float(total - model.get_input_embeddings().weight.numel())
+    raise ConfigError(f"cost.parameters: no parameter count for member {name!r} ({location}), whose weights "
+                      "are not on this machine; add `cost: {parameters: {" + name + ": N}}` with its "
+                      "non-embedding parameters")
+
+
+def dry_run(config: CompareConfig, cluster: Sequence[Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """The placement plan and a cost estimate; raises ConfigError saying what to fix."""
+    nodes = list(cluster or config.cluster)
+    if not nodes:
+        raise ConfigError("--dry-run needs a declared cluster: `cluster: [{CPU: 32, GPU: 4}]` in the config "
+                          "or --cluster '[{\"CPU\": 32, \"GPU\": 4}]'")
+    members = config.all_members()
+    locations = {}
+    for m in members.members:
+        try:
+            locations[m.name] = m.model_location()
+        except (EnsembleConfigError, ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"member {m.name}: {e}") from None
+    try:
+        placement = plan(members, nodes)
+    except EnsembleConfigError as e:
+        raise ConfigError(f"placement: {e}") from None
+    params = {name: _parameters(config, name, loc) for name, loc in locations.items()}
+    n = _problems(config)
+    tp = config.cost.tokens_per_problem
+    per_member = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))
+    ens = [m.name for m in config.ensemble_config().members]
+    size = len(ens)
+    per_chain = {"all_pairs": size - 1, "ring": 1, "k_random": config.ensemble.k}[config.ensemble.topology]
+    verify_tokens = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))  # a verifier reads question + chain
+    ens_flops = sum(flops(params[m], n * (per_member + per_chain * verify_tokens)) for m in ens)
+    base = config.baseline.member.name
+    base_flops = flops(params[base], n * (per_member + (verify_tokens if config.baseline.self_verify else 0)))
+    return {
+        "plan": placement, "summary": placement.summary(), "locations": locations, "parameters": params,
+        "problems": n,
+        "estimate": {"ensemble_flops": ens_flops, "baseline_flops": base_flops,
+                     "ensemble_tokens": n * size * (per_member + per_chain * verify_tokens),
+                     "baseline_tokens": n * (per_member + (verify_tokens if config.baseline.self_verify else 0)),
+                     "flops_ratio": ens_flops / base_flops if base_flops else None},
+    }
