@@ -104,6 +104,7 @@ def test_compare_runs_and_resumes(tmp_path):
     assert r.exit_code == 0, _all(r)
     assert "report:" in r.stdout and (out / "report.md").exists() and (out / "report.html").exists()
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert "verinet_fleiss_kappa" in (out / "metrics.prom").read_text()
     r = runner.invoke(app, ["compare", "--config", str(cfg), "--out", str(out)])  # resumes: nothing redone
     assert r.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 4
 

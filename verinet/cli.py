@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 import verinet
+from verinet.serve.cli import monitor_command, serve_command
 from verinet.faithfulness.cli import faithfulness_command
 from verinet.zoo.cli import zoo_app
 
@@ -26,6 +27,8 @@ tasks_app = typer.Typer(help="Task families: sample problems, check chains.", no
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(zoo_app, name="zoo")
 app.command("faithfulness")(faithfulness_command)
+app.command("serve")(serve_command)
+app.command("monitor")(monitor_command)
 
 console = Console()
 err = Console(stderr=True)
@@ -191,9 +194,21 @@ def compare(
                 bar.update(tasks[phase], completed=done, total=total)
 
             report = run_compare(cfg, out_dir=out, progress=progress)
+        prom = _export_job_metrics(cfg, report.parent)
     except (ConfigError, TaskError, BackendError) as e:
         raise fail(str(e)) from None
+    console.print(f"metrics: {prom}")
     console.print(f"report: {report} (and {report.with_suffix('.html')})")
+
+
+def _export_job_metrics(cfg: Any, out: Path) -> Path:
+    """The job's agreement metrics (verinet_*) as a Prometheus textfile beside the report."""
+    from verinet.serve.metrics import write_job_metrics
+
+    with (out / "results.jsonl").open(encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    names = [m.name for m in cfg.ensemble_config().members]
+    return Path(write_job_metrics(records, str(out / "metrics.prom"), members=names))
 
 
 def _dry_run(cfg: Any, cluster: Optional[str]) -> None:

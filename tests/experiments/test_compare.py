@@ -218,3 +218,38 @@ def test_default_config_is_the_zoo_ladder_on_local_ray():
     assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
     assert cfg.baseline.member.model == "zoo-l" and not cfg.ray.local and cfg.ray.address is None
     assert load_config(ROOT / "configs" / "compare-local.yaml") == cfg.model_copy(update={"out_dir": cfg.out_dir})
+
+
+def _job_metrics(out: Path) -> tuple[str, dict]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from verinet.serve.metrics import write_job_metrics
+
+    path = write_job_metrics(_lines(out / "results.jsonl"), str(out / "metrics.prom"),
+                             members=["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"])
+    text = Path(path).read_text()
+    samples = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return text, samples
+
+
+def test_job_exports_the_agreement_metrics(tiny_run):
+    _, out = tiny_run
+    s = json.loads((out / "summary.json").read_text())
+    _, samples = _job_metrics(out)
+    ag = s["agreement"]
+    assert samples["verinet_fleiss_kappa{}"] == pytest.approx(ag["fleiss_kappa"])
+    assert samples["verinet_step_agreement_ratio_count{}"] == ag["n_items"]
+    for v, a in ag["verifiers"].items():  # disagreement = 1 - agreement with the others' majority
+        assert samples[f'verinet_verifier_disagreement_ratio{{"member": "{v}"}}'] == pytest.approx(1 - a["consensus"])
+
+
+@pytest.mark.promtool
+def test_job_metrics_pass_promtool(tiny_run):
+    import shutil
+
+    text, _ = _job_metrics(tiny_run[1])
+    exe = shutil.which("promtool")
+    assert exe, "promtool is not installed: `apt-get install -y prometheus` provides it"
+    r = subprocess.run([exe, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()

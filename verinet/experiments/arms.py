@@ -38,6 +38,14 @@ def _verdicts(report: VerificationReport) -> dict[str, dict[str, list[float]]]:
     return {c: {v: [s[i] for i in sorted(s)] for v, s in per.items()} for c, per in out.items()}
 
 
+def _posteriors(report: VerificationReport) -> dict[str, list[list[float]]]:
+    """chain id -> [P(valid), P(supported)] per step (answer line last)."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for p in report.posteriors:
+        out.setdefault(p.chain_id, {})[p.step_index] = [round(p.p_valid, 6), round(p.p_supported, 6)]
+    return {c: [s[i] for i in sorted(s)] for c, s in out.items()}
+
+
 def _correct(problem: Problem, answer: str | None) -> bool:
     fam = get_family(problem.family)
     return answer is not None and fam.normalize_answer(answer) == fam.normalize_answer(problem.answer)
@@ -121,6 +129,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
                 "accepted": rep.accepted,
                 "chains": [_chain_row(p, c, rep.earliest_error.get(c.id)) for c in ens_chains],
                 "verdicts": _verdicts(rep), "agreement": rep.agreement,
+                "posteriors": _posteriors(rep),
             },
             "baseline": {
                 "final_answer": bc.answer, "correct": _correct(p, bc.answer),

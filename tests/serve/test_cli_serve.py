@@ -1,0 +1,65 @@
+"""`verinet serve --config` end to end (slow): a subprocess serves on loopback until SIGINT."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from .conftest import arith_requests, body, free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_verinet_serve_answers_then_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    cfg = yaml.safe_load((ROOT / "configs" / "serve-local.yaml").read_text())
+    cfg.update(ensemble=str(ROOT / "configs" / "ensemble-local.yaml"), port=port, health_interval_s=1.0)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "VERINET_API_TOKEN": "cli-test-token-0123456789",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "verinet.cli", "serve", "--config", str(path)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer cli-test-token-0123456789"}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if requests.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1.0)
+        req = body(arith_requests(1, seed=41, inject=False)[0])
+        assert requests.post(url + "/v1/verify", json=req, timeout=60).status_code == 401  # env token is on
+        r = requests.post(url + "/v1/verify", json=req, headers=auth, timeout=60)
+        assert r.status_code == 200 and r.json()["missing"] == []
+        end = time.monotonic() + 60  # printed when serve.run returns, maybe just after the proxy answers
+        while "verinet serving at " + url not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < end, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log.close()
+    assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    with pytest.raises(requests.RequestException):
+        requests.get(url + "/healthz", timeout=5)

@@ -1,0 +1,397 @@
+"""The HTTP API over real zoo members in this process (no Ray): contract, auth, limits, bad inputs, metrics.
+
+The same FastAPI app is the Ray Serve ingress (tests/serve/test_serve.py runs it there). The three
+zoo members are loaded once for the module; each server below is a cheap engine over them.
+"""
+
+import contextlib
+import json
+import math
+import threading
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from verinet.cli import app as cli_app
+from verinet.serve.engine import VerifyEngine
+from verinet.serve.members import LocalMember
+from verinet.serve.local import serve_local
+from verinet.tasks import get_family
+
+from .conftest import MEMBERS, REQUIRED_METRICS, arith_requests, body, promtool_check, serve_config
+
+TOKEN = "a-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def members():
+    cfg = serve_config()
+    return {m.name: LocalMember(m) for m in cfg.ensemble.members}
+
+
+@contextlib.contextmanager
+def server(members, token=None, **updates):
+    cfg = serve_config(**updates)
+    engine = VerifyEngine(cfg, members, cfg.ensemble.members, quorum=cfg.ensemble.quorum)
+    with serve_local(cfg, token, engine=engine, port=0) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def srv(members):
+    with server(members, limits={"max_steps": 12, "max_chars": 1500, "max_body_bytes": 64 * 1024,
+                                 "max_batch": 4}) as s:
+        yield s
+
+
+def post(srv, payload, path="/v1/verify", **kw):
+    return requests.post(srv.url + path, json=payload, timeout=60, **kw)
+
+
+def err(r, status, code):
+    assert r.status_code == status, (r.status_code, r.text)
+    e = r.json()["error"]
+    assert e["code"] == code, e
+    assert e["message"]
+    return e
+
+
+# ---- the contract ---------------------------------------------------------------------------------
+def test_verify_returns_everything_the_issue_lists(srv):
+    req = arith_requests(1, seed=1, inject=False)[0]
+    r = post(srv, body(req) | {"id": "p1"})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    n = len(req["steps"])
+    assert d["id"] == "p1" and len(d["steps"]) == n + 1
+    assert [s["kind"] for s in d["steps"]] == ["step"] * n + ["answer"]
+    assert d["steps"][-1]["text"] == f"#### {req['answer']}"
+    for s in d["steps"]:
+        assert set(s["scores"]) == set(MEMBERS)  # all_pairs: every member verifies a client's chain
+        assert 0 <= s["p_valid"] <= 1 and 0 <= s["p_supported"] <= 1
+        assert s["p_valid"] == pytest.approx(sum(s["scores"].values()) / 3)  # aggregation mean
+        assert s["verdict"] == ("valid" if s["p_valid"] >= 0.5 else "invalid")
+    first_bad = next((s["index"] for s in d["steps"] if s["p_valid"] < 0.5), -1)
+    assert d["earliest_error"] == first_bad
+    assert d["supported_answer"] == (req["answer"] if d["accepted"] else None)
+    a = d["agreement"]
+    assert a["n_verifiers"] == 3 and a["n_items"] == n + 1 and 0 <= a["pairwise"] <= 1
+    assert {(p["a"], p["b"]) for p in a["pairs"]} == {(MEMBERS[0], MEMBERS[1]), (MEMBERS[0], MEMBERS[2]),
+                                                       (MEMBERS[1], MEMBERS[2])}
+    kinds = {node["kind"] for node in d["graph"]["nodes"]}
+    assert {"problem", "step", "answer", "verifier"} <= kinds
+    assert sum(1 for e in d["graph"]["links"] if e["kind"] == "verifies") == 3 * (n + 1)
+    assert d["verifiers"] == MEMBERS and d["missing"] == []
+    assert [m["name"] for m in d["members"]] == MEMBERS
+    assert all(m["answered"] and m["version"].startswith("sha256:") and m["seconds"] > 0
+               for m in d["members"])
+    assert len({m["version"] for m in d["members"]}) == 3  # three different seeds, three fingerprints
+    assert d["timings_s"]["total_s"] > 0 and d["timings_s"]["members_s"] > 0
+    assert d["checker"] is None  # free text by default: each step read as using the one before
+    assert [s["premises"] for s in d["steps"]] == [[]] + [[i] for i in range(n)]
+
+
+def test_chain_text_form_and_steps_form_agree(srv):
+    req = arith_requests(1, seed=2, inject=False)[0]
+    text = "\n".join(req["steps"] + [f"#### {req['answer']}"])
+    a = post(srv, body(req) | {"include_graph": False}).json()
+    b = post(srv, {"question": req["question"], "chain": text, "include_graph": False}).json()
+    assert [s["p_valid"] for s in a["steps"]] == pytest.approx([s["p_valid"] for s in b["steps"]])
+    assert a["graph"] is None and b["answer"] == req["answer"]
+
+
+def test_family_format_reads_premises_and_reports_the_exact_checker(srv):
+    for req in arith_requests(2, seed=3):
+        d = post(srv, body(req) | {"format": "arith", "include_graph": False}).json()
+        assert d["checker"]["family"] == "arith"
+        assert d["checker"]["first_error"] == req["_first_error"]  # the injected label
+        assert len(d["checker"]["valid"]) == len(d["steps"])
+    arith = get_family("arith")
+    p = next(p for p in arith.sample(20, seed=4, params={"steps": 5, "branching": 1.0})
+             if any(s.premises not in ([], [s.index - 1]) for s in p.gold_steps))
+    d = post(srv, {"question": p.question, "steps": [s.text for s in p.gold_steps], "format": "arith"}).json()
+    assert [s["premises"] for s in d["steps"]] == [s.premises for s in p.gold_steps]  # the real DAG
+    fam = get_family("logic")
+    p = fam.sample(1, seed=4)[0]
+    c = fam.gold_chain(p)
+    d = post(srv, {"question": p.question, "chain": c.text, "format": "logic"}).json()
+    assert d["checker"]["first_error"] == -1
+    assert [s["premises"] for s in d["steps"][:len(c.steps)]] == [s.premises for s in c.steps]
+    g = post(srv, {"question": "Ann has 3 apples and buys 4.", "steps": ["3 + 4 = <<3+4=7>>7 apples"],
+                   "answer": "7", "format": "gsm8k"}).json()
+    assert g["checker"]["valid"] == [True, True]
+    e = err(post(srv, {"question": "what is 2+2?", "steps": ["4"], "format": "arith"}), 422, "bad_question")
+    assert e["field"] == "question"
+
+
+def test_topologies_and_options(srv):
+    req = body(arith_requests(1, seed=5)[1]) | {"include_graph": False}
+    ring = post(srv, req | {"topology": "ring"}).json()
+    assert len(ring["verifiers"]) == 1 and all(len(s["scores"]) == 1 for s in ring["steps"])
+    kr = post(srv, req | {"topology": "k_random", "k": 2}).json()
+    assert len(kr["verifiers"]) == 2
+    err(post(srv, req | {"topology": "self"}), 422, "validation_error")
+    err(post(srv, req | {"topology": "k_random", "k": 3}), 422, "bad_topology")
+    strict = post(srv, req | {"threshold": 1.0}).json()
+    assert strict["earliest_error"] == 0 and all(s["verdict"] == "invalid" for s in strict["steps"])
+    for agg in ("vote", "logodds", "dawid_skene", "one_coin"):
+        d = post(srv, req | {"aggregation": agg})
+        assert d.status_code == 200 and d.json()["aggregation"] == agg, d.text
+
+
+def test_batch_keeps_order_and_ids(srv):
+    reqs = [body(r) | {"id": f"b{i}", "include_graph": False}
+            for i, r in enumerate(arith_requests(1, seed=6))][:4]
+    r = post(srv, {"items": reqs}, "/v1/verify/batch")
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert [x["id"] for x in d["results"]] == [q["id"] for q in reqs]
+    single = post(srv, reqs[2]).json()
+    batched = [s["p_valid"] for s in d["results"][2]["steps"]]
+    assert batched == pytest.approx([s["p_valid"] for s in single["steps"]])
+    err(post(srv, {"items": reqs + reqs[:1]}, "/v1/verify/batch"), 422, "too_many_items")
+    err(post(srv, {"items": [reqs[0], reqs[0]]}, "/v1/verify/batch"), 422, "duplicate_id")
+    e = err(post(srv, {"items": [reqs[0], {"question": "q", "steps": []}]}, "/v1/verify/batch"), 422,
+            "empty_chain")
+    assert e["field"].startswith("items.1.")
+    err(post(srv, {"items": []}, "/v1/verify/batch"), 422, "validation_error")
+
+
+def test_models_health_ready_openapi(srv):
+    m = requests.get(srv.url + "/v1/models").json()
+    assert [x["name"] for x in m["models"]] == MEMBERS and m["quorum"] == 2
+    assert all(x["ready"] and x["version"].startswith("sha256:") for x in m["models"])
+    assert m["models"][0]["info"]["parameters"] > 0 and "self" not in m["topologies"]
+    assert requests.get(srv.url + "/healthz").json() == {"status": "ok"}
+    assert requests.get(srv.url + "/readyz").json() == {"status": "ready", "members_ready": 3, "quorum": 2}
+    spec = requests.get(srv.url + "/openapi.json").json()
+    routes = {"/v1/verify", "/v1/verify/batch", "/v1/models", "/healthz", "/readyz", "/metrics"}
+    assert routes <= set(spec["paths"])
+    props = spec["components"]["schemas"]["VerifyRequest"]["properties"]
+    fields = {"question", "steps", "chain", "answer", "format", "topology", "aggregation", "threshold"}
+    assert fields <= set(props)
+    assert "413" in spec["paths"]["/v1/verify"]["post"]["responses"]
+    docs = requests.get(srv.url + "/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# ---- auth -----------------------------------------------------------------------------------------
+def test_bearer_token(members):
+    req = body(arith_requests(1, seed=7, inject=False)[0])
+    with server(members, token=TOKEN) as s:
+        r = post(s, req)
+        err(r, 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+        err(post(s, req, headers={"Authorization": "Bearer wrong-token-0123456789"}), 401, "unauthorized")
+        err(post(s, req, headers={"Authorization": TOKEN}), 401, "unauthorized")  # no scheme
+        assert post(s, req, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert requests.get(s.url + "/v1/models").status_code == 401
+        assert requests.get(s.url + "/metrics").status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert requests.get(s.url + "/metrics", headers=auth).status_code == 200
+        for open_path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+            assert requests.get(s.url + open_path).status_code == 200, open_path
+        spec = requests.get(s.url + "/openapi.json").json()
+        assert "HTTPBearer" in spec["components"]["securitySchemes"]
+        # an oversized body from a client without the token is refused as unauthorized, unread
+        err(requests.post(s.url + "/v1/verify", data=b"x" * 10**6), 401, "unauthorized")
+    with server(members, token=TOKEN, auth={"public_metrics": True}) as s:
+        assert requests.get(s.url + "/metrics").status_code == 200
+        assert post(s, req).status_code == 401
+
+
+# ---- limits -----------------------------------------------------------------------------------------
+def test_limits_answer_413_and_422(srv):
+    q = arith_requests(1, seed=8, inject=False)[0]["question"]
+    e = err(post(srv, {"question": q, "steps": ["a"] * 13}), 422, "too_many_steps")
+    assert e["limit"] == 12 and e["field"] == "steps"
+    e = err(post(srv, {"question": q, "steps": ["x" * 800, "y" * 800]}), 422, "too_many_chars")
+    assert e["limit"] == 1500
+    huge = {"question": q, "steps": ["z" * 1000] * 100}
+    e = err(post(srv, huge), 413, "body_too_large")  # Content-Length says so: refused before reading
+    assert e["limit"] == 64 * 1024
+
+    def chunks():  # no Content-Length: counted while read
+        for _ in range(200):
+            yield b" " * 1024
+    err(requests.post(srv.url + "/v1/verify", data=chunks(), headers={"Content-Type": "application/json"},
+                      timeout=60), 413, "body_too_large")
+    assert post(srv, body(arith_requests(1, seed=8, inject=False)[0])).status_code == 200
+
+
+def test_timeout_gives_504(srv):
+    req = body(arith_requests(1, seed=9, inject=False)[0])
+    e = err(post(srv, req | {"timeout_s": 1e-4}), 504, "timeout")
+    assert e["limit"] == pytest.approx(1e-4)
+    assert post(srv, req).status_code == 200
+
+
+def test_backpressure_gives_503_with_retry_after(members):
+    req = body(arith_requests(1, seed=10, inject=False)[0])
+    with server(members, max_queue=2, retry_after_s=7) as s:
+        with s.engine.admit(), s.engine.admit():  # two requests in flight fill the queue
+            r = post(s, req)
+            err(r, 503, "overloaded")
+            assert r.headers["Retry-After"] == "7"
+            assert requests.get(s.url + "/healthz").status_code == 200  # probes are not queued
+            m = requests.get(s.url + "/metrics").text
+            assert "verinet_queue_depth 2.0" in m
+        assert post(s, req).status_code == 200
+
+
+def test_quorum_miss_gives_503_and_is_counted(members):
+    req = body(arith_requests(1, seed=11, inject=False)[0])
+    with server(members, member_timeout_s=1e-6, timeout_s=30) as s:  # no member can answer in 1 us
+        r = post(s, req)
+        e = err(r, 503, "quorum_miss")
+        assert "quorum is 2" in e["message"] and r.headers["Retry-After"] == "1"
+        m = requests.get(s.url + "/metrics").text
+        assert "verinet_quorum_misses_total 1.0" in m
+        assert 'verinet_member_failures_total{member="zoo-xs-s0",reason="timeout"} 1.0' in m
+        ring = post(s, req | {"topology": "ring"})  # quorum capped at the one assigned member: still missed
+        err(ring, 503, "quorum_miss")
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------------
+BAD = [
+    (b'{"question": "q", "steps": ["a"', 400, "invalid_json"),
+    (b"\xff\xfe not utf-8", 400, "invalid_json"),
+    (b"", 422, "validation_error"),
+    (b"[]", 422, "validation_error"),
+    (b"null", 422, "validation_error"),
+    (b'{"question": 3, "steps": ["a"]}', 422, "validation_error"),
+    (b'{"question": "q", "steps": "a"}', 422, "validation_error"),
+    (b'{"question": "q", "steps": [1, 2]}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "threshold": "0.5"}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "threshold": 1e308}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "k": -1}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "stpes": ["b"]}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "chain": "a"}', 422, "validation_error"),
+    (b'{"question": "q"}', 422, "validation_error"),
+    (b'{"question": "", "steps": ["a"]}', 422, "validation_error"),
+    (b'{"question": "q", "steps": []}', 422, "empty_chain"),
+    (b'{"question": "q", "chain": "\\n\\n"}', 422, "empty_chain"),
+    (b'{"question": "q", "steps": ["a", "  "]}', 422, "empty_step"),
+    (b'{"question": "q", "steps": ["a\\nb"]}', 422, "multiline_step"),
+    (b'{"question": "q", "steps": ["x<v>y"]}', 422, "reserved_token"),
+    (b'{"question": "q<eos>", "steps": ["a"]}', 422, "reserved_token"),
+    (b'{"question": "\\ud800", "steps": ["a"]}', 422, "validation_error"),
+    (b'{"question": "q", "chain": "a\\n#### 1", "answer": "1"}', 422, "answer_twice"),
+]
+
+
+def test_bad_inputs_get_4xx_and_the_server_stays_up(srv):
+    for raw, status, code in BAD:
+        r = requests.post(srv.url + "/v1/verify", data=raw, headers={"Content-Type": "application/json"},
+                          timeout=60)
+        assert r.status_code == status and r.json()["error"]["code"] == code, (raw, r.status_code, r.text)
+    err(requests.post(srv.url + "/v1/verify", data=b"{}", headers={"Content-Type": "text/plain"}), 415,
+        "unsupported_media_type")
+    err(requests.post(srv.url + "/v1/verify", data=b"{bad"), 400, "invalid_json")  # no Content-Type: JSON
+    err(requests.get(srv.url + "/v1/verify"), 405, "method_not_allowed")
+    err(requests.get(srv.url + "/nowhere"), 404, "not_found")
+    assert requests.get(srv.url + "/healthz").status_code == 200
+    assert post(srv, body(arith_requests(1, seed=12, inject=False)[0])).status_code == 200
+
+
+def test_unicode_and_odd_text_are_verified(srv):
+    r = post(srv, {"question": "Ωμέγα 你好 🙂 \u202e", "steps": ["a\u0000b", "ü = 2 ✓", "\t tab"],
+                   "answer": "🙂"})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["steps"][1]["text"] == "ü = 2 ✓" and d["answer"] == "🙂"
+    assert all(math.isfinite(s["p_valid"]) for s in d["steps"])
+
+
+def test_concurrent_clients_all_answered(srv):
+    reqs = [body(r) | {"include_graph": False} for r in arith_requests(3, seed=13)]
+    out = []
+
+    def client(i):
+        for r in reqs[i::6]:
+            out.append(post(srv, r).status_code)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [200] * len(reqs)
+
+
+# ---- metrics and the monitor -----------------------------------------------------------------------
+def test_metrics_scrape_matches_the_responses(members):
+    from verinet.graph.agreement import fleiss
+    from verinet.serve.metrics import disagreements, majority_share
+    from verinet.serve.monitor import parse
+
+    reqs = [body(r) | {"include_graph": False} for r in arith_requests(2, seed=14)]
+    reqs += [{"question": "q", "steps": ["hello world", "x:y+z>1;x1", "2+2=5"], "answer": "5"},
+             {"question": "Ωμέγα", "steps": ["?", "!!", "a:b*c>b1*c0>0;a0"], "answer": "no"}]
+    with server(members) as s:  # fresh metrics
+        items = {}  # (request, item) -> {member: binary verdict}
+        for j, r in enumerate(reqs):
+            d = post(s, r).json()
+            for st in d["steps"]:
+                items[(j, st["index"])] = {m: int(p >= 0.5) for m, p in st["scores"].items()}
+        post(s, {"question": "q", "steps": []})
+        r = requests.get(s.url + "/metrics")
+        text = r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    for name in REQUIRED_METRICS:
+        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+    m = parse(text)
+    assert m.value("verinet_steps_verified_total") == len(items) == m.value("verinet_verdicts_total")
+    assert m.value("verinet_requests_total", route="/v1/verify", status="200") == len(reqs)
+    assert m.value("verinet_requests_total", route="/v1/verify", status="422") == 1
+    assert m.value("verinet_step_agreement_ratio_count") == len(items)
+    shares = sum(map(majority_share, items.values()))
+    assert m.value("verinet_step_agreement_ratio_sum") == pytest.approx(shares)
+    kappa, _, _ = fleiss(dict(enumerate(items.values())))
+    assert kappa is not None  # the odd chains split the verifiers, so kappa is defined
+    got = m.value("verinet_fleiss_kappa")
+    assert (math.isnan(got) and kappa is None) or got == pytest.approx(kappa)
+    for member in MEMBERS:
+        judged = [d[member] for it in items.values() for d in [disagreements(it)] if member in d]
+        want = sum(judged) / len(judged) if judged else math.nan
+        got = m.value("verinet_verifier_disagreement_ratio", member=member)
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+        assert m.value("verinet_member_duration_seconds_count", member=member) == len(reqs)
+    assert m.value("verinet_members_ready") == 3 and m.value("verinet_quorum_misses_total") == 0
+
+
+def test_monitor_reads_a_live_endpoint(srv):
+    post(srv, body(arith_requests(1, seed=15, inject=False)[0]))
+    runner = CliRunner(env={"COLUMNS": "200"})
+    r = runner.invoke(cli_app, ["monitor", "--url", srv.url, "--once", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["requests"] >= 1 and d["p50_s"] > 0 and set(d["members"]) == set(MEMBERS)
+    assert d["members_ready"] == 3
+    r = runner.invoke(cli_app, ["monitor", "--url", srv.url + "/metrics", "--once"])
+    assert r.exit_code == 0 and "members" in r.stdout and "zoo-xs-s1" in r.stdout
+    r = runner.invoke(cli_app, ["monitor", "--url", srv.url, "--iterations", "2", "--interval", "0.2"])
+    assert r.exit_code == 0 and "last 0." in r.stdout
+    r = runner.invoke(cli_app, ["monitor", "--url", "http://127.0.0.1:9/", "--once"])
+    assert r.exit_code == 1 and "cannot read" in r.output
+
+
+def test_monitor_needs_the_token_when_metrics_are_protected(members):
+    with server(members, token=TOKEN) as s:
+        runner = CliRunner(env={"COLUMNS": "200"})
+        r = runner.invoke(cli_app, ["monitor", "--url", s.url, "--once"], env={"VERINET_API_TOKEN": ""})
+        assert r.exit_code == 1 and "401" in r.output
+        r = runner.invoke(cli_app, ["monitor", "--url", s.url, "--once", "--token", TOKEN])
+        assert r.exit_code == 0, r.output
+
+
+@pytest.mark.promtool
+def test_metrics_scrape_passes_promtool(members):
+    reqs = [body(r) | {"include_graph": False} for r in arith_requests(2, seed=15)]
+    with server(members) as s:
+        for r in reqs:
+            post(s, r)
+        post(s, {"question": "q", "steps": []})  # a 422 is counted too
+        text = requests.get(s.url + "/metrics").text
+    promtool_check(text)
