@@ -54,8 +54,8 @@ class TaskSpec(_Strict):
 
 def _default_tasks() -> list[TaskSpec]:
     return [
-        TaskSpec(family="arith", n=100, params={"steps": 3, "distractors": 1}),
-        TaskSpec(family="logic", n=100, params={"hops": 3, "distractors": 2}),
+        TaskSpec(family="arith", n=100, params={"steps": 3, "distractors": 0}),
+        TaskSpec(family="logic", n=100, params={"hops": 3, "distractors": 1}),
     ]
 
 
