@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from verinet.experiments import CompareConfig, ConfigError, load_config, run_compare
-from verinet.experiments.results import ResultsLog
+from verinet.results import ResultsLog
 
 ROOT = Path(__file__).resolve().parents[2]
 

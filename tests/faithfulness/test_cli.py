@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verinet.cli import app
-from verinet.faithfulness.store import RecordStore
+from verinet.results import ResultsLog
 
 TINY = """
 name: tiny
@@ -89,13 +89,13 @@ def test_bad_config_exits_with_the_field(tmp_path):
 
 def test_store_cuts_a_torn_line_and_refuses_duplicates(tmp_path):
     path = tmp_path / "r.jsonl"
-    with RecordStore(path) as s:
+    with ResultsLog(path, key="id") as s:
         s.append({"id": "a", "x": 1})
         s.append({"id": "b", "x": 2})
     path.write_bytes(path.read_bytes() + b'{"id": "c", "x"')  # a crash mid-write
-    with RecordStore(path) as s:
+    with ResultsLog(path, key="id") as s:
         assert list(s.records) == ["a", "b"] and "c" not in s
-        with pytest.raises(ValueError, match="already written"):
+        with pytest.raises(ValueError, match="duplicate id"):
             s.append({"id": "a"})
         s.append({"id": "c", "x": 3})
     assert [r["id"] for r in _lines(path)] == ["a", "b", "c"]

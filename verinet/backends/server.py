@@ -500,24 +500,25 @@ class ServerHandle:
         self.stop()
 
 
-def serve(backend: Backend, model_name: str, host: str = "127.0.0.1", port: int = 0, *,
-          api_key: str | None = None, log_level: str = "warning", startup_timeout_s: float = 30.0) -> ServerHandle:
-    """Start the server in a background thread on ``host:port`` (port 0: a free one) and return its handle."""
+def start_in_thread(app: Any, host: str, port: int, *, lifespan: str = "off", log_level: str = "warning",
+                    startup_timeout_s: float = 30.0) -> tuple[Any, threading.Thread, socket.socket, int]:
+    """uvicorn serving ``app`` from a daemon thread on ``host:port`` (port 0: a free one).
+
+    Returns (server, thread, listening socket, bound port). Raises OSError when the address
+    cannot be bound and TimeoutError when the server does not start in time.
+    """
     import uvicorn
 
-    app = create_app(backend, model_name, api_key=api_key)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise BackendError(f"cannot listen on {host}:{port}: {e}; choose another port (0 picks a free one)") from None
+        raise OSError(f"cannot listen on {host}:{port}: {e}; choose another port (0 picks a free one)") from None
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, lifespan="off", access_log=False,
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan=lifespan, access_log=False,
+                                           timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name=f"verinet-serve-{bound}")
     thread.start()
@@ -526,6 +527,18 @@ def serve(backend: Backend, model_name: str, host: str = "127.0.0.1", port: int 
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             sock.close()
-            raise BackendError(f"the server on {host}:{bound} did not start within {startup_timeout_s}s")
+            raise TimeoutError(f"the server on {host}:{bound} did not start within {startup_timeout_s:g}s")
         time.sleep(0.01)
+    return server, thread, sock, bound
+
+
+def serve(backend: Backend, model_name: str, host: str = "127.0.0.1", port: int = 0, *,
+          api_key: str | None = None, log_level: str = "warning", startup_timeout_s: float = 30.0) -> ServerHandle:
+    """Start the server in a background thread on ``host:port`` (port 0: a free one) and return its handle."""
+    app = create_app(backend, model_name, api_key=api_key)
+    try:
+        server, thread, sock, bound = start_in_thread(app, host, port, log_level=log_level,
+                                                      startup_timeout_s=startup_timeout_s)
+    except OSError as e:  # TimeoutError included
+        raise BackendError(str(e)) from None
     return ServerHandle(server, thread, sock, host, bound, app)

@@ -33,7 +33,7 @@ from verinet.experiments.arms import run_chunk
 from verinet.experiments.callers import SubsetCaller
 from verinet.experiments.config import CompareConfig, ConfigError, TaskSpec
 from verinet.experiments.cost import matched_k
-from verinet.experiments.results import ResultsLog
+from verinet.results import ResultsLog
 from verinet.experiments.sweep import sweep_point
 from verinet.graph.arms import calibrate_threshold
 from verinet.schema import Problem

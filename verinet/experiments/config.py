@@ -8,13 +8,13 @@ back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from verinet.backends.config import EnsembleConfig, EnsembleConfigError, MemberSpec, Resources, load_ensemble_config
 from verinet.schema import ERROR_KINDS, ErrorKind, load_yaml_config
-from verinet.tasks import TaskError, get_family
+from verinet.tasks.spec import TaskSpec
 
 FAITHFULNESS_TESTS = ("early_answering", "adding_mistakes", "paraphrasing", "filler")
 
@@ -25,31 +25,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskSpec(_Strict):
-    """One slice of problems: a generated family with its knobs, or a GSM8K-format file."""
-
-    family: Literal["arith", "logic", "gsm8k"]
-    n: int = Field(default=100, ge=1, le=1_000_000, description="problems to draw (or at most to load)")
-    params: dict[str, Any] = Field(default_factory=dict, description="generator knobs")
-    path: str | None = Field(default=None, description="JSONL file, for family gsm8k only")
-
-    @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        if self.family == "gsm8k":
-            if not self.path:
-                raise ValueError("family gsm8k needs 'path': a GSM8K-format JSONL file")
-            if self.params:
-                raise ValueError("family gsm8k takes no generator 'params'")
-        else:
-            if self.path:
-                raise ValueError(f"'path' is only for family gsm8k; {self.family} problems are generated")
-            try:
-                get_family(self.family).knobs(self.params)
-            except TaskError as e:
-                raise ValueError(str(e)) from None
-        return self
 
 
 def _default_tasks() -> list[TaskSpec]:

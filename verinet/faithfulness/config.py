@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from verinet.backends.config import EnsembleConfigError, MemberSpec
 from verinet.faithfulness.interventions import TESTS
 from verinet.schema import Problem, load_yaml_config
-from verinet.tasks import TaskError, get_family
+from verinet.tasks import get_family
+from verinet.tasks.spec import TaskSpec
 
 Test = Literal["early_answering", "adding_mistakes", "paraphrasing", "filler"]
 # fields a rerun may change without invalidating the records already written
@@ -29,31 +30,6 @@ class FaithfulnessConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskSpec(_Strict):
-    """One slice of problems: a generated family with its knobs, or a GSM8K-format file."""
-
-    family: Literal["arith", "logic", "gsm8k"]
-    n: int = Field(default=80, ge=1, le=100_000, description="problems to draw (or at most to load)")
-    params: dict[str, Any] = Field(default_factory=dict, description="generator knobs")
-    path: str | None = Field(default=None, description="JSONL file, for family gsm8k only")
-
-    @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        if self.family == "gsm8k":
-            if not self.path:
-                raise ValueError("family gsm8k needs 'path': a GSM8K-format JSONL file")
-            if self.params:
-                raise ValueError("family gsm8k takes no generator 'params'")
-        else:
-            if self.path:
-                raise ValueError(f"'path' is only for family gsm8k; {self.family} problems are generated")
-            try:
-                get_family(self.family).knobs(self.params)
-            except TaskError as e:
-                raise ValueError(str(e)) from None
-        return self
 
 
 class PipelineSpec(_Strict):
@@ -78,8 +54,8 @@ class PipelineSpec(_Strict):
 
 
 def _default_tasks() -> list[TaskSpec]:
-    return [TaskSpec(family="arith", params={"steps": 3, "distractors": 1}),
-            TaskSpec(family="logic", params={"hops": 3, "distractors": 1})]
+    return [TaskSpec(family="arith", n=80, params={"steps": 3, "distractors": 1}),
+            TaskSpec(family="logic", n=80, params={"hops": 3, "distractors": 1})]
 
 
 class FaithfulnessConfig(_Strict):

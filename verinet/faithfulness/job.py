@@ -29,7 +29,7 @@ from verinet.faithfulness.config import FaithfulnessConfig, FaithfulnessConfigEr
 from verinet.faithfulness.pipeline import run_pipeline
 from verinet.faithfulness.plots import plot_bars, plot_curves
 from verinet.faithfulness.runner import run_models
-from verinet.faithfulness.store import RecordStore
+from verinet.results import ResultsLog
 from verinet.faithfulness.summary import summarize, summarize_pipeline
 from verinet.graph.orchestrate import LocalMembers
 from verinet.schema import FORMAT_VERSION
@@ -88,7 +88,7 @@ def run_job(config: FaithfulnessConfig, out_dir: str | Path | None = None, *,
         formats = {spec.name: format_for(spec, backends[spec.name]) for spec in config.models}
         sizes = {n: backends[n].info().get("non_embedding_parameters") for n in names}
         caller = LocalMembers(backends)
-        with RecordStore(out / "records.jsonl") as store:
+        with ResultsLog(out / "records.jsonl", key="id") as store:
             for chunk in batches:
                 work = {m: [p for p in chunk if f"{m}/{p.id}" not in store] for m in names}
                 work = {m: ps for m, ps in work.items() if ps}

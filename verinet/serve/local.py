@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,27 +56,17 @@ def serve_local(cfg: ServeConfig, token: str | None = None, *, engine: VerifyEng
                 port: int | None = None, log_level: str = "warning",
                 startup_timeout_s: float = 120.0) -> LocalServer:
     """Start uvicorn in a background thread on ``cfg.host`` (``port`` 0: a free one) and return its handle."""
-    import uvicorn
+    from verinet.backends.server import start_in_thread
 
     engine = engine or local_engine(cfg)
     app = create_app(engine, token_digest(token))
     host = cfg.host
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, cfg.port if port is None else port))
-    bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"verinet-serve-{bound}")
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"the server on {host}:{bound} did not start within {startup_timeout_s:g}s")
-        time.sleep(0.01)
+    try:
+        server, thread, sock, bound = start_in_thread(app, host, cfg.port if port is None else port,
+                                                      lifespan="on", log_level=log_level,
+                                                      startup_timeout_s=startup_timeout_s)
+    except TimeoutError as e:
+        raise RuntimeError(str(e)) from None
     return LocalServer(server, thread, sock, host, bound, engine)
 
 

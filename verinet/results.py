@@ -1,4 +1,6 @@
-"""Append-only JSONL results that survive a crash: write as you go, resume where you left off."""
+"""Append-only JSONL results that survive a crash: write as you go, resume where you left off.
+
+Used by every long job (the comparison, the faithfulness suite); Ray-free and model-free."""
 
 from __future__ import annotations
 
