@@ -219,10 +219,11 @@ def _dry_run(cfg: Any, cluster: Optional[str]) -> None:
     if cluster is not None:
         try:
             nodes = json.loads(cluster)
-            nodes = [nodes] if isinstance(nodes, dict) else nodes
-            assert isinstance(nodes, list) and all(isinstance(n, dict) for n in nodes)
-        except (json.JSONDecodeError, AssertionError):
-            raise ConfigError(f"--cluster: expected JSON like '[{{\"CPU\": 32, \"GPU\": 4}}]', got {cluster!r}") from None
+        except json.JSONDecodeError:
+            nodes = None
+        nodes = [nodes] if isinstance(nodes, dict) else nodes
+        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+            raise ConfigError(f"--cluster: expected JSON like '[{{\"CPU\": 32, \"GPU\": 4}}]', got {cluster!r}")
     r = dry_run(cfg, nodes)
     console.print(f"[bold]placement[/] ({len(r['plan'].nodes)} node(s) declared)")
     console.print(r["summary"], highlight=False)

@@ -1,0 +1,65 @@
+"""`verinet compare --dry-run`: the GPU config is validated here, on a machine without GPUs or weights."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from verinet.cli import app
+from verinet.experiments import ConfigError, load_config
+from verinet.experiments.dryrun import dry_run
+from verinet.experiments.cost import flops
+
+GPU = Path(__file__).resolve().parents[2] / "configs" / "compare-gpu.yaml"
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def test_gpu_config_plans_on_its_declared_node():
+    r = dry_run(load_config(GPU))
+    plan = r["plan"]
+    big = plan["qwen7b"]
+    assert big.tensor_parallel_size == 2 and big.strategy == "STRICT_PACK" and len(big.bundles) == 2
+    small = [plan[f"qwen0.5b-{i}"] for i in range(1, 5)]
+    assert all(m.num_gpus == 0.25 for m in small)
+    assert len({m.gpus for m in small}) == 1  # the four share one GPU ...
+    assert not set(small[0].gpus) & set(big.gpus)  # ... which is not one of the 7B's two
+    e = r["estimate"]
+    cfg = load_config(GPU)
+    tokens = cfg.cost.tokens_per_problem["prefill"] + cfg.cost.tokens_per_problem["decode"]
+    # all pairs: each 0.5B member solves and verifies the three others' chains
+    assert e["ensemble_flops"] == pytest.approx(4 * flops(3.58e8, r["problems"] * tokens * 4))
+    assert e["baseline_flops"] == pytest.approx(flops(6.53e9, r["problems"] * tokens * 2))
+
+
+def test_cli_prints_the_plan_and_the_estimate():
+    res = runner.invoke(app, ["compare", "--config", str(GPU), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "group of 2 bundles (STRICT_PACK)" in out and "ensemble/baseline" in out
+    assert "Qwen/Qwen2.5-7B-Instruct" in out
+
+
+@pytest.mark.parametrize("cluster, needle", [
+    ('[{"CPU": 32, "GPU": 2}]', "placement"),       # 3 GPUs needed
+    ('[{"CPU": 32, "GPU": 1}, {"CPU": 32, "GPU": 1}]', "placement"),  # TP=2 must sit on one node
+    ("not json", "--cluster: expected JSON"),
+    ('"a string"', "--cluster: expected JSON"),
+])
+def test_a_cluster_that_cannot_hold_it_is_a_clear_error(cluster, needle):
+    res = runner.invoke(app, ["compare", "--config", str(GPU), "--dry-run", "--cluster", cluster])
+    assert res.exit_code == 2 and needle in " ".join(res.output.split()), res.output
+
+
+def test_a_remote_model_without_a_parameter_count_is_named(tmp_path):
+    data = yaml.safe_load(GPU.read_text())
+    del data["cost"]["parameters"]["qwen7b"]
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="qwen7b"):
+        dry_run(load_config(p))
+
+
+def test_local_zoo_checkpoints_are_counted_without_loading(tmp_path):
+    r = dry_run(load_config(None), [{"CPU": 2}])
+    assert r["parameters"]["zoo-l"] == 2_213_568 and r["parameters"]["zoo-xs-s0"] == 82_240
