@@ -253,3 +253,20 @@ def test_job_metrics_pass_promtool(tiny_run):
     assert exe, "promtool is not installed: `apt-get install -y prometheus` provides it"
     r = subprocess.run([exe, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_gsm8k_slice_keeps_its_dev_split_apart(tmp_path):
+    """A GSM8K-format file: the first dev_n problems choose the threshold, the rest are the test set."""
+    lines = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+              "answer": f"He has {a}+{b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}"}
+             for a, b in [(2, 3), (4, 1), (5, 5), (7, 2), (3, 3), (6, 1)]]
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = dict(TINY, tasks=[{"family": "gsm8k", "path": str(data), "n": 4}], inject=["wrong_result"],
+               dev_n=2, faithfulness={"n": 0}, sweep={"n": 0})
+    out = tmp_path / "out"
+    run_compare(_cfg(tmp_path, cfg), out_dir=out)
+    rows = _lines(out / "results.jsonl")
+    assert [r["question"] for r in rows] == [x["question"] for x in lines[2:]]
+    assert all(r["labelled"] for r in rows)  # gold + wrong_result chains, verified by both arms
+    assert set(json.loads((out / "thresholds.json").read_text())["0"]) == {"ensemble", "baseline"}
