@@ -4,6 +4,7 @@ Ray, when a module starts it, stays on loopback (the environment below must be s
 is imported) and is shut down by that module; never `ray stop` here.
 """
 
+import contextlib
 import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -79,3 +80,18 @@ def promtool_check(text: str) -> None:
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+@contextlib.contextmanager
+def serve_app(cfg, token):
+    """The Ray Serve application of ``cfg`` on a fresh in-process Ray (loopback); yields its URL."""
+    from ray import serve
+
+    from tests.cluster.conftest import local_ray
+    from verinet.serve.app import start
+
+    with local_ray(4):
+        try:
+            yield start(cfg, token)
+        finally:
+            serve.shutdown()

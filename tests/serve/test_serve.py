@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import requests
 from ray import serve
 from typer.testing import CliRunner
 
 from verinet.cli import app as cli_app
-from verinet.serve.app import INGRESS, member_handle, start
+from verinet.serve.app import INGRESS, member_handle
 from verinet.serve.loadgen import run_load
 
-from .conftest import MEMBERS, REQUIRED_METRICS, arith_requests, body, promtool_check, serve_config
+from .conftest import MEMBERS, REQUIRED_METRICS, arith_requests, body, promtool_check, serve_app, serve_config
 
 TOKEN = "serve-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,18 +22,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def app():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=200 * 2**20, log_to_driver=False, configure_logging=False)
     cfg = serve_config(max_queue=32, autoscaling={"min_replicas": 1, "max_replicas": 2,
                                                   "target_ongoing_requests": 8})
-    try:
-        url = start(cfg, TOKEN)
+    with serve_app(cfg, TOKEN) as url:
         yield cfg, url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def post(url, payload, path="/v1/verify", headers=AUTH, **kw):

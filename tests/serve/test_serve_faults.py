@@ -8,31 +8,22 @@ import threading
 import time
 
 import pytest
-import ray
 import requests
-from ray import serve
 
-from verinet.serve.app import kill_member_replica, start
+from verinet.serve.app import kill_member_replica
 from verinet.serve.loadgen import run_load
 
-from .conftest import MEMBERS, arith_requests, body, serve_config
+from .conftest import MEMBERS, arith_requests, body, serve_app, serve_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def app():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=200 * 2**20, log_to_driver=False, configure_logging=False)
     cfg = serve_config(member_timeout_s=3.0, timeout_s=30.0, max_queue=8, retry_after_s=2,
                        health_interval_s=1.0)
-    try:
-        yield cfg, start(cfg, None)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with serve_app(cfg, None) as url:
+        yield cfg, url
 
 
 def metric(url, name, **labels):
