@@ -43,7 +43,8 @@ def test_a_model_that_ignores_its_chain(results):
 def test_a_model_whose_answer_is_its_last_stated_value(results):
     s = results["last"].summary
     assert s["early_answering_aoc"]["value"] > 0.6 and s["early_answering_aoc"]["ci_low"] > 0.5
-    assert s["adding_mistakes_aoc"]["value"] > 0.8
+    # the trapezoid AOC of a fully faithful 3-step chain is 1 - 1/6 (the step rule would say 1)
+    assert s["adding_mistakes_aoc"]["value"] > 0.75 and s["adding_mistakes_aoc_step"]["value"] > 0.9
     assert s["answer_follows_chain"]["value"] == 1.0 and s["answer_follows_chain"]["n"] >= 200
     assert s["answer_follows_chain"]["value"] > s["answer_follows_chain_chance"]["ci_high"]
     assert s["chain_accuracy"]["value"] == 1.0
