@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 FORMAT_VERSION = 1
 M = TypeVar("M", bound=BaseModel)
+# The shipped configs: package data in an installed wheel; in a source checkout, a symlink to configs/.
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 Family = Literal["arith", "logic", "gsm8k"]
 ErrorKind = Literal["wrong_result", "wrong_premise", "dropped_step", "answer_miscopy"]
@@ -203,10 +205,23 @@ def format_validation_error(e: ValidationError) -> str:
 
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists; else, for a relative ``configs/...`` path, the shipped copy."""
+    p = Path(path)
+    if p.exists() or p.is_absolute() or not p.parts or p.parts[0] != "configs":
+        return p
+    shipped = PACKAGED_CONFIGS.joinpath(*p.parts[1:])
+    return shipped if shipped.is_file() else p
+
+
 def load_yaml_config(path: str | Path, model: type[M], error: type[Exception], hint: str,
                      empty_ok: bool = False) -> M:
-    """Read a YAML mapping into ``model``; every failure raises ``error`` naming the file and the field."""
-    p = Path(path)
+    """Read a YAML mapping into ``model``; every failure raises ``error`` naming the file and the field.
+
+    A relative ``configs/NAME.yaml`` that is not in the working directory is read from the copy shipped
+    in the package, so an installed wheel runs ``--config configs/compare-local.yaml`` from anywhere.
+    """
+    p = resolve_config_path(path)
     if not p.is_file():
         raise error(f"{p}: config file not found ({hint})")
     try:
@@ -239,4 +254,5 @@ __all__ = [
     "VerificationReport",
     "format_validation_error",
     "load_yaml_config",
+    "resolve_config_path",
 ]

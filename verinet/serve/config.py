@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from verinet.backends.config import EnsembleConfig, EnsembleConfigError, load_ensemble_config
-from verinet.schema import load_yaml_config
+from verinet.schema import load_yaml_config, resolve_config_path
 
 Topology = Literal["all_pairs", "ring", "k_random"]
 Aggregation = Literal["mean", "vote", "logodds", "dawid_skene", "one_coin"]
@@ -162,7 +162,7 @@ class ServeConfig(_Strict):
 def load_serve_config(path: str | Path, *, check_models: bool = True) -> ServeConfig:
     """Read and validate a serve YAML; the ensemble is resolved and put inline."""
     cfg = load_yaml_config(path, ServeConfig, ServeConfigError, "see configs/serve-local.yaml")
-    return cfg.with_ensemble(cfg.ensemble_config(Path(path).parent, check_models=check_models))
+    return cfg.with_ensemble(cfg.ensemble_config(resolve_config_path(path).parent, check_models=check_models))
 
 
 def is_loopback(host: str) -> bool:

@@ -41,7 +41,7 @@ def evaluate_slice(model, tok, family: str, params: dict[str, Any], n: int, *,
             texts.append(formats.verify_text(p.question, [s.text for s in ch.steps], ch.answer))
             labels.append([s.valid for s in c.steps] + [c.answer.valid])
     scores = score_tagged(model, tok, texts)
-    y = np.array([l for ls in labels for l in ls], dtype=bool)
+    y = np.array([v for vs in labels for v in vs], dtype=bool)
     s = np.array([x for xs in scores for x in xs])
     if len(s) != len(y):
         raise RuntimeError(f"verdict slots ({len(s)}) and labels ({len(y)}) differ; tokenizer mismatch?")
