@@ -16,6 +16,7 @@ from rich.table import Table
 import verinet
 from verinet.serve.cli import monitor_command, serve_command
 from verinet.faithfulness.cli import faithfulness_command
+from verinet.models.cli import models_app
 from verinet.zoo.cli import zoo_app
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 tasks_app = typer.Typer(help="Task families: sample problems, check chains.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(models_app, name="models")
 app.command("faithfulness")(faithfulness_command)
 app.command("serve")(serve_command)
 app.command("monitor")(monitor_command)

@@ -29,7 +29,7 @@ M = TypeVar("M", bound=BaseModel)
 # The shipped configs: package data in an installed wheel; in a source checkout, a symlink to configs/.
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 
-Family = Literal["arith", "logic", "gsm8k"]
+Family = Literal["arith", "logic", "gsm8k", "arith_nl", "logic_nl"]
 ErrorKind = Literal["wrong_result", "wrong_premise", "dropped_step", "answer_miscopy"]
 ERROR_KINDS: tuple[str, ...] = ("wrong_result", "wrong_premise", "dropped_step", "answer_miscopy")
 

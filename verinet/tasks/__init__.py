@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from verinet.tasks.base import ANSWER_CUE, InjectionUnsupported, TaskError, TaskFamily, split_chain
 
-FAMILY_NAMES = ("arith", "logic", "gsm8k")
+FAMILY_NAMES = ("arith", "logic", "gsm8k", "arith_nl", "logic_nl")
 _instances: dict[str, TaskFamily] = {}
 
 
@@ -23,6 +23,10 @@ def get_family(name: str) -> TaskFamily:
             from verinet.tasks.logic import LogicFamily as cls
         elif name == "gsm8k":
             from verinet.tasks.gsm8k import Gsm8kFamily as cls
+        elif name == "arith_nl":
+            from verinet.tasks.arith_nl import ArithNLFamily as cls
+        elif name == "logic_nl":
+            from verinet.tasks.logic_nl import LogicNLFamily as cls
         else:
             raise TaskError(f"unknown task family {name!r}; choose one of {list(FAMILY_NAMES)}")
         _instances[name] = cls()
