@@ -3,6 +3,7 @@ goes and resumed without loss or duplicates, a report with every section filled.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,13 +18,15 @@ from verinet.results import ResultsLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Small enough for the fast suite: 2 slices, the zoo models in this process, a short sweep.
+# Small enough for the fast suite: 2 slices, the zoo models in this process, a short frontier.
 TINY = {
     "name": "tiny",
     "tasks": [{"family": "arith", "n": 6, "params": {"steps": 2}},
               {"family": "logic", "n": 4, "params": {"hops": 2}}],
+    "inject": ["wrong_result", "dropped_step"],
     "faithfulness": {"n": 3, "n_boot": 200},
-    "sweep": {"ks": [1, 2, 4], "n": 4, "max_k": 6},
+    "sweep": {"sizes": {"xs": ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"], "l": ["zoo-l"]}, "ks": [1, 2, 3], "n": 3,
+              "max_k": 4},
     "dev_n": 4,
     "chunk_size": 3,
     "ray": {"local": True},
@@ -73,7 +76,7 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
         assert acc["n"] == 10 and acc["value"] == pytest.approx(sum(r[arm]["correct"] for r in rows) / 10)
         assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
         c = s["arms"][arm]["cost"]
-        assert c["prefill_tokens"] > 0 and c["decode_tokens"] > 0 and c["actor_s"] > 0
+        assert c["prefill_tokens"] > 0 and c["decode_tokens"] > 0 and c["member_s"] > 0 and c["cpu_s"] > 0
         assert c["flops"] > 0 and s["arms"][arm]["flops_per_problem"] > 0
     # FLOPs are 2 x non-embedding parameters x tokens: the 27x larger baseline costs more per token
     per_token = {arm: s["arms"][arm]["cost"]["flops"] / s["arms"][arm]["cost"]["tokens"] for arm in ("ensemble", "baseline")}
@@ -82,26 +85,95 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
     assert all(v["peak_rss_bytes"] > 0 for v in s["actors"].values())
     ag = s["agreement"]
     assert ag["n_items"] > 0 and sum(ag["majority_share"]["counts"]) == ag["n_items"]
-    # the sweep has the configured K plus the FLOPs-matched one, on each slice
+    assert 0 <= ag["said_valid_rate"]["value"] <= 1 and ag["true_validity"]["n"] > 0
+    # the frontier: each size alone and as ensembles of K, plus the FLOPs-matched K of the ensemble's size
+    pts = {(p["label"], p["k"]) for p in s["frontier"]["points"]}
+    assert {("xs", 1), ("xs", 2), ("xs", 3), ("l", 1), ("l", 2), ("l", 3)} <= pts
     for i in ("0", "1"):
-        ks = [p["k"] for p in s["sweep"][i]]
-        assert {1, 2, 4} <= set(ks)
         matched = s["compute_matched"][i]
-        assert 1 <= matched["k"] <= 6 and matched["k"] in ks
+        assert 1 <= matched["k"] <= 4 and matched["label"] == "xs"
+    assert {"parameter_matched", "flops_matched", "equal_model_count"} <= set(s["frontier"]["pairs"])
+    assert s["frontier"]["pairs"]["equal_model_count"]["how"] == "3 x xs against 3 x l"
     assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}
+
+
+def test_every_arm_runs_on_the_same_problems_with_paired_tests(tiny_run):
+    _, out = tiny_run
+    rows = _lines(out / "results.jsonl")
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["arms"]) == {"ensemble", "self_consistency", "reliability_weighted", "best_of_k", "baseline"}
+    for r in rows:
+        assert set(r["arms"]) == {"self_consistency", "reliability_weighted", "best_of_k"}
+    # self-consistency is the majority answer of the ensemble's chains, with no verifier
+    from collections import Counter
+    from verinet.tasks import get_family
+
+    for r in rows:
+        norm = get_family(r["family"]).normalize_answer
+        votes = Counter(norm(c["answer"]) for c in r["ensemble"]["chains"] if c["answer"] is not None)
+        if votes:
+            top = max(votes.values())
+            assert norm(r["arms"]["self_consistency"]["final_answer"]) in {a for a, v in votes.items() if v == top}
+    t = s["paired_tests"]["ensemble_vs_baseline"]["accuracy"]
+    ens = [r["ensemble"]["correct"] for r in rows]
+    base = [r["baseline"]["correct"] for r in rows]
+    assert t["test"] == "mcnemar" and t["n"] == 10
+    assert t["a_only"] == sum(a and not b for a, b in zip(ens, base))
+    assert t["b_only"] == sum(b and not a for a, b in zip(ens, base))
+    assert 0 <= t["p_value"] <= 1
+    assert s["paired_tests"]["ensemble_vs_baseline"]["ee_f1_labelled"]["test"] == "paired_bootstrap"
+    # the answer states the same verdict as data
+    v = s["answer"]["verdicts"]["accuracy"]
+    assert v["ensemble"] == s["arms"]["ensemble"]["accuracy"]["value"] and v["p_value"] == t["p_value"]
+    assert f"McNemar p = {t['p_value']:.3g}" in s["answer"]["text"]
+
+
+def test_headline_flops_times_problems_is_the_cost_tables_total(tiny_run):
+    report, out = tiny_run
+    s = json.loads((out / "summary.json").read_text())
+    md = report.read_text()
+    for arm, m in s["arms"].items():
+        total = m["cost"]["flops"]
+        assert m["flops_per_problem"] * s["problems"] == pytest.approx(total)
+        assert sum(ph["flops"] for ph in m["cost"]["phases"].values()) == pytest.approx(total)
+        assert f"| {arm} | total |" in md and f"{total:.3g}" in md.split(f"| {arm} | total |")[1].split("\n")[0]
+    # the labelled set is counted in the arms that verify it, and nowhere else
+    assert "labelled" in s["arms"]["ensemble"]["cost"]["phases"] and "labelled" in s["arms"]["baseline"]["cost"]["phases"]
+    assert set(s["arms"]["self_consistency"]["cost"]["phases"]) == {"solve"}
+
+
+def test_inject_list_is_honoured(tiny_run):
+    _, out = tiny_run
+    kinds = {x["kind"] for r in _lines(out / "results.jsonl") for x in r["labelled"]}
+    assert kinds == {None, "wrong_result", "dropped_step"}  # gold chains, and only the configured kinds
+
+
+def test_json_outputs_never_hold_nan(tiny_run):
+    _, out = tiny_run
+
+    def refuse(name):
+        raise AssertionError(f"non-JSON constant {name}")
+
+    for f in ("summary.json", "thresholds.json"):
+        json.loads((out / f).read_text(), parse_constant=refuse)
+    from verinet.experiments.compare import dumps_json
+
+    assert json.loads(dumps_json({"a": float("nan"), "b": [float("inf"), 1.0]})) == {"a": None, "b": [None, 1.0]}
 
 
 def test_report_has_every_section_and_is_self_contained(tiny_run):
     report, out = tiny_run
     md = report.read_text()
-    for heading in ("## Headline", "## Accuracy against FLOPs", "## Earliest-error F1", "## Agreement",
-                    "## Faithfulness", "## Cost", "## One verification graph"):
+    assert [line for line in md.splitlines() if line.startswith("## ")][0] == "## Answer"
+    for heading in ("## Headline", "## Paired tests against the baseline", "## Compute frontier",
+                    "## Earliest-error F1", "## Agreement", "## Faithfulness", "## Cost", "## One verification graph"):
         assert heading in md
-    assert "Not run" not in md
-    for png in ("pareto.png", "ee_f1.png", "agreement.png", "graph.png", "faithfulness_curves_0.png"):
+    assert "Not run" not in md and not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
+    for png in ("frontier.png", "ee_f1.png", "graph.png", "faithfulness_curves_0.png"):
         assert (out / "plots" / png).stat().st_size > 1000
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 6
+    assert html.index("<h2>Answer</h2>") < html.index("<h2>Headline</h2>")
+    assert html.count("data:image/png;base64,") >= 5
     assert 'src="http' not in html and "<link" not in html  # nothing fetched from elsewhere
 
 
@@ -113,7 +185,7 @@ def test_rerun_redoes_nothing(tiny_run):
     first = {}
     for ph, d, t in phases:
         first.setdefault(ph, (d, t))
-    assert set(first) == {"thresholds", "problems", "faithfulness", "sweep"}
+    assert set(first) == {"thresholds", "problems", "faithfulness", "frontier"}
     assert all(d == t for d, t in first.values())  # every phase starts complete
     assert {f: (out / f).read_bytes() for f in before} == before
 
@@ -121,7 +193,8 @@ def test_rerun_redoes_nothing(tiny_run):
 def test_killed_job_resumes_without_loss_or_duplicates(tmp_path):
     """SIGKILL the real command mid-run; the rerun keeps every written record and adds the rest once."""
     cfg = dict(TINY, tasks=[{"family": "arith", "n": 12, "params": {"steps": 2}}], chunk_size=2,
-               faithfulness={"n": 2, "n_boot": 200}, sweep={"ks": [1, 2], "n": 3})
+               faithfulness={"n": 2, "n_boot": 200},
+               sweep={"sizes": {"xs": ["zoo-xs-s0", "zoo-xs-s1"]}, "ks": [1, 2], "n": 3, "compute_matched": False})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"

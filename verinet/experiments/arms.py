@@ -1,8 +1,10 @@
-"""One chunk of problems through both arms, as per-problem records (JSON-able dicts).
+"""One chunk of problems through every arm, as per-problem records (JSON-able dicts).
 
 The ensemble arm: its members solve, peers cross-verify, the graph aggregates, propagates and
 selects an answer. The baseline arm: the single model solves and (optionally) verifies its
-own steps. Both arms also verify the shared labelled set (gold chains + injected errors).
+own steps. Both arms also verify the shared labelled set (gold chains + the config's injected
+error kinds). Three more arms reuse the ensemble's chains: self-consistency, reliability-weighted
+(Dawid-Skene) voting, and best-of-K with the large model as verifier.
 Ray-free: the callers are in-process backends or a Ray ensemble (verinet.experiments.callers).
 """
 
@@ -15,8 +17,10 @@ from typing import Any
 from verinet.backends.formats import PromptFormat
 from verinet.experiments.config import CompareConfig
 from verinet.experiments.cost import usage_cost
-from verinet.graph.arms import verify_labelled
-from verinet.graph.orchestrate import Caller, VerifyRun, run_verification, solve
+from verinet.graph.arms import INJECTED, labelled_set
+from verinet.graph.orchestrate import Caller, VerifyRun, cross_verify, run_verification, solve
+from verinet.graph.pipeline import verify_batch
+from verinet.graph.select import select_answer
 from verinet.schema import Chain, Problem, VerificationReport
 from verinet.tasks import get_family
 
@@ -51,74 +55,159 @@ def _correct(problem: Problem, answer: str | None) -> bool:
     return answer is not None and fam.normalize_answer(answer) == fam.normalize_answer(problem.answer)
 
 
-def _member_s(run: VerifyRun) -> dict[str, float]:
-    """Seconds each member spent answering (solve and verify), summed over phases."""
-    return {m: sum(ph.values()) for m, ph in run.member_s.items()}
+def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
+                 kinds: Sequence[str], aggregation: str, threshold: float, selection: str, seed: int):
+    """Every member of ``caller`` verifies the shared labelled chains (gold + the config's ``inject`` kinds).
+
+    Returns (per-problem (id, chains, verdicts), batch result, usage member -> {"labelled": Usage},
+    seconds member -> {"labelled": s})."""
+    sets = labelled_set(problems, seed=seed, kinds=kinds)
+    flat_problems = [p for p, cs in zip(problems, sets) for _ in cs]
+    verdicts, res = cross_verify(caller, formats, flat_problems, {INJECTED: [c for cs in sets for c in cs]},
+                                 {INJECTED: list(caller.members)})
+    by_problem = []
+    for p, cs in zip(problems, sets):
+        ids = {c.id for c in cs}
+        by_problem.append((p.id, cs, [v for v in verdicts if v.chain_id in ids]))
+    batch = verify_batch(by_problem, aggregation=aggregation, threshold=threshold, selection=selection,
+                         family=get_family(problems[0].family), include_graph=False)
+    usage = {m: {"labelled": u} for m, u in res.usage.items()}
+    seconds = {m: {"labelled": s} for m, s in getattr(res, "wall_s", {}).items()}
+    return by_problem, batch, usage, seconds
+
+
+def _merge(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """member -> phase -> x, merged over parts (phases of one member never collide)."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for m, phases in part.items():
+            out.setdefault(m, {}).update(phases)
+    return out
+
+
+def _only(d: Mapping[str, Mapping[str, Any]], phases: Sequence[str]) -> dict[str, dict[str, Any]]:
+    return {m: {ph: v for ph, v in per.items() if ph in phases} for m, per in d.items()}
+
+
+def _answers(problems: Sequence[Problem], reports: Sequence[VerificationReport] | None,
+             answers: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for i, p in enumerate(problems):
+        a = reports[i].final_answer if reports is not None else answers[i]
+        row = {"final_answer": a, "correct": _correct(p, a)}
+        if reports is not None:
+            row["predicted"] = dict(reports[i].earliest_error)
+        out.append(row)
+    return out
 
 
 def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, formats: Mapping[str, PromptFormat],
               problems: Sequence[Problem], *, thresholds: Mapping[str, float], parameters: Mapping[str, float],
-              chunk_id: str) -> list[dict[str, Any]]:
-    """Records for ``problems`` (one task slice): both arms, the labelled set, the chunk's cost."""
+              member_shares: Mapping[str, tuple[float, float]], chunk_id: str) -> list[dict[str, Any]]:
+    """Records for ``problems`` (one task slice): every arm, the labelled set, the chunk's cost per arm.
+
+    Arms: ``ensemble`` (cross-verification as configured), ``baseline`` (the large model solving and
+    verifying itself), ``self_consistency`` (majority vote over the ensemble's K chains, no verifier),
+    ``reliability_weighted`` (the same chains and verdicts, Dawid-Skene posteriors and weighted
+    selection) and ``best_of_k`` (the ensemble's K chains, the large model as verifier, the best
+    chain's answer). Derived arms reuse the ensemble's chains, so their cost is the phases they use.
+    """
     e, b, s = config.ensemble, config.baseline, config.sampling
     seed = config.seed
-    t0 = time.perf_counter()
+    kinds = list(config.inject)
+    fam = get_family(problems[0].family)
+    cost = lambda usage, secs, wall: usage_cost(usage, parameters, wall_s=wall, member_s=secs,  # noqa: E731
+                                                member_shares=member_shares).as_dict()
     ens_run = run_verification(ens, formats, problems, topology=e.topology, k=e.k, aggregation=e.aggregation,
                                threshold=thresholds["ensemble"], selection=e.selection,
                                max_tokens=s.max_tokens, temperature=s.temperature, seed=seed, include_graph=True)
-    ens_lab, ens_lab_batch, ens_lab_usage = verify_labelled(ens, formats, problems, aggregation=e.aggregation,
-                                                            threshold=thresholds["ensemble"],
-                                                            selection=e.selection, seed=seed)
-    ens_wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ens_lab, ens_lab_batch, ens_lab_usage, ens_lab_s = labelled_run(
+        ens, formats, problems, kinds=kinds, aggregation=e.aggregation, threshold=thresholds["ensemble"],
+        selection=e.selection, seed=seed)
+    ens_lab_wall = time.perf_counter() - t0
+    ens_usage = _merge(ens_run.usage, ens_lab_usage)
+    ens_s = _merge(ens_run.member_s, ens_lab_s)
+    answer_wall = ens_run.wall_s.get("solve", 0.0) + ens_run.wall_s.get("verify", 0.0) + \
+        ens_run.wall_s.get("aggregate", 0.0)
+
+    authors = list(ens_run.chains)
+    batch_in = [(p.id, [ens_run.chains[a][i] for a in authors],
+                 [v for v in ens_run.batch.reports[i].verdicts]) for i, p in enumerate(problems)]
+    # self-consistency: majority vote over the K chains, no verifier
+    sc = [select_answer([ens_run.chains[a][i] for a in authors], rule="majority", family=fam).answer
+          for i in range(len(problems))]
+    # reliability-weighted voting: Dawid-Skene weights over the same verdicts
+    rw = verify_batch(batch_in, aggregation="dawid_skene", threshold=thresholds["ensemble"], selection="weighted",
+                      family=fam, include_graph=False)
+    # best-of-K: the large model verifies the K chains; the best-scored chain's answer
+    name = b.member.name
+    t0 = time.perf_counter()
+    bv, bres = cross_verify(base, formats, problems, ens_run.chains, {a: [name] for a in authors})
+    bok_wall = time.perf_counter() - t0
+    by_chain: dict[str, list] = {}
+    for v in bv:
+        by_chain.setdefault(v.chain_id, []).append(v)
+    bok = verify_batch([(pid, cs, [v for c in cs for v in by_chain.get(c.id, [])]) for pid, cs, _ in batch_in],
+                       aggregation="mean", threshold=thresholds["baseline"], selection="best", family=fam,
+                       include_graph=False)
+    bok_usage = {name: {"verify": u} for m, u in bres.usage.items() if m == name}
+    bok_s = {name: {"verify": sec} for m, sec in getattr(bres, "wall_s", {}).items() if m == name}
 
     t0 = time.perf_counter()
-    name = b.member.name
     base_run: VerifyRun | None = None
     base_lab_batch = None
-    base_solve_s: dict[str, float] = {}
-    base_usage: dict[str, dict[str, Any]] = {name: {}}
     if b.self_verify:
         base_run = run_verification(base, formats, problems, topology="self", aggregation="mean",
                                     threshold=thresholds["baseline"], selection="weighted",
                                     max_tokens=s.max_tokens, temperature=s.temperature, seed=seed,
                                     include_graph=False)
         base_chains = base_run.chains[name]
-        base_usage = {name: dict(base_run.usage.get(name, {}))}
-        _, base_lab_batch, lab_usage = verify_labelled(base, formats, problems, aggregation="mean",
-                                                       threshold=thresholds["baseline"], selection="weighted",
-                                                       seed=seed)
-        if name in lab_usage:
-            base_usage[name]["labelled"] = lab_usage[name]
+        base_usage, base_s = dict(base_run.usage), dict(base_run.member_s)
+        _, base_lab_batch, lab_usage, lab_s = labelled_run(
+            base, formats, problems, kinds=kinds, aggregation="mean", threshold=thresholds["baseline"],
+            selection="weighted", seed=seed)
+        base_usage, base_s = _merge(base_usage, lab_usage), _merge(base_s, lab_s)
     else:
         chains, res = solve(base, formats, problems, max_tokens=s.max_tokens, temperature=s.temperature, seed=seed)
         base_chains = chains[name]
-        base_usage = {name: {"solve": res.usage[name]}} if name in res.usage else base_usage
-        base_solve_s = dict(getattr(res, "wall_s", {}))
+        base_usage = {m: {"solve": u} for m, u in res.usage.items()}
+        base_s = {m: {"solve": sec} for m, sec in getattr(res, "wall_s", {}).items()}
     base_wall = time.perf_counter() - t0
 
-    ens_usage = {m: dict(ph) for m, ph in ens_run.usage.items()}
-    for m, u in ens_lab_usage.items():
-        ens_usage.setdefault(m, {})["labelled"] = u
     n = len(problems)
+    answering = ("solve", "verify")
+    costs = {
+        "ensemble": cost(ens_usage, ens_s, answer_wall + ens_lab_wall),
+        "baseline": cost(base_usage, base_s, base_wall),
+        "self_consistency": cost(_only(ens_run.usage, ["solve"]), _only(ens_run.member_s, ["solve"]),
+                                 ens_run.wall_s.get("solve", 0.0)),
+        "reliability_weighted": cost(_only(ens_run.usage, answering), _only(ens_run.member_s, answering),
+                                     answer_wall),
+        "best_of_k": cost(_merge(_only(ens_run.usage, ["solve"]), bok_usage),
+                          _merge(_only(ens_run.member_s, ["solve"]), bok_s),
+                          ens_run.wall_s.get("solve", 0.0) + bok_wall),
+    }
     chunk = {
-        "id": chunk_id, "size": n,
-        "ensemble": usage_cost(ens_usage, parameters, wall_s=ens_wall, actor_s=_member_s(ens_run)).as_dict(),
-        "baseline": usage_cost(base_usage, parameters, wall_s=base_wall,
-                               actor_s=_member_s(base_run) if base_run else base_solve_s).as_dict(),
+        "id": chunk_id, "size": n, "cost": costs,
         "usage": {arm: {m: {ph: [u.prefill, u.decode] for ph, u in phases.items()} for m, phases in use.items()}
                   for arm, use in (("ensemble", ens_usage), ("baseline", base_usage))},
         "missing": {"ensemble": ens_run.missing, "baseline": base_run.missing if base_run else {}},
     }
+    derived = {"self_consistency": _answers(problems, None, sc),
+               "reliability_weighted": _answers(problems, rw.reports),
+               "best_of_k": _answers(problems, bok.reports)}
 
     records = []
     for i, p in enumerate(problems):
         rep = ens_run.batch.reports[i]
-        ens_chains = [ens_run.chains[a][i] for a in ens_run.chains]
+        ens_chains = [ens_run.chains[a][i] for a in authors]
         bc = base_chains[i]
         b_pred = base_run.batch.reports[i].earliest_error.get(bc.id) if base_run else None
         labelled = []
-        for j, c in enumerate(ens_lab[i][1]):
+        for c in ens_lab[i][1]:
             labelled.append({"chain_id": c.id, "kind": c.error_kind, "label": c.first_error,
+                             "n_items": len(c.steps) + (c.answer is not None),
                              "ensemble": ens_lab_batch.reports[i].earliest_error.get(c.id),
                              "baseline": base_lab_batch.reports[i].earliest_error.get(c.id)
                              if base_lab_batch else None})
@@ -136,6 +225,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
                 "chains": [_chain_row(p, bc, b_pred)],
                 "verdicts": _verdicts(base_run.batch.reports[i]) if base_run else {},
             },
+            "arms": {arm: rows[i] for arm, rows in derived.items()},
             "labelled": labelled,
             "graph": rep.graph if i == 0 else None,
             "chunk": chunk if i == 0 else {"id": chunk_id},

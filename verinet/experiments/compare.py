@@ -9,8 +9,8 @@ resumes where it stopped, without losing or repeating a result):
    (``results.jsonl``, one record per problem);
 3. faithfulness -- interventions on each model's chains and on the ensemble pipeline
    (``faithfulness.jsonl``, one record per slice and arm);
-4. sweep       -- ensembles of K members, K swept and matched to the baseline's FLOPs
-   (``sweep.jsonl``);
+4. frontier    -- every model size alone and ensembles of K members of each size, K also matched
+   to the baseline's FLOPs (``sweep.jsonl``);
 5. summary.json, the report (Markdown + self-contained HTML, with plots) and metrics.prom.
 
 Models run as Ray actors (an embedded local Ray, or the cluster of ``ray job submit``), or in
@@ -32,9 +32,9 @@ from verinet.backends.base import peak_memory
 from verinet.experiments.arms import run_chunk
 from verinet.experiments.callers import SubsetCaller
 from verinet.experiments.config import CompareConfig, ConfigError, TaskSpec
-from verinet.experiments.cost import matched_k
+from verinet.experiments.cost import CostError, checkpoint_parameters, matched_k, shares
 from verinet.results import ResultsLog
-from verinet.experiments.sweep import sweep_point
+from verinet.experiments.sweep import frontier_point
 from verinet.graph.arms import calibrate_threshold
 from verinet.schema import Problem
 from verinet.tasks import get_family
@@ -117,8 +117,9 @@ def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, pr
         else:
             done[key] = {
                 "ensemble": calibrate_threshold(ens, formats, dev, aggregation=config.ensemble.aggregation,
-                                                seed=config.seed + 1),
-                "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1)
+                                                seed=config.seed + 1, kinds=list(config.inject)),
+                "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1,
+                                                kinds=list(config.inject))
                 if config.baseline.self_verify else 0.5,
             }
         tmp = path.with_suffix(".tmp")
@@ -142,12 +143,18 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
         slices.append((spec, test, dev))
     ens_names = [m.name for m in config.ensemble_config().members]
     base_name = config.baseline.member.name
+    specs = config.all_members().members
+    try:  # FLOPs need every model's size, read from its checkpoint config, before any work is done
+        parameters = {m.name: checkpoint_parameters(m, config.cost.parameters) for m in specs}
+    except CostError as e:
+        raise ConfigError(str(e)) from None
+    member_shares = {m.name: shares(m) for m in specs}
+    for m in config.frontier_members():  # frontier-only models are accounted like the baseline
+        member_shares[m.name] = shares(config.baseline.member)
 
     with open_callers(config) as (caller, formats):
         ens, base = SubsetCaller(caller, ens_names), SubsetCaller(caller, [base_name])
         infos = _infos(caller, config)
-        parameters = {m: float(config.cost.parameters.get(m, info.get("non_embedding_parameters", 0)))
-                      for m, info in infos.items()}
         thresholds = _thresholds(config, out, slices, ens, base, formats, progress)
 
         with ResultsLog(out / "results.jsonl") as log:
@@ -161,7 +168,7 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
                     if all(p.id in log for p in chunk):
                         continue
                     records = run_chunk(config, caller, ens, base, formats, chunk, thresholds=thresholds[str(i)],
-                                        parameters=parameters, chunk_id=f"{i}:{start}")
+                                        parameters=parameters, member_shares=member_shares, chunk_id=f"{i}:{start}")
                     for r in records:
                         if r["problem_id"] not in log:
                             log.append({**r, "slice": i})
@@ -171,12 +178,13 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
             records = [log.records[p.id] for _, t, _ in slices for p in t]
 
         faith = _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress)
-        sweep = _sweep(config, out, slices, ens, formats, thresholds, parameters, records, progress)
+        sweep = _frontier(config, out, slices, caller, formats, thresholds, parameters, member_shares, records,
+                          progress)
         infos = _infos(caller, config)  # peak memory after the work
 
     summary = summarize(config, records, faith, sweep, infos, parameters, thresholds)
     summary["config"] = resolved
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (out / "summary.json").write_text(dumps_json(summary), encoding="utf-8")
     return write_report(config, summary, records, faith, out)
 
 
@@ -215,31 +223,62 @@ def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, p
         return [log.records[u[0]] for u in units]
 
 
-def _sweep(config, out, slices, ens, formats, thresholds, parameters, records, progress) -> list[dict[str, Any]]:
+def dumps_json(obj: Any) -> str:
+    """Strict JSON: NaN and infinities become null (``json`` would write a bare NaN, which is not JSON)."""
+    return json.dumps(_finite(obj), indent=2, default=str, allow_nan=False)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if x == x and x not in (float("inf"), float("-inf")) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+        return _finite(x.item())
+    return x
+
+
+def _frontier(config, out, slices, caller, formats, thresholds, parameters, member_shares, records, progress
+              ) -> list[dict[str, Any]]:
     sw = config.sweep
     if sw.n == 0 or not sw.ks:
         return []
     from verinet.experiments.summary import per_problem_flops
 
+    sizes = config.frontier_sizes()
+    ens_names = set(m.name for m in config.ensemble_config().members)
+    ens_label = next((lab for lab, ms in sizes.items() if ens_names & set(ms)), None)
     ks = sorted(set(sw.ks))
     matched: dict[int, int] = {}
-    if sw.compute_matched:
+    if sw.compute_matched and ens_label is not None:
         for i in range(len(slices)):
             flops = per_problem_flops(config, [r for r in records if r["slice"] == i], parameters)
             matched[i] = matched_k(flops["baseline"], flops["sweep_member"], sw.max_k)
-    units = [(f"sweep/{i}/{k}", i, k) for i in range(len(slices))
-             for k in sorted(set(ks) | ({matched[i]} if i in matched else set()))]
+    units = [(f"sweep/{i}/{label}/{k}", i, label, k) for i in range(len(slices)) for label in sizes
+             for k in sorted(set(ks) | ({matched[i]} if i in matched and label == ens_label else set()))]
+    calibrated: dict[tuple[int, str], float] = {}
     with ResultsLog(out / "sweep.jsonl", key="unit") as log:
         done = sum(u[0] in log for u in units)
         if progress:
-            progress("sweep", done, len(units))
-        for unit, i, k in units:
-            if unit not in log:
-                problems = slices[i][1][:sw.n]
-                point = sweep_point(config, ens, ens.members, formats, problems, k,
-                                    threshold=thresholds[str(i)]["ensemble"], parameters=parameters, unit=unit)
-                log.append({**point, "slice": i, "compute_matched": matched.get(i) == k})
-                done += 1
-                if progress:
-                    progress("sweep", done, len(units))
+            progress("frontier", done, len(units))
+        for unit, i, label, k in units:
+            if unit in log:
+                calibrated.setdefault((i, label), log.records[unit]["threshold"])
+                continue
+            models = sizes[label]
+            if (i, label) not in calibrated:  # one earliest-error threshold per size, on the dev split
+                dev = slices[i][2]
+                calibrated[(i, label)] = config.threshold if config.threshold is not None or not dev else \
+                    calibrate_threshold(SubsetCaller(caller, models), formats, dev, aggregation="mean",
+                                        seed=config.seed + 1, kinds=list(config.inject))
+            problems = slices[i][1][:sw.n]
+            point = frontier_point(config, caller, label, models, formats, problems, k,
+                                   threshold=calibrated[(i, label)] if calibrated[(i, label)] is not None else 0.5,
+                                   parameters=parameters, member_shares=member_shares, unit=unit)
+            log.append({**point, "slice": i, "compute_matched": matched.get(i) == k and label == ens_label})
+            done += 1
+            if progress:
+                progress("frontier", done, len(units))
         return [log.records[u[0]] for u in units]

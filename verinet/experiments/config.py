@@ -7,6 +7,7 @@ back to a default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -86,20 +87,32 @@ class FaithfulnessSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    """Ensembles of K members for K in ``ks``; members beyond the ensemble's own sample
-    (``temperature``, seed k) from its checkpoints in turn. K is also set to match the baseline's FLOPs."""
+    """The compute frontier: every model size alone (solving and verifying itself, K = 1) and
+    ensembles of K members of each size (K >= 2, cross-verified with ``topology``). Member j of a
+    K-ensemble runs model ``j mod n`` of the size's n models: distinct seeds first, then members that
+    sample (``temperature``, seed j) from the same weights. K is also set to match the baseline's FLOPs
+    for the ensemble's own size."""
 
-    ks: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16])
-    n: int = Field(default=40, ge=0, description="problems per task slice (0: skip the sweep)")
+    sizes: dict[str, list[str]] | None = Field(
+        default=None,
+        description="size label -> models (member names, zoo names or checkpoint paths); models that are "
+                    "not members run as extra members shaped like the baseline. Default (null): the whole "
+                    "committed zoo ladder when both arms are zoo models, else the ensemble and the baseline")
+    ks: list[int] = Field(default_factory=lambda: [1, 3])
+    n: int = Field(default=20, ge=0, description="problems per task slice (0: skip the frontier)")
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
     topology: Literal["ring", "k_random", "all_pairs"] = "ring"
     compute_matched: bool = Field(default=True, description="add the K whose FLOPs match the baseline's")
-    max_k: int = Field(default=32, ge=1, le=256, description="cap on the compute-matched K")
+    max_k: int = Field(default=6, ge=1, le=256, description="cap on the compute-matched K (the default keeps "
+                       "the embedded run under 10 minutes on 2 cores; the report says when the cap binds)")
 
     @model_validator(mode="after")
     def _ks(self) -> SweepSpec:
         if any(k < 1 for k in self.ks):
             raise ValueError(f"ks: every K must be >= 1, got {self.ks}")
+        for label, models in (self.sizes or {}).items():
+            if not models:
+                raise ValueError(f"sizes.{label}: list at least one model")
         return self
 
 
@@ -173,11 +186,66 @@ class CompareConfig(_Strict):
             raise ConfigError(f"{self.ensemble.config}: cross-verification needs at least 2 members")
         return cfg
 
+    def frontier_sizes(self) -> dict[str, list[str]]:
+        """size label -> member names of the frontier (see SweepSpec.sizes), smallest models first."""
+        ens = [m for m in self.ensemble_config().members]
+        base = self.baseline.member
+        if self.sweep.sizes is not None:
+            return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}
+        zoo = all(m.backend == "hf" and m.model.startswith("zoo-") for m in [*ens, base])
+        if zoo:
+            from verinet.zoo.registry import MODELS_DIR
+
+            names = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file()) \
+                if MODELS_DIR.is_dir() else []
+            if names:
+                sizes: dict[str, list[str]] = {}
+                for n in names:
+                    sizes.setdefault(re.sub(r"-s\d+$", "", n), []).append(n)
+                order = {"xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4}
+                return dict(sorted(sizes.items(), key=lambda kv: (order.get(kv[0].rsplit("-", 1)[-1], 9), kv[0])))
+        return {"ensemble": [m.name for m in ens], base.name: [base.name]}
+
+    def frontier_members(self) -> list[MemberSpec]:
+        """Frontier models that are neither ensemble members nor the baseline, shaped like the baseline.
+
+        On CPUs they ask Ray for no CPU of their own (they work only in the frontier phase, while the
+        arms' actors are idle), so the default run fits a 2-CPU machine; their cost is accounted with
+        the baseline's share."""
+        known = {m.name for m in self.ensemble_config().members} | {self.baseline.member.name}
+        extra: dict[str, MemberSpec] = {}
+        base = self.baseline.member
+        for models in self.frontier_sizes().values():
+            for name in models:
+                if name not in known and name not in extra:
+                    data = base.model_dump()
+                    data.update(name=name, model=_model_of(name, self))
+                    if base.resources.gpus_total == 0:
+                        data["resources"] = {**data["resources"], "num_cpus": 0.0}
+                    extra[name] = MemberSpec.model_validate(data)
+        return list(extra.values())
+
     def all_members(self) -> EnsembleConfig:
-        """Ensemble members and the baseline in one config (one Ray actor each)."""
+        """Ensemble members, the baseline and the frontier's extra models in one config (one Ray actor each)."""
         ens = self.ensemble_config()
-        return EnsembleConfig(members=[*ens.members, self.baseline.member], quorum=1, retries=ens.retries,
-                              call_timeout_s=ens.call_timeout_s)
+        members = [*ens.members, self.baseline.member]
+        if self.sweep.n and self.sweep.ks:
+            members += self.frontier_members()
+        return EnsembleConfig(members=members, quorum=1, retries=ens.retries, call_timeout_s=ens.call_timeout_s)
+
+
+def _member_name(model: str) -> str:
+    """A member name for a model given as a zoo name, a member name or a checkpoint path."""
+    name = Path(model).name if ("/" in model or model.startswith(".")) else model
+    return re.sub(r"[^\w.-]", "_", name) or "model"
+
+
+def _model_of(name: str, config: CompareConfig) -> str:
+    for models in (config.sweep.sizes or {}).values():
+        for m in models:
+            if _member_name(m) == name:
+                return m
+    return name
 
 
 def load_config(path: str | Path | None) -> CompareConfig:

@@ -1,4 +1,15 @@
-"""Cost accounting: tokens, FLOPs (2 x non-embedding parameters x tokens), seconds and memory.
+"""Cost accounting: tokens, FLOPs, seconds and memory, with one definition for every phase.
+
+* **FLOPs** = 2 x non-embedding parameters x tokens processed (prefill and decode alike). The
+  parameters are read from each member's checkpoint config (:func:`checkpoint_parameters`), the
+  same way for every engine (hf, vllm, openai); a model whose size cannot be known is an error,
+  never a silent 0.
+* **Member seconds**: the seconds each member spent answering a call (summed over members).
+* **Accelerator-seconds** = member seconds x the member's GPU share (``num_gpus``, or the
+  tensor-parallel size for a TP group). Members without a GPU count CPU-seconds instead
+  (member seconds x ``num_cpus``), kept apart so the two are never added.
+* Every cost is kept per phase (solve, verify, labelled, ...); totals are sums of phases, so a
+  headline figure and a cost table computed from the same records reconcile exactly.
 
 Pure functions over per-member usage; the driver measures, this module adds up.
 """
@@ -7,6 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from verinet.backends.config import MemberSpec
+from verinet.experiments.config import ConfigError
+
+PHASE_FIELDS = ("prefill", "decode", "flops", "member_s", "accelerator_s", "cpu_s")
+
+
+class CostError(ConfigError):
+    """A cost that cannot be computed honestly (e.g. a model of unknown size)."""
 
 
 def flops(non_embedding_parameters: float, tokens: float) -> float:
@@ -14,52 +37,149 @@ def flops(non_embedding_parameters: float, tokens: float) -> float:
     return 2.0 * float(non_embedding_parameters) * float(tokens)
 
 
+@lru_cache(maxsize=64)
+def _count_from_config(location: str) -> float:
+    """Non-embedding parameters of a checkpoint, from its config alone (no weights loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(location, local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    total = sum(p.numel() for p in model.parameters())  # tied embeddings are counted once
+    return float(total - model.get_input_embeddings().weight.numel())
+
+
+def checkpoint_parameters(spec: MemberSpec, overrides: Mapping[str, float] | None = None) -> float:
+    """Non-embedding parameters of ``spec``'s model, for any engine.
+
+    ``overrides`` (``cost.parameters`` of the config) wins; otherwise the count is read from the
+    checkpoint's config: a local directory, a zoo name, or a Hugging Face id in the local cache.
+    For an ``openai`` member whose model is only a served name, give it in ``cost.parameters``.
+    """
+    if overrides and spec.name in overrides:
+        return float(overrides[spec.name])
+    try:
+        location = spec.model_location()
+    except Exception as e:  # noqa: BLE001 - any resolution failure means "unknown size"
+        location, why = spec.model, str(e)
+    else:
+        why = ""
+    if Path(location).is_dir() and not (Path(location) / "config.json").is_file():
+        why = f"{location} has no config.json"
+    else:
+        try:
+            return _count_from_config(str(location))
+        except Exception as e:  # noqa: BLE001
+            why = why or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    raise CostError(f"cost.parameters: the size of member {spec.name!r} ({spec.backend}: {spec.model}) cannot be "
+                    f"read from a checkpoint config ({why}); add `cost: {{parameters: {{{spec.name}: N}}}}` with "
+                    "its non-embedding parameters, so that FLOPs are never silently 0")
+
+
+def shares(spec: MemberSpec) -> tuple[float, float]:
+    """(GPU share, CPU share) of one member: GPUs of its TP group or its fraction of one GPU; else its CPUs."""
+    gpus = float(spec.resources.gpus_total)
+    return gpus, (0.0 if gpus > 0 else float(spec.resources.num_cpus))
+
+
 @dataclass
 class Cost:
-    prefill: int = 0
-    decode: int = 0
-    flops: float = 0.0
+    """Tokens, FLOPs and seconds of one arm (or chunk, or phase), kept per phase."""
+
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
     wall_s: float = 0.0  # the arm's elapsed time (its phases, one after another)
-    actor_s: float = 0.0  # seconds members spent answering, summed over members
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)
+
+    def _sum(self, key: str, phases: Iterable[str] | None = None) -> float:
+        keep = set(self.phases) if phases is None else set(phases)
+        return sum(v.get(key, 0.0) for ph, v in self.phases.items() if ph in keep)
+
+    @property
+    def prefill(self) -> int:
+        return int(self._sum("prefill"))
+
+    @property
+    def decode(self) -> int:
+        return int(self._sum("decode"))
 
     @property
     def tokens(self) -> int:
         return self.prefill + self.decode
 
-    def add(self, other: Cost) -> Cost:
-        mem = dict(self.peak_memory_bytes)
-        for k, v in other.peak_memory_bytes.items():
-            mem[k] = max(mem.get(k, 0), v)
-        return Cost(self.prefill + other.prefill, self.decode + other.decode, self.flops + other.flops,
-                    self.wall_s + other.wall_s, self.actor_s + other.actor_s, mem)
+    @property
+    def flops(self) -> float:
+        return self._sum("flops")
 
-    def as_dict(self) -> dict:
+    def flops_of(self, phases: Iterable[str]) -> float:
+        return self._sum("flops", phases)
+
+    @property
+    def member_s(self) -> float:
+        return self._sum("member_s")
+
+    @property
+    def accelerator_s(self) -> float:
+        return self._sum("accelerator_s")
+
+    @property
+    def cpu_s(self) -> float:
+        return self._sum("cpu_s")
+
+    def add(self, other: Cost) -> Cost:
+        phases = {ph: dict(v) for ph, v in self.phases.items()}
+        for ph, v in other.phases.items():
+            row = phases.setdefault(ph, {k: 0.0 for k in PHASE_FIELDS})
+            for k in PHASE_FIELDS:
+                row[k] = row.get(k, 0.0) + v.get(k, 0.0)
+        mem = dict(self.peak_memory_bytes)
+        for k, m in other.peak_memory_bytes.items():
+            mem[k] = max(mem.get(k, 0), m)
+        return Cost(phases, self.wall_s + other.wall_s, mem)
+
+    def as_dict(self) -> dict[str, Any]:
         return {"prefill_tokens": self.prefill, "decode_tokens": self.decode, "tokens": self.tokens,
-                "flops": self.flops, "wall_s": round(self.wall_s, 4), "actor_s": round(self.actor_s, 4),
+                "flops": self.flops, "wall_s": round(self.wall_s, 4), "member_s": round(self.member_s, 4),
+                "accelerator_s": round(self.accelerator_s, 4), "cpu_s": round(self.cpu_s, 4),
+                "phases": {ph: dict(v) for ph, v in self.phases.items()},
                 "peak_memory_bytes": dict(self.peak_memory_bytes)}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Cost:
-        return cls(int(d["prefill_tokens"]), int(d["decode_tokens"]), float(d["flops"]), float(d["wall_s"]),
-                   float(d["actor_s"]), {k: int(v) for k, v in d.get("peak_memory_bytes", {}).items()})
+    def from_dict(cls, d: Mapping[str, Any]) -> Cost:
+        return cls({ph: {k: float(v.get(k, 0.0)) for k in PHASE_FIELDS} for ph, v in d.get("phases", {}).items()},
+                   float(d.get("wall_s", 0.0)), {k: int(v) for k, v in d.get("peak_memory_bytes", {}).items()})
 
 
-def usage_cost(usage: Mapping[str, Mapping[str, object]], parameters: Mapping[str, float], *,
-               wall_s: float = 0.0, actor_s: Mapping[str, float] | None = None,
+def usage_cost(usage: Mapping[str, Mapping[str, Any]], parameters: Mapping[str, float], *,
+               wall_s: float = 0.0, member_s: Mapping[str, Mapping[str, float]] | None = None,
+               member_shares: Mapping[str, tuple[float, float]] | None = None,
                model_of: Mapping[str, str] | None = None) -> Cost:
-    """Cost of ``usage`` (member -> phase -> Usage, or member -> Usage).
+    """Cost of ``usage`` (member -> phase -> Usage).
 
-    ``model_of`` maps a (virtual) member to the model whose parameters it runs.
+    ``member_s``: member -> phase -> seconds answering; ``member_shares``: model -> (GPU share,
+    CPU share) (see :func:`shares`); ``model_of`` maps a (virtual) member to the model it runs.
+    A member missing from ``parameters`` is an error: FLOPs are never silently 0.
     """
-    c = Cost(wall_s=wall_s, actor_s=sum((actor_s or {}).values()))
-    for member, phases in usage.items():
-        items = phases.values() if isinstance(phases, Mapping) else [phases]
-        p = parameters[(model_of or {}).get(member, member)]
-        for u in items:
-            c.prefill += int(u.prefill)
-            c.decode += int(u.decode)
-            c.flops += flops(p, u.prefill + u.decode)
+    c = Cost(wall_s=wall_s)
+    model_of = model_of or {}
+    seconds = member_s or {}
+    for member in set(usage) | set(seconds):
+        model = model_of.get(member, member)
+        if model not in parameters:
+            raise CostError(f"no parameter count for member {model!r}; known: {sorted(parameters)}")
+        p = parameters[model]
+        gpu, cpu = (member_shares or {}).get(model, (0.0, 1.0))
+        for ph in set(usage.get(member, {})) | set(seconds.get(member, {})):
+            row = c.phases.setdefault(ph, {k: 0.0 for k in PHASE_FIELDS})
+            u = usage.get(member, {}).get(ph)
+            if u is not None:
+                row["prefill"] += int(u.prefill)
+                row["decode"] += int(u.decode)
+                row["flops"] += flops(p, u.prefill + u.decode)
+            s = float(seconds.get(member, {}).get(ph, 0.0))
+            row["member_s"] += s
+            row["accelerator_s"] += s * gpu
+            row["cpu_s"] += s * cpu
     return c
 
 
@@ -73,5 +193,5 @@ def total(costs: Iterable[Cost]) -> Cost:
 def matched_k(baseline_flops: float, member_flops: float, cap: int) -> int:
     """The ensemble size whose FLOPs come closest to the baseline's (per problem), in [1, cap]."""
     if member_flops <= 0:
-        return 1
+        raise CostError("a member's FLOPs per problem is 0: no compute-matched K can be chosen")
     return int(min(cap, max(1, round(baseline_flops / member_flops))))

@@ -15,7 +15,7 @@ from typing import Any
 from verinet.backends.config import EnsembleConfigError
 from verinet.cluster.placement import plan
 from verinet.experiments.config import CompareConfig, ConfigError
-from verinet.experiments.cost import flops
+from verinet.experiments.cost import checkpoint_parameters, flops
 
 
 def _problems(config: CompareConfig) -> int:
@@ -27,22 +27,6 @@ def _problems(config: CompareConfig) -> int:
         else:
             n += spec.n
     return n
-
-
-def _parameters(config: CompareConfig, name: str, location: str) -> float:
-    if name in config.cost.parameters:
-        return float(config.cost.parameters[name])
-    cfg = Path(location) / "config.json"
-    if cfg.is_file():  # a local checkpoint: count from its config without loading weights
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        with __import__("torch").device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
-        total = sum(p.numel() for p in model.parameters())
-        return float(total - model.get_input_embeddings().weight.numel())
-    raise ConfigError(f"cost.parameters: no parameter count for member {name!r} ({location}), whose weights "
-                      "are not on this machine; add `cost: {parameters: {" + name + ": N}}` with its "
-                      "non-embedding parameters")
 
 
 def dry_run(config: CompareConfig, cluster: Sequence[Mapping[str, float]] | None = None) -> dict[str, Any]:
@@ -62,7 +46,7 @@ def dry_run(config: CompareConfig, cluster: Sequence[Mapping[str, float]] | None
         placement = plan(members, nodes)
     except EnsembleConfigError as e:
         raise ConfigError(f"placement: {e}") from None
-    params = {name: _parameters(config, name, loc) for name, loc in locations.items()}
+    params = {m.name: checkpoint_parameters(m, config.cost.parameters) for m in members.members}
     n = _problems(config)
     tp = config.cost.tokens_per_problem
     per_member = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))

@@ -110,6 +110,9 @@ def _mistake_same(r: dict[str, Any]) -> list | None:
     return same
 
 
+mistake_curve = _mistake_same  # public: the adding-mistakes curve (y_k = answer unchanged) of one record
+
+
 def _curves(records: Sequence[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
     early = [(r["early_answering"]["same"], r["n_steps"]) for r in records
              if "early_answering" in r and r["n_steps"] >= 1]

@@ -36,13 +36,17 @@ class ArmResult:
                 "step_validity": self.step_validity, "tokens": self.tokens, "threshold": self.threshold}
 
 
-def labelled_set(problems: Sequence[Problem], seed: int = 0) -> list[list[Chain]]:
-    """Per problem: the gold chain and one injected chain per error kind the family supports."""
+def labelled_set(problems: Sequence[Problem], seed: int = 0, kinds: Sequence[str] | None = None
+                 ) -> list[list[Chain]]:
+    """Per problem: the gold chain and one injected chain per error kind the family supports
+    (only the ``kinds`` listed, when given)."""
     out = []
     for p in problems:
         fam = get_family(p.family)
         chains = [fam.gold_chain(p).model_copy(update={"id": f"{p.id}/{INJECTED}-gold", "author": INJECTED})]
         for kind in fam.error_kinds:
+            if kinds is not None and kind not in kinds:
+                continue
             try:
                 c = fam.inject(p, kind, seed=seed)
             except InjectionUnsupported:
@@ -53,11 +57,13 @@ def labelled_set(problems: Sequence[Problem], seed: int = 0) -> list[list[Chain]
 
 
 def verify_labelled(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
-                    aggregation: str, threshold: float, selection: str, seed: int):
-    """Every member of ``caller`` verifies the shared labelled chains of ``problems``.
+                    aggregation: str, threshold: float, selection: str, seed: int,
+                    kinds: Sequence[str] | None = None):
+    """Every member of ``caller`` verifies the shared labelled chains of ``problems`` (injected
+    error ``kinds`` only, when given).
 
     Returns (per-problem (id, chains, verdicts), the batch result, usage per member)."""
-    sets = labelled_set(problems, seed=seed)
+    sets = labelled_set(problems, seed=seed, kinds=kinds)
     chains = {INJECTED: [c for cs in sets for c in cs]}
     flat_problems = [p for p, cs in zip(problems, sets) for _ in cs]
     verdicts, res = cross_verify(caller, formats, flat_problems, chains, {INJECTED: list(caller.members)})
@@ -71,10 +77,10 @@ def verify_labelled(caller: Caller, formats: Mapping[str, PromptFormat], problem
 
 
 def calibrate_threshold(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
-                        aggregation: str = "mean", seed: int = 0) -> float:
+                        aggregation: str = "mean", seed: int = 0, kinds: Sequence[str] | None = None) -> float:
     """The earliest-error threshold that maximises F1 on a labelled dev split (ProcessBench's recipe)."""
     by_problem, batch, _ = verify_labelled(caller, formats, dev, aggregation=aggregation, threshold=0.5,
-                                           selection="weighted", seed=seed)
+                                           selection="weighted", seed=seed, kinds=kinds)
     items = []
     for rep, (_, cs, _) in zip(batch.reports, by_problem):
         post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}

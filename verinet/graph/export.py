@@ -131,8 +131,9 @@ def draw_problem(graph: nx.DiGraph, path: str | Path, *, max_steps: int = 16, ti
     ax.axis("off")
     heading = title or f"problem {graph.graph.get('problem_id', '?')}"
     fig.text(0.01, 0.975, heading, fontsize=12, weight="bold", va="top")
-    legend = ("box colour: posterior P(valid) (red invalid -> green valid, grey none);  "
-              "thick blue frame + red ▼: predicted first error;  black ▼: labelled first error")
+    legend = ("box colour: posterior P(valid) (red invalid -> green valid, grey none)\n"
+              "thick blue frame + red ▼: predicted first error;  dashed black frame + black ▼: labelled first "
+              "error (exact checker)")
     if verifiers:
         legend += f"\nsquares under a box: each verifier's P(valid), left to right: {', '.join(verifiers)}"
     fig.text(0.01, 0.935, legend, fontsize=8, va="top", color="#333333")
@@ -156,6 +157,8 @@ def draw_problem(graph: nx.DiGraph, path: str | Path, *, max_steps: int = 16, ti
             lines.append("predicted error: " + what)
         if err is not None and err not in xs and err != -1 and n in items:
             lines[-1] += " (not drawn)"
+        if lab is not None:
+            lines.append("labelled error: " + ("none" if lab == -1 else f"step {lab}" if lab < n else "answer"))
         ax.text(-label_w - 0.2, y, "\n".join(lines), fontsize=8, va="center", ha="left", family="monospace")
         if not items:
             ax.text(0.0, y, "(empty chain)", fontsize=9, va="center", style="italic", color="grey")
@@ -213,7 +216,9 @@ def draw_problem(graph: nx.DiGraph, path: str | Path, *, max_steps: int = 16, ti
             if is_err:
                 ax.plot([x], [y + 0.37], marker="v", color="#c00000", markersize=8, zorder=4)
             if lab is not None and lab == i and lab != -1:
-                ax.plot([x + 0.25], [y + 0.37], marker="v", color="black", markersize=6, zorder=4)
+                ax.plot([x + 0.25], [y + 0.37], marker="v", color="black", markersize=8, zorder=4)
+                ax.add_patch(Rectangle((x - 0.46, y - 0.32), 0.92, 0.64, facecolor="none", edgecolor="black",
+                                       lw=1.4, linestyle=(0, (3, 2)), zorder=3))
         for gx, skipped in gaps:
             ax.text(gx, y, f"… {skipped} steps …", fontsize=7, ha="center", va="center", color="#333333")
     fig.savefig(path, dpi=dpi)
