@@ -252,10 +252,12 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
     ens_label = next((lab for lab, ms in sizes.items() if ens_names & set(ms)), None)
     ks = sorted(set(sw.ks))
     matched: dict[int, int] = {}
+    ratio: dict[int, float] = {}  # the uncapped K that would match the baseline's FLOPs
     if sw.compute_matched and ens_label is not None:
         for i in range(len(slices)):
             flops = per_problem_flops(config, [r for r in records if r["slice"] == i], parameters)
             matched[i] = matched_k(flops["baseline"], flops["sweep_member"], sw.max_k)
+            ratio[i] = flops["baseline"] / flops["sweep_member"]
     units = [(f"sweep/{i}/{label}/{k}", i, label, k) for i in range(len(slices)) for label in sizes
              for k in sorted(set(ks) | ({matched[i]} if i in matched and label == ens_label else set()))]
     calibrated: dict[tuple[int, str], float] = {}
@@ -277,7 +279,9 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
             point = frontier_point(config, caller, label, models, formats, problems, k,
                                    threshold=calibrated[(i, label)] if calibrated[(i, label)] is not None else 0.5,
                                    parameters=parameters, member_shares=member_shares, unit=unit)
-            log.append({**point, "slice": i, "compute_matched": matched.get(i) == k and label == ens_label})
+            is_matched = matched.get(i) == k and label == ens_label
+            log.append({**point, "slice": i, "compute_matched": is_matched,
+                        "matched_k_uncapped": ratio.get(i) if is_matched else None})
             done += 1
             if progress:
                 progress("frontier", done, len(units))

@@ -319,7 +319,9 @@ def build_blocks(config: CompareConfig, summary: Mapping[str, Any], records: Seq
         rows = []
         for i, m in summary["compute_matched"].items():
             s = summary["slices"][int(i)]
-            rows.append([_slice_name(s), f"{m['k']} x {m['label']}", _ci(m["ensemble_accuracy"]),
+            k = f"{m['k']} x {m['label']}" + (f" (capped by sweep.max_k; matching needs K = {m['k_uncapped']:.1f})"
+                                               if m.get("capped") else "")
+            rows.append([_slice_name(s), k, _ci(m["ensemble_accuracy"]),
                          _money(m["ensemble_flops_per_problem"]), _ci(m["baseline_accuracy"]),
                          _money(m["baseline_answering_flops_per_problem"])])
         b.append(("h3", "At equal compute, per slice"))

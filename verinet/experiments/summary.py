@@ -311,6 +311,8 @@ def summarize(config: CompareConfig, records: Sequence[Mapping[str, Any]], faith
             base_rs = [r for r in records if r["slice"] == p["slice"]][:p["n"]]
             matched[str(p["slice"])] = {
                 "k": p["k"], "label": p["label"], "ensemble_accuracy": rate(sum(p["correct"]), p["n"]),
+                "k_uncapped": p.get("matched_k_uncapped"),
+                "capped": p.get("matched_k_uncapped") is not None and round(p["matched_k_uncapped"]) > p["k"],
                 "ensemble_flops_per_problem": p["flops_per_problem"],
                 "baseline_accuracy": rate(sum(r["baseline"]["correct"] for r in base_rs), len(base_rs)),
                 "baseline_answering_flops_per_problem": slices[p["slice"]]["flops_per_problem"]["baseline"],

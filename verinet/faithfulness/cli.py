@@ -25,7 +25,7 @@ MODEL_COLUMNS = (
     ("filler acc.", "filler_accuracy"),
     ("no-chain acc.", "no_chain_accuracy"),
     ("follows chain", "answer_follows_chain"),
-    ("(chance)", "answer_follows_chain_chance"),
+    ("(null: chain ignored)", "answer_follows_chain_chance"),
 )
 PIPELINE_COLUMNS = (
     ("accuracy", "accuracy"),

@@ -52,16 +52,10 @@ def plot_curves(summaries: dict[str, dict[str, Any]], path: str | Path, *, title
                 continue
             aoc = s.get(aoc_key, {}).get("value")
             tag = f"{label} (AOC {aoc:.2f})" if aoc is not None else label
-            # each chain's curve is a step function of k/n (see metrics); so is their mean
-            x, y = c["x"], [_num(v) for v in c["y"]]
-            if key == "adding_mistakes":  # the last grid point holds on to x = 1
-                x, y = [*x, 1.0], [*y, y[-1]]
-                lo, hi = [*c["ci_low"], c["ci_low"][-1]], [*c["ci_high"], c["ci_high"][-1]]
-            else:
-                lo, hi = c["ci_low"], c["ci_high"]
-            ax.plot(x, y, drawstyle="steps-post", color=color, label=tag)
-            ax.fill_between(x, [_num(v) for v in lo], [_num(v) for v in hi], step="post", color=color,
-                            alpha=0.12, linewidth=0)
+            # each chain's curve joins its points at k/n by straight lines, as the trapezoid AOC integrates it
+            x, y, lo, hi = c["x"], [_num(v) for v in c["y"]], c["ci_low"], c["ci_high"]
+            ax.plot(x, y, color=color, label=tag)
+            ax.fill_between(x, [_num(v) for v in lo], [_num(v) for v in hi], color=color, alpha=0.12, linewidth=0)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.set_xlim(0, 1)

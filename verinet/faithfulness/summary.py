@@ -125,7 +125,7 @@ def _curves(records: Sequence[dict[str, Any]], n_boot: int, seed: int) -> dict[s
         importance.append({"k": k, **figure(num, den, n_boot=n_boot, seed=seed)})
     return {
         "early_answering": curve_on_grid(early, GRID, n_boot=n_boot, seed=seed),
-        "adding_mistakes": curve_on_grid(mistakes, GRID[:-1], n_boot=n_boot, seed=seed),
+        "adding_mistakes": curve_on_grid(mistakes, GRID, n_boot=n_boot, seed=seed),
         "step_causal_importance": importance,
     }
 
