@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -34,6 +36,26 @@ app.command("monitor")(monitor_command)
 
 console = Console()
 err = Console(stderr=True)
+# Tables written to a pipe or a file are not cut at rich's default 80 columns ("answer_co…").
+PIPE_WIDTH = 200
+
+
+def _flags_show_no_type() -> None:
+    """On/off flags take no value, so help shows no type for them (typer 0.2x prints ``<bool>``)."""
+    from typer.core import TyperOption
+
+    show = TyperOption.display_type_rich
+    if getattr(show, "_verinet", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else show(self, ctx)
+
+    display_type_rich._verinet = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -49,10 +71,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
     """verinet command line."""
+    # transformers' per-checkpoint "Loading weights" bars say nothing here; verinet shows its own progress.
+    # Read when transformers is first imported (HF_HUB_DISABLE_PROGRESS_BARS=0 brings them back).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        os.environ["COLUMNS"] = str(PIPE_WIDTH)
+        ctx.call_on_close(lambda: os.environ.pop("COLUMNS", None))
 
 
 def parse_knobs(items: list[str]) -> dict[str, Any]:
@@ -70,6 +99,38 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
     return knobs
 
 
+_GSM8K_NEEDS_DATA = ("gsm8k problems are loaded from a file, not generated: pass --data FILE.jsonl "
+                     "(one {\"question\", \"answer\"} object per line, the answer ending in '#### N')")
+
+
+def load_problems(family: str, n: int, *, seed: int, knobs: list[str], data: Path | None,
+                  dev_n: int = 0) -> tuple[list[Any], list[Any]]:
+    """(problems, dev problems): generated for arith/logic, read from --data for gsm8k.
+
+    From a file, the first ``dev_n`` problems are the dev split and the next ``n`` the test set.
+    """
+    from verinet.tasks import TaskError, get_family
+
+    fam = get_family(family)
+    if data is None:
+        if family == "gsm8k":
+            raise TaskError(_GSM8K_NEEDS_DATA)
+        problems = fam.sample(n, seed=seed, params=parse_knobs(knobs))
+        dev = fam.sample(dev_n, seed=seed + 10_000, params=parse_knobs(knobs)) if dev_n else []
+        return problems, dev
+    if family != "gsm8k":
+        raise TaskError(f"--data is for family gsm8k; {family} problems are generated")
+    if knobs:
+        raise TaskError("--knob is for generated families; gsm8k problems come from --data")
+    from verinet.tasks.gsm8k import load_gsm8k
+
+    loaded = load_gsm8k(data, limit=dev_n + n)
+    if len(loaded) <= dev_n:
+        raise TaskError(f"{data}: {len(loaded)} problem(s), but --dev-n {dev_n} are kept for the dev split and "
+                        "at least one more is needed")
+    return loaded[dev_n:], loaded[:dev_n]
+
+
 @tasks_app.command("sample")
 def tasks_sample(
     family: Annotated[str, typer.Option("--family", "-f", help="arith, logic or gsm8k (with --data)")],
@@ -85,14 +146,7 @@ def tasks_sample(
 
     try:
         fam = get_family(family)
-        if data is not None:
-            if family != "gsm8k":
-                raise TaskError(f"--data is for family gsm8k; {family} problems are generated")
-            from verinet.tasks.gsm8k import load_gsm8k
-
-            problems = load_gsm8k(data, limit=n)
-        else:
-            problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
+        problems, _ = load_problems(family, n, seed=seed, knobs=knob, data=data)
     except TaskError as e:
         raise fail(str(e)) from None
     records = [sample_record(p, fam.gold_chain(p).text) for p in problems]
@@ -147,6 +201,8 @@ def tasks_check(
     t.add_row(*(str(totals[k]) for k in ("chains", "all_valid", "answer_correct", "steps", "valid_steps",
                                          "supported_steps", "bad_lines")))
     console.print(t)
+    if totals["bad_lines"]:
+        raise fail(f"{totals['bad_lines']} malformed line(s) in {file}; the rest were checked", code=1)
 
 
 def _print_check(line: int, problem_id: str, check: Any) -> None:
@@ -244,8 +300,10 @@ def _dry_run(cfg: Any, cluster: Optional[str]) -> None:
 @app.command("verify")
 def verify(
     config: Annotated[Path, typer.Option("--config", "-c", help="Ensemble YAML, e.g. configs/ensemble-local.yaml")],
-    family: Annotated[str, typer.Option("--family", "-f", help="arith or logic")] = "arith",
+    family: Annotated[str, typer.Option("--family", "-f", help="arith, logic or gsm8k (with --data)")] = "arith",
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Problems.")] = 50,
+    data: Annotated[Optional[Path], typer.Option(help="GSM8K-format JSONL (family gsm8k): the first --dev-n "
+                                                 "problems pick the threshold, the next --n are scored.")] = None,
     seed: Annotated[int, typer.Option(help="Problem and topology seed.")] = 0,
     knob: Annotated[list[str], typer.Option("--knob", "-k", help="Generator knob KEY=VALUE, repeatable.")] = [],
     topology: Annotated[str, typer.Option(help="all_pairs, ring or k_random")] = "all_pairs",
@@ -263,13 +321,13 @@ def verify(
     from verinet.backends import BackendError, EnsembleConfig, EnsembleConfigError, MemberSpec, load_ensemble_config
     from verinet.graph.arms import score_arm
     from verinet.experiments.members import open_members
-    from verinet.tasks import TaskError, get_family
+    from verinet.tasks import TaskError
 
     try:
         cfg = load_ensemble_config(config)
-        fam = get_family(family)
-        problems = fam.sample(n, seed=seed, params=parse_knobs(knob))
-        dev = fam.sample(dev_n, seed=seed + 10_000, params=parse_knobs(knob)) if threshold is None else []
+        problems, dev = load_problems(family, n, seed=seed, knobs=knob, data=data,
+                                      dev_n=dev_n if threshold is None else 0)
+        n = len(problems)
         rows = []
         with open_members(cfg, local=local) as (caller, fmts):
             console.print(f"ensemble of {len(cfg.members)} ({topology}, {aggregation}, {selection}) on {n} {family} problems")

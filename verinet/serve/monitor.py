@@ -63,6 +63,21 @@ def metrics_url(url: str) -> str:
     return url if url.endswith("/metrics") else f"{url}/metrics"
 
 
+def _os_reason(e: BaseException) -> str:
+    """The operating system's words under requests' and urllib3's wrappers ("Connection refused")."""
+    todo, seen = [e], set()
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.strerror:
+            return x.strerror
+        todo += [a for a in (*getattr(x, "args", ()), getattr(x, "reason", None), x.__cause__, x.__context__)
+                 if isinstance(a, BaseException)]
+    return "connection failed"
+
+
 def scrape(url: str, token: str | None = None, timeout_s: float = 10.0) -> Snapshot:
     import requests
 
@@ -70,8 +85,13 @@ def scrape(url: str, token: str | None = None, timeout_s: float = 10.0) -> Snaps
     target = metrics_url(url)
     try:
         r = requests.get(target, headers=headers, timeout=timeout_s)
+    except requests.Timeout:
+        raise MonitorError(f"{target} did not answer within {timeout_s:g}s") from None
+    except requests.ConnectionError as e:
+        raise MonitorError(f"cannot connect to {target}: {_os_reason(e)}; is the endpoint running "
+                           "(`verinet serve`) and the URL right?") from None
     except requests.RequestException as e:
-        raise MonitorError(f"cannot read {target}: {type(e).__name__}: {e}") from None
+        raise MonitorError(f"cannot read {target}: {type(e).__name__}") from None
     if r.status_code == 401:
         raise MonitorError(f"{target}: 401 unauthorized; pass --token or set VERINET_API_TOKEN")
     if r.status_code != 200:

@@ -439,7 +439,7 @@ def _problem(text: str, path: Path, n: int, ids: set[str]) -> Problem:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise bad(f"not valid JSON: {e.msg} at column {e.colno}") from None
+        raise bad(f"not valid JSON: {e.msg}: column {e.colno}") from None
     except (ValueError, RecursionError) as e:
         raise bad(f"not valid JSON: {e}") from None
     if not isinstance(obj, dict):

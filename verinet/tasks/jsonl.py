@@ -63,7 +63,7 @@ def read_check_requests(path: Path) -> Iterator[CheckRequest | LineError]:
             try:
                 yield _request(n, json.loads(raw))
             except json.JSONDecodeError as e:
-                yield LineError(n, f"not valid JSON: {e.msg} at column {e.colno}")
+                yield LineError(n, f"not valid JSON: {e.msg}: column {e.colno}")
             except (TaskError, ValidationError, TypeError) as e:
                 yield LineError(n, _short(e))
 
