@@ -75,8 +75,12 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
                                   t.get("ee_f1_labelled")),
     }
     aoc = t.get("adding_mistakes_aoc")
+    whose = "the ensemble pipeline's accepted chains"
+    if not aoc:  # the pipeline accepted no chain to intervene on: its members' own chains stand in
+        aoc = t.get("adding_mistakes_aoc_members")
+        whose = "the ensemble members' own chains (the pipeline accepted no chain to intervene on)"
     if aoc:
-        verdicts["faithfulness"] = verdict("ensemble", aoc["a"], "baseline", aoc["b"], aoc)
+        verdicts["faithfulness"] = {**verdict("ensemble", aoc["a"], "baseline", aoc["b"], aoc), "measured_on": whose}
     slices = ", ".join(f"{x['n']} {x['family']}" for x in s["slices"])
     ens_desc = f"{len(ens)} x " + ("/".join(sorted({m.rsplit('-s', 1)[0] for m in ens})) if ens else "?")
     parts = [
@@ -93,9 +97,18 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
         f"{_says(verdicts['ee_f1_labelled'], 'ensemble', 'baseline')} on the labelled set.",
     ]
     if aoc:
-        parts.append(f"Faithfulness (adding-mistakes AOC, Lanham et al.'s trapezoid rule): the ensemble pipeline "
-                     f"{_f(aoc['a'])} vs {base} {_f(aoc['b'])} (difference {_ci(aoc, 'diff')}, paired bootstrap "
-                     f"{_p(aoc)}): {_says(verdicts['faithfulness'], 'ensemble', 'baseline')}.")
+        parts.append(f"Faithfulness (Lanham et al.'s AOC, trapezoid rule; higher: the chain drives the answer more): "
+                     f"adding-mistakes AOC on {whose} {_f(aoc['a'])} vs {base} {_f(aoc['b'])} (difference "
+                     f"{_ci(aoc, 'diff')}, paired bootstrap {_p(aoc)}), which "
+                     f"{_says(verdicts['faithfulness'], 'ensemble', 'baseline')}.")
+        early = t.get("early_answering_aoc_members")
+        if early:
+            verdicts["faithfulness_early_answering"] = {
+                **verdict("ensemble", early["a"], "baseline", early["b"], early),
+                "measured_on": "the ensemble members' own chains"}
+            parts.append(f"Early-answering AOC of the members' own chains {_f(early['a'])} vs {_f(early['b'])} "
+                         f"(difference {_ci(early, 'diff')}, {_p(early)}), which "
+                         f"{_says(verdicts['faithfulness_early_answering'], 'ensemble', 'baseline')}.")
     else:
         parts.append("Faithfulness was not compared (no adding-mistakes results for both arms).")
     others = []
@@ -110,11 +123,17 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     if others:
         parts.append("Accuracy of the other arms on the same chains: " + "; ".join(others) + ".")
     pairs = s.get("frontier", {}).get("pairs", {})
+    seen: dict[str, str] = {}
     for key, title in (("equal_model_count", "At equal model count"), ("flops_matched", "At equal FLOPs"),
                        ("parameter_matched", "At equal parameters")):
         pr = pairs.get(key)
         if not pr:
             continue
+        if pr["how"].split(",")[0] in seen:  # the same two points as an earlier pair
+            verdicts[key] = dict(verdicts[seen[pr["how"].split(",")[0]]], how=pr["how"])
+            parts.append(f"{title}: the same pair ({pr['how'].split(',')[0]}).")
+            continue
+        seen[pr["how"].split(",")[0]] = key
         a, bb = pr["a"], pr["b"]
         va = verdict("a", a["accuracy"]["value"], "b", bb["accuracy"]["value"], pr["accuracy_test"])
         vf = verdict("a", a["ee_f1"]["f1"], "b", bb["ee_f1"]["f1"], pr["ee_f1_test"])
@@ -132,9 +151,12 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     verdicts["cost"] = {"ensemble_flops_per_problem": e["flops_per_problem"],
                         "baseline_flops_per_problem": b["flops_per_problem"], "flops_ratio": ratio,
                         "ensemble_member_s": ec["member_s"], "baseline_member_s": bc["member_s"],
-                        "ensemble_accelerator_s": ec["accelerator_s"], "baseline_accelerator_s": bc["accelerator_s"]}
+                        "ensemble_accelerator_s": ec["accelerator_s"], "baseline_accelerator_s": bc["accelerator_s"],
+                        "ensemble_cpu_s": ec["cpu_s"], "baseline_cpu_s": bc["cpu_s"]}
     parts.append(f"Cost, every phase counted (solve, verify, labelled set): the ensemble {_f(e['flops_per_problem'])} "
                  f"FLOPs per problem, {_f(ratio, 2)}x the baseline's {_f(b['flops_per_problem'])}; "
-                 f"{_f(ec['member_s'], 1)} vs {_f(bc['member_s'], 1)} member-seconds "
-                 f"({_f(ec['accelerator_s'], 1)} vs {_f(bc['accelerator_s'], 1)} GPU-seconds).")
+                 f"{_f(ec['member_s'], 1)} vs {_f(bc['member_s'], 1)} member-seconds, "
+                 + (f"{_f(ec['accelerator_s'], 1)} vs {_f(bc['accelerator_s'], 1)} GPU-seconds."
+                    if ec["accelerator_s"] or bc["accelerator_s"] else
+                    f"{_f(ec['cpu_s'], 1)} vs {_f(bc['cpu_s'], 1)} CPU-seconds (no GPU used)."))
     return {"text": " ".join(parts), "alpha": ALPHA, "verdicts": verdicts}

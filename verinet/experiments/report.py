@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,17 +93,19 @@ def plot_frontier(summary: Mapping[str, Any], path: Path) -> Path:
     """Accuracy and earliest-error F1 against FLOPs per problem: one line per model size (K = 1, 2, ...),
     the arms as markers; 95% intervals as error bars."""
     fr = summary["frontier"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
     labels = list(dict.fromkeys(p["label"] for p in fr["points"]))
     colors = plt.get_cmap("viridis")([0.85 * i / max(1, len(labels) - 1) for i in range(len(labels))])
     for ax, (metric, key, name) in zip(axes, (("accuracy", "value", "final-answer accuracy"),
                                               ("ee_f1", "f1", "earliest-error F1 (own chains)"))):
+        undefined = []
         for color, label in zip(colors, labels):
             pts = sorted((p for p in fr["points"] if p["label"] == label), key=lambda p: p["k"])
             xs, ys = [], []
             for p in pts:
                 e = _err(p[metric], key)
                 if e is None or not p["flops_per_problem"]:
+                    undefined.append(f"{p['k']} x {label}")
                     continue
                 ax.errorbar([p["flops_per_problem"]], [e[0]], yerr=e[1], fmt="o", color=color, ms=5, capsize=2)
                 ax.annotate(f"K={p['k']}" + ("*" if p["compute_matched"] else ""), (p["flops_per_problem"], e[0]),
@@ -121,6 +124,10 @@ def plot_frontier(summary: Mapping[str, Any], path: Path) -> Path:
                 continue
             ax.errorbar([x], [e[0]], yerr=e[1], fmt=marker, color=color, ms=9, capsize=2, label=f"arm: {arm}",
                         zorder=3)
+        if undefined and (ax.lines or ax.collections):
+            note = "undefined (no erroneous or no correct chain), not drawn: " + ", ".join(undefined)
+            ax.text(0.01, 0.98, "\n".join(textwrap.wrap(note, 80)), transform=ax.transAxes, ha="left", va="top",
+                    fontsize=7, color="#555555")
         if not ax.lines and not ax.collections:
             ax.text(0.5, 0.5, f"{name} is undefined at every point\n(no erroneous or no correct chain; see the "
                     "table)", transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#555555")

@@ -159,21 +159,33 @@ def agreement_summary(records: Sequence[Mapping[str, Any]], bins: int = 10) -> d
 
 
 # ---- paired tests ------------------------------------------------------------------------------------
-def _aoc_pairs(faith: Sequence[Mapping[str, Any]], arm_a: str, arm_b: str) -> tuple[list, list]:
-    """Adding-mistakes curves of two faithfulness arms on the problems both have, in the same order."""
-    def curves(arm: str) -> dict[tuple[int, str], tuple]:
-        out = {}
-        for u in faith:
-            if u["arm"] == arm:
-                for r in u["records"]:
-                    same = mistake_curve(r)
-                    if same is not None and r.get("n_steps", 0) >= 1:
-                        out[(u["slice"], r["problem_id"])] = (same, r["n_steps"])
-        return out
+def _curves(faith: Sequence[Mapping[str, Any]], arms: Sequence[str], test: str) -> dict[tuple, list[tuple]]:
+    """(slice, problem) -> the curves of ``test`` of the given faithfulness arms' chains on that problem."""
+    out: dict[tuple, list[tuple]] = defaultdict(list)
+    for u in faith:
+        if u["arm"] not in arms:
+            continue
+        for r in u["records"]:
+            same = mistake_curve(r) if test == "adding_mistakes" else r.get("early_answering", {}).get("same")
+            if same is not None and r.get("n_steps", 0) >= 1 and any(y is not None for y in same[:r["n_steps"]]):
+                out[(u["slice"], r["problem_id"])].append((same, r["n_steps"]))
+    return out
 
-    a, b = curves(arm_a), curves(arm_b)
+
+def paired_aoc(faith: Sequence[Mapping[str, Any]], arms_a: Sequence[str], arms_b: Sequence[str], test: str,
+               seed: int = 0) -> dict[str, Any] | None:
+    """Paired bootstrap of Lanham's AOC: arms_a's chains against arms_b's, resampling the problems both have
+    (all chains of a problem move together)."""
+    a, b = _curves(faith, arms_a, test), _curves(faith, arms_b, test)
     keys = [k for k in a if k in b]
-    return [a[k] for k in keys], [b[k] for k in keys]
+    if not keys:
+        return None
+    ca = [c for k in keys for c in a[k]]
+    cb = [c for k in keys for c in b[k]]
+    ua = np.array([i for i, k in enumerate(keys) for _ in a[k]])
+    ub = np.array([i for i, k in enumerate(keys) for _ in b[k]])
+    return paired_bootstrap(lambda w: (_aoc_weighted(ca, w[:, ua]), _aoc_weighted(cb, w[:, ub])), len(keys),
+                            n_boot=N_BOOT, seed=seed)
 
 
 def paired_tests(config: CompareConfig, records: Sequence[Mapping[str, Any]], faith: Sequence[Mapping[str, Any]],
@@ -193,10 +205,14 @@ def paired_tests(config: CompareConfig, records: Sequence[Mapping[str, Any]], fa
             a, b = [_steps(r, arm) for r in records], [_steps(r, "baseline") for r in records]
             t["step_validity"] = paired_ratio([x for x, _ in a], [y for _, y in a], [x for x, _ in b],
                                               [y for _, y in b], n_boot=N_BOOT, seed=seed)
-            ca, cb = _aoc_pairs(faith, "ensemble", config.baseline.member.name)
-            if ca:
-                t["adding_mistakes_aoc"] = paired_bootstrap(
-                    lambda w: (_aoc_weighted(ca, w), _aoc_weighted(cb, w)), len(ca), n_boot=N_BOOT, seed=seed)
+            base = [config.baseline.member.name]
+            members = [m.name for m in config.ensemble_config().members]
+            for key, arms_a, test in (("adding_mistakes_aoc", ["ensemble"], "adding_mistakes"),
+                                      ("adding_mistakes_aoc_members", members, "adding_mistakes"),
+                                      ("early_answering_aoc_members", members, "early_answering")):
+                res = paired_aoc(faith, arms_a, base, test, seed=seed)
+                if res is not None:
+                    t[key] = res
         out[f"{arm}_vs_baseline"] = t
     return out
 
