@@ -158,3 +158,20 @@ def test_bad_knobs_and_task_spec():
     with pytest.raises(TaskError, match="names"):
         arith.knobs({"steps": 12, "givens": 8, "distractors": 8})
     assert TaskSpec(family="arith_nl", n=2, params={"steps": 2}).family == "arith_nl"
+
+
+def test_committed_gsm8k_file_is_reproducible():
+    """configs/data/arith-nl-gsm8k.jsonl: arith_nl problems in GSM8K format (regenerate with this recipe)."""
+    import json
+    from pathlib import Path
+
+    from verinet.tasks.arith_nl import gsm8k_record
+    from verinet.tasks.gsm8k import load_gsm8k
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "data" / "arith-nl-gsm8k.jsonl"
+    want = [json.dumps(gsm8k_record(p)) for p in arith.sample(40, seed=8, params={"steps": 3, "distractors": 1})]
+    assert path.read_text().splitlines() == want
+    gsm = get_family("gsm8k")
+    for p in load_gsm8k(path):
+        assert p.meta["gold_first_error"] == -1  # every annotation checks
+        assert gsm.check(p, gsm.inject(p, "wrong_result").text).first_error >= 0

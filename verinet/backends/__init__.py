@@ -34,7 +34,8 @@ def make_backend(spec: MemberSpec) -> Backend:
     if spec.backend == "openai":
         from verinet.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env)
+        return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env,
+                             tokenizer=spec.tokenizer_location() if spec.format == "chat" else None)
     raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
 
 

@@ -84,11 +84,27 @@ class MemberSpec(_Strict):
             return str(p)
         if (MODELS_DIR / self.model).is_dir():
             return str(MODELS_DIR / self.model)
+        from verinet.models.packaged import PACKAGED, ModelError, resolve
+
+        if self.model in PACKAGED:  # a packaged real model: its prepared checkpoint
+            try:
+                return str(resolve(self.model))
+            except ModelError as e:
+                raise EnsembleConfigError(f"member {self.name}: {e}") from None
         if _HUB_ID.match(self.model) and not self.model.startswith((".", "/")):
             return self.model  # a hub id; it must be in the local cache on offline machines
         raise EnsembleConfigError(
-            f"member {self.name}: model {self.model!r} is not a directory, a zoo name (see `verinet zoo list`) "
-            "or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct")
+            f"member {self.name}: model {self.model!r} is not a directory, a zoo name, a packaged model (see "
+            "`verinet models list`) or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct")
+
+    def tokenizer_location(self) -> str | None:
+        """For backend openai: a local directory holding the served model's tokenizer (its chat template),
+        when the served name is a directory, a zoo name or a prepared packaged model; else None."""
+        try:
+            loc = MemberSpec.model_location(self.model_copy(update={"backend": "hf"}))
+        except EnsembleConfigError:
+            return None
+        return loc if Path(loc).is_dir() else None
 
 
 class EnsembleConfig(_Strict):

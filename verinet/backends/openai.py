@@ -49,7 +49,7 @@ class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout_s: float = 120,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, tokenizer: str | None = None) -> None:
         if not base_url:
             raise BackendError("base_url is empty; give the server's URL, e.g. http://127.0.0.1:8000/v1")
         parts = urlsplit(base_url)
@@ -79,6 +79,22 @@ class OpenAIBackend(Backend):
         self._echo_max_tokens = 0  # becomes 1 if the server refuses max_tokens=0 with echo
         self._generate_logprobs = True  # becomes False if the server refuses logprobs=0 on generation
         self._multi_token: set[str] = set()  # candidates seen to take several tokens: skip the top-k try
+        self._tokenizer_path = tokenizer
+        self._tok = None
+
+    @property
+    def tok(self):
+        """The served model's tokenizer, loaded on first use from the local directory given as ``tokenizer``
+        (the chat format renders prompts with its chat template); None when none was given."""
+        if self._tok is None and self._tokenizer_path is not None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tok = AutoTokenizer.from_pretrained(self._tokenizer_path)
+            except Exception as e:  # transformers raises OSError, ValueError, ... for a bad directory
+                raise BackendError(f"cannot load the tokenizer of {self.model!r} from {self._tokenizer_path}: "
+                                   f"{type(e).__name__}: {str(e)[:200]}") from None
+        return self._tok
 
     # ---- HTTP ------------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -261,7 +277,8 @@ class OpenAIBackend(Backend):
         return TaggedResult(p_valid, res.usage)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "base_url": self.base_url}
+        return {"backend": self.name, "model": self.model, "base_url": self.base_url,
+                **({"tokenizer": self._tokenizer_path} if self._tokenizer_path else {})}
 
     def close(self) -> None:
         s = getattr(self._local, "session", None)

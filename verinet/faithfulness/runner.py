@@ -46,9 +46,16 @@ def check_tests(tests: Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in TESTS if t in tests)
 
 
-def solve_tokens(problem: Problem) -> int:
-    """Generation budget for a chain (or the rest of one): 1.5 x the gold chain, plus slack."""
-    return int(len(get_family(problem.family).gold_chain(problem).text) * 1.5) + 16
+def solve_tokens(problem: Problem, fmt: PromptFormat | None = None) -> int:
+    """Generation budget for a chain (or the rest of one): 1.5 x the gold chain, plus slack.
+
+    Counted in the format's tokens (characters for the zoo; a chat model's own tokens, about four
+    characters each, plus a "Step k:" mark per step), so a real model that never stops writing steps
+    is cut at a length like the gold chain's rather than at four times it."""
+    gold = get_family(problem.family).gold_chain(problem).text
+    if fmt is None or fmt.name == "zoo":  # one zoo token is one character
+        return int(len(gold) * 1.5) + 16
+    return int((fmt.count_tokens(gold) + 4 * len(problem.gold_steps)) * 1.5) + 16
 
 
 @dataclass
@@ -105,7 +112,8 @@ def run_models(caller: Any, formats: Mapping[str, PromptFormat], work: Mapping[s
     # 1. every member solves its problems
     rnd = Round(usage)
     for w in items:
-        rnd.add(w.member, w.fmt.solve_prompt(w.question), solve_tokens(w.problem), lambda t, w=w: _solved(w, t))
+        rnd.add(w.member, w.fmt.solve_prompt(w.question), solve_tokens(w.problem, w.fmt),
+                lambda t, w=w: _solved(w, t))
     rnd.run(caller, seed=seed)
 
     # 2. edits: the family's where it can, else the member rewrites the step (free text)
@@ -144,7 +152,7 @@ def run_models(caller: Any, formats: Mapping[str, PromptFormat], work: Mapping[s
     # 4. the member writes the rest of the chain after a mistake, or after reworded steps
     rnd = Round(usage)
     for w in items:
-        budget = solve_tokens(w.problem)
+        budget = solve_tokens(w.problem, w.fmt)
         for e in w.mistakes:
             prefix = with_mistake(w.steps, e)
             if prefix is not None:

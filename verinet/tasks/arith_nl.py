@@ -307,6 +307,22 @@ class ArithNLFamily(TaskFamily):
         return None
 
 
+def gsm8k_record(problem: Problem) -> dict[str, str]:
+    """The problem as a GSM8K-format line: the gold sentences with ``<<a op b=r>>`` calculator annotations,
+    then ``#### N``, so GSM8K tooling (and verinet's gsm8k family) reads problems the project generates."""
+    if problem.family != "arith_nl":
+        raise ValueError(f"gsm8k_record takes arith_nl problems, got family {problem.family}")
+    lines = []
+    for s in problem.gold_steps:
+        m = _CANON.match(s.text)
+        if m is None:  # pragma: no cover - gold steps are canonical
+            raise ValueError(f"{problem.id}: gold step {s.index} is not canonical: {s.text!r}")
+        op = "*" if m["op"] in "×*" else m["op"]
+        eq = f"{m['va2']} {m['op']} {m['vb2']} = "
+        lines.append(s.text.replace(eq + m["res"], f"{eq}<<{m['va2']}{op}{m['vb2']}={m['res']}>>{m['res']}"))
+    return {"id": f"gsm8k-{problem.id}", "question": problem.question, "answer": "\n".join(lines + [f"#### {problem.answer}"])}
+
+
 def _fmt(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{float(x):.6g}"
 
@@ -486,4 +502,4 @@ class _Reader:
             return new[-1], f"{_fmt(res)} is not how many {' or '.join(new)} has"
         return None, None
 
-__all__ = ["ArithNLFamily", "ArithNLKnobs", "definition_sentence", "step_sentence"]
+__all__ = ["ArithNLFamily", "ArithNLKnobs", "definition_sentence", "gsm8k_record", "step_sentence"]
