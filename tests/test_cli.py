@@ -136,7 +136,10 @@ def test_verify_local_prints_the_arm_table(tmp_path):
     r = runner.invoke(app, ["verify", "--config", str(cfg), "--family", "arith", "--n", "3", "--dev-n", "4", "--local",
                             "--out", str(out), "--graphs", str(tmp_path / "g")])
     assert r.exit_code == 0, _all(r)
-    rows = json.loads(out.read_text())["rows"]
+    def strict(c):
+        raise AssertionError(f"bare {c} in {out.name}: not JSON")
+
+    rows = json.loads(out.read_text(), parse_constant=strict)["rows"]
     assert [x["arm"] for x in rows] == ["ensemble", "m0 (self)", "m1 (self)", "m2 (self)"]
     assert all(0 <= x["accuracy"] <= 1 and x["tokens"] > 0 and 0 <= x["threshold"] <= 1 for x in rows)
     assert len(list((tmp_path / "g").glob("*.png"))) == 3
