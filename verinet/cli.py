@@ -357,8 +357,10 @@ def verify(
     console.print(t)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"family": family, "n": n, "seed": seed, "topology": topology,
-                                   "aggregation": aggregation, "selection": selection, "rows": rows}, indent=2))
+        from verinet.experiments.compare import dumps_json  # strict JSON: an undefined F1 is null, not NaN
+
+        out.write_text(dumps_json({"family": family, "n": n, "seed": seed, "topology": topology,
+                                   "aggregation": aggregation, "selection": selection, "rows": rows}))
         console.print(f"wrote {out}")
 
 
