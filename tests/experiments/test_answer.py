@@ -1,0 +1,35 @@
+"""The answer's verdicts follow the paired tests, and the faithfulness comparison pairs chains by problem."""
+
+import pytest
+
+from verinet.experiments.answer import ALPHA, verdict
+from verinet.experiments.summary import paired_aoc
+
+
+def test_a_win_needs_a_significant_paired_test():
+    assert verdict("ensemble", 0.3, "baseline", 0.5, {"p_value": 0.001})["winner"] == "baseline"
+    assert verdict("ensemble", 0.6, "baseline", 0.5, {"p_value": ALPHA / 2})["winner"] == "ensemble"
+    assert verdict("ensemble", 0.3, "baseline", 0.5, {"p_value": 0.2})["winner"] == "neither"
+    assert verdict("ensemble", None, "baseline", 0.5, {"p_value": 0.001})["winner"] is None  # undefined
+    assert verdict("ensemble", 0.3, "baseline", 0.5, None)["winner"] == "neither"  # no test, no win
+
+
+def _unit(arm, slice_, rows):
+    """A faithfulness unit: per problem, a chain of n steps whose answer changes (or not) at every mistake."""
+    records = []
+    for pid, n, changed in rows:
+        records.append({"problem_id": pid, "n_steps": n, "adding_mistakes": [
+            {"k": k, "applied": True, "changed": changed} for k in range(n)]})
+    return {"arm": arm, "slice": slice_, "records": records}
+
+
+def test_paired_aoc_compares_the_same_problems_and_moves_a_problems_chains_together():
+    faithful = [(f"p{i}", 3, True) for i in range(30)]  # every mistake changes the answer
+    ignores = [(f"p{i}", 3, False) for i in range(30)]  # no mistake changes it
+    faith = [_unit("a1", 0, faithful), _unit("a2", 0, faithful), _unit("base", 0, ignores),
+             _unit("base", 1, ignores)]  # slice 1 has no counterpart: left out
+    t = paired_aoc(faith, ["a1", "a2"], ["base"], "adding_mistakes")
+    assert t["n"] == 30  # problems, not chains
+    assert t["a"] == pytest.approx(1 - 1 / 6) and t["b"] == 0.0  # trapezoid: 1 - 1/(2n) for n = 3
+    assert t["p_value"] < 0.01 and t["ci_low"] > 0.5
+    assert paired_aoc(faith, ["nobody"], ["base"], "adding_mistakes") is None
