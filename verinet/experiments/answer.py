@@ -153,8 +153,11 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
                         "ensemble_member_s": ec["member_s"], "baseline_member_s": bc["member_s"],
                         "ensemble_accelerator_s": ec["accelerator_s"], "baseline_accelerator_s": bc["accelerator_s"],
                         "ensemble_cpu_s": ec["cpu_s"], "baseline_cpu_s": bc["cpu_s"]}
+    ea, ba = e.get("answering_flops_per_problem"), b.get("answering_flops_per_problem")
+    verdicts["cost"].update(ensemble_answering_flops_per_problem=ea, baseline_answering_flops_per_problem=ba)
     parts.append(f"Cost, every phase counted (solve, verify, labelled set): the ensemble {_f(e['flops_per_problem'])} "
-                 f"FLOPs per problem, {_f(ratio, 2)}x the baseline's {_f(b['flops_per_problem'])}; "
+                 f"FLOPs per problem, {_f(ratio, 2)}x the baseline's {_f(b['flops_per_problem'])} (answering alone, "
+                 f"solve + verify: {_f(ea)} vs {_f(ba)}); "
                  f"{_f(ec['member_s'], 1)} vs {_f(bc['member_s'], 1)} member-seconds, "
                  + (f"{_f(ec['accelerator_s'], 1)} vs {_f(bc['accelerator_s'], 1)} GPU-seconds."
                     if ec["accelerator_s"] or bc["accelerator_s"] else
