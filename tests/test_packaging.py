@@ -66,7 +66,7 @@ def test_wheel_carries_every_checkpoint_file():
 def test_wheel_carries_every_config():
     selected = {p.relative_to(PKG / "configs").as_posix() for p in package_data_files()
                 if p.is_relative_to(PKG / "configs")}
-    shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
+    shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*") if p.is_file()}
     assert shipped and shipped <= selected, f"configs left out of the wheel: {sorted(shipped - selected)}"
 
 

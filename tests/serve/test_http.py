@@ -7,6 +7,7 @@ zoo members are loaded once for the module; each server below is a cheap engine 
 import contextlib
 import json
 import math
+import re
 import threading
 
 import pytest
@@ -132,7 +133,8 @@ def test_topologies_and_options(srv):
     kr = post(srv, req | {"topology": "k_random", "k": 2}).json()
     assert len(kr["verifiers"]) == 2
     err(post(srv, req | {"topology": "self"}), 422, "validation_error")
-    err(post(srv, req | {"topology": "k_random", "k": 3}), 422, "bad_topology")
+    err(post(srv, req | {"topology": "k_random", "k": 3}), 422, "bad_k")  # 3 members: at most 2 others
+    err(post(srv, req | {"topology": "ring", "k": 3}), 422, "bad_k")  # the schema bounds k for every topology
     strict = post(srv, req | {"threshold": 1.0}).json()
     assert strict["earliest_error"] == 0 and all(s["verdict"] == "invalid" for s in strict["steps"])
     for agg in ("vote", "logodds", "dawid_skene", "one_coin"):
@@ -152,7 +154,7 @@ def test_batch_keeps_order_and_ids(srv):
     assert batched == pytest.approx([s["p_valid"] for s in single["steps"]])
     err(post(srv, {"items": reqs + reqs[:1]}, "/v1/verify/batch"), 422, "too_many_items")
     err(post(srv, {"items": [reqs[0], reqs[0]]}, "/v1/verify/batch"), 422, "duplicate_id")
-    e = err(post(srv, {"items": [reqs[0], {"question": "q", "steps": []}]}, "/v1/verify/batch"), 422,
+    e = err(post(srv, {"items": [reqs[0], {"question": "q", "chain": "\n\n"}]}, "/v1/verify/batch"), 422,
             "empty_chain")
     assert e["field"].startswith("items.1.")
     err(post(srv, {"items": []}, "/v1/verify/batch"), 422, "validation_error")
@@ -174,6 +176,80 @@ def test_models_health_ready_openapi(srv):
     assert "413" in spec["paths"]["/v1/verify"]["post"]["responses"]
     docs = requests.get(srv.url + "/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    head = requests.head(srv.url + "/healthz")
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_models_show_names_and_versions_not_paths(members):
+    """A member configured by checkpoint path is listed by its directory's name; no server path leaks."""
+    from verinet.zoo.registry import MODELS_DIR
+
+    cfg = serve_config()
+    specs = [m.model_copy(update={"model": str(MODELS_DIR / m.model)}) for m in cfg.ensemble.members]
+    cfg = cfg.model_copy(update={"ensemble": cfg.ensemble.model_copy(update={"members": specs})})
+    engine = VerifyEngine(cfg, members, specs, quorum=2)
+    with serve_local(cfg, None, engine=engine, port=0) as s:
+        text = requests.get(s.url + "/v1/models").text
+        v = post(s, body(arith_requests(1, seed=3, inject=False)[0])).json()
+    assert str(MODELS_DIR.parent) not in text
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        return [s for v in x for s in strings(v)] if isinstance(x, list) else [x] if isinstance(x, str) else []
+
+    models = json.loads(text)["models"]
+    assert not [x for x in strings(models) if x.startswith("/")]
+    assert [m["model"] for m in models] == MEMBERS
+    assert all(m["version"].startswith("sha256:") for m in models)
+    assert [m["model"] for m in v["members"]] == MEMBERS
+
+
+# ---- the OpenAPI document is the contract ---------------------------------------------------------
+def _spec(s):
+    return requests.get(s.url + "/openapi.json").json()
+
+
+def test_openapi_states_the_request_rules(srv):
+    spec = _spec(srv)
+    req = spec["components"]["schemas"]["VerifyRequest"]
+    assert {frozenset(b["required"]) for b in req["oneOf"]} == {frozenset({"steps"}), frozenset({"chain"})}
+    steps = next(b for b in req["properties"]["steps"]["anyOf"] if b.get("type") == "array")
+    assert steps["minItems"] == 1 and steps["maxItems"] == 12  # this server's limits.max_steps
+    item_rules = json.dumps(steps["items"])
+    assert "\\\\u2028" in item_rules and "####" in item_rules and "<v>" in item_rules  # reserved tokens too
+    q = req["properties"]["question"]
+    assert q["maxLength"] == 1500
+    for text in ("a", "\ufeff", " \x1e\x85\u3000 ", "\t"):  # not blank: what str.strip() leaves something of
+        assert bool(re.search(q["pattern"], text)) == bool(text.strip()), repr(text)
+    k = next(b for b in req["properties"]["k"]["anyOf"] if b.get("type") == "integer")
+    assert k == {"type": "integer", "minimum": 1, "maximum": 2}  # 3 members: at most 2 others
+    assert spec["components"]["schemas"]["BatchRequest"]["properties"]["items"]["maxItems"] == 4
+
+
+def test_openapi_declares_every_error_per_route(members):
+    with server(members, token=TOKEN) as s:
+        spec = _spec(s)
+        paths = spec["paths"]
+        for route in ("/v1/verify", "/v1/verify/batch"):
+            assert set(paths[route]["post"]["responses"]) == {"200", "400", "401", "413", "415", "422", "503", "504"}
+        assert set(paths["/v1/models"]["get"]["responses"]) == {"200", "401"}
+        metrics = paths["/metrics"]["get"]["responses"]
+        assert set(metrics) == {"200", "401"} and "text/plain" in metrics["200"]["content"]
+        assert requests.get(s.url + "/metrics").status_code == 401  # as declared
+        assert set(paths["/healthz"]) == {"get", "head"}
+        assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
+        for route, ops in paths.items():
+            for op in ops.values():
+                for status, r in op["responses"].items():
+                    if status.startswith("4") or status.startswith("5"):
+                        assert r.get("description"), (route, status)
+
+
+def test_integral_floats_are_integers_as_json_schema_says(srv):
+    r = post(srv, {**body(arith_requests(1, seed=4, inject=False)[0]), "topology": "k_random", "k": 2.0})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["verifiers"]) == 2
 
 
 # ---- auth -----------------------------------------------------------------------------------------
@@ -220,11 +296,15 @@ def test_limits_answer_413_and_422(srv):
     assert post(srv, body(arith_requests(1, seed=8, inject=False)[0])).status_code == 200
 
 
-def test_timeout_gives_504(srv):
+def test_timeout_gives_504(srv, members):
     req = body(arith_requests(1, seed=9, inject=False)[0])
-    e = err(post(srv, req | {"timeout_s": 1e-4}), 504, "timeout")
-    assert e["limit"] == pytest.approx(1e-4)
-    assert post(srv, req).status_code == 200
+    # A client's own deadline is at least 1 s (the schema says so); shorter is a 422, not a 504.
+    err(post(srv, req | {"timeout_s": 1e-4}), 422, "validation_error")
+    with server(members, timeout_s=1e-4, member_timeout_s=1e-4) as s:  # the server's own limit
+        e = err(post(s, req), 504, "timeout")
+        assert e["limit"] == pytest.approx(1e-4)
+        assert post(s, req | {"timeout_s": 30}).status_code == 504  # capped by the server's
+    assert post(srv, req | {"timeout_s": 1.0}).status_code == 200
 
 
 def test_backpressure_gives_503_with_retry_after(members):
@@ -270,7 +350,19 @@ BAD = [
     (b'{"question": "q", "steps": ["a"], "chain": "a"}', 422, "validation_error"),
     (b'{"question": "q"}', 422, "validation_error"),
     (b'{"question": "", "steps": ["a"]}', 422, "validation_error"),
-    (b'{"question": "q", "steps": []}', 422, "empty_chain"),
+    (b'{"question": "q", "steps": []}', 422, "validation_error"),  # the schema says minItems 1
+    (b'{"question": " \\t ", "steps": ["a"]}', 422, "empty_question"),
+    (b'{"question": "q", "steps": ["a"], "answer": ""}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "answer": "  "}', 422, "empty_answer"),
+    (b'{"question": "q", "steps": ["a\\u2028b"]}', 422, "multiline_step"),
+    (b'{"question": "q", "steps": ["a\\u000bb"]}', 422, "multiline_step"),
+    (b'{"question": "q", "steps": ["a"], "answer": "1\\u2029"}', 422, "multiline_step"),
+    (b'{"question": "q", "steps": ["a", " #### 4"]}', 422, "answer_in_steps"),
+    (b'{"question": "q", "steps": ["a"], "k": 1.5}', 422, "validation_error"),
+    (b'{"question": "q", "steps": ["a"], "k": true}', 422, "validation_error"),
+    (b'{"question": "q", "steps": null, "chain": null}', 422, "validation_error"),
+    (b'{"question": "' + b"\xe9" + b'", "steps": ["a"]}', 400, "invalid_json"),  # Latin-1, not UTF-8
+    (b"[" * 20_000 + b"]" * 20_000, 400, "invalid_json"),  # deeper than the parser's recursion limit
     (b'{"question": "q", "chain": "\\n\\n"}', 422, "empty_chain"),
     (b'{"question": "q", "steps": ["a", "  "]}', 422, "empty_step"),
     (b'{"question": "q", "steps": ["a\\nb"]}', 422, "multiline_step"),
@@ -335,7 +427,7 @@ def test_metrics_scrape_matches_the_responses(members):
             d = post(s, r).json()
             for st in d["steps"]:
                 items[(j, st["index"])] = {m: int(p >= 0.5) for m, p in st["scores"].items()}
-        post(s, {"question": "q", "steps": []})
+        post(s, {"question": "q", "chain": "\n"})
         r = requests.get(s.url + "/metrics")
         text = r.text
     assert r.headers["content-type"].startswith("text/plain")
@@ -392,6 +484,6 @@ def test_metrics_scrape_passes_promtool(members):
     with server(members) as s:
         for r in reqs:
             post(s, r)
-        post(s, {"question": "q", "steps": []})  # a 422 is counted too
+        post(s, {"question": "q", "chain": "\n"})  # a 422 is counted too
         text = requests.get(s.url + "/metrics").text
     promtool_check(text)

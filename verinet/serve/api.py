@@ -12,18 +12,49 @@ below the threshold, or -1.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from verinet.schema import FORMAT_VERSION
 from verinet.serve.config import Aggregation, Topology
 
 ChainFormat = Literal["text", "arith", "logic", "gsm8k"]
 
+# What str.splitlines() splits on: inside a step or an answer any of these would make it two lines.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# JSON Schema for the rules a text field must follow (the server checks the same, in serve/chains.py).
+# Whitespace is spelled out as the characters Python's str.strip() removes: JSON Schema's `\s` (ECMA-262)
+# differs (it lacks U+001C-U+001F and U+0085, and has U+FEFF). No pattern ends in `$` where a trailing
+# newline would change the answer (in Python's dialect `$` also matches before one).
+_u = "".join
+_LB_CLASS = _u(f"\\u{ord(c):04x}" for c in LINE_BREAKS)
+_WS_CLASS = _u(f"\\u{i:04x}" for i in range(0x3001) if chr(i).isspace())
+_HAS_TEXT = {"pattern": f"[^{_WS_CLASS}]"}
+_ONE_LINE = {"not": {"pattern": f"[{_LB_CLASS}]"}}
+_NOT_ANSWER_LINE = {"not": {"pattern": f"^[{_WS_CLASS}]*####"}}
+# a chain text whose '####' answer line is blank
+_NO_BLANK_ANSWER = {"not": {"pattern": f"(^|[{_LB_CLASS}])[{_WS_CLASS}]*####[{_WS_CLASS}]*($|[{_LB_CLASS}])"}}
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's integer includes 4.0; Python's strict int does not. Integral floats become ints."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+JsonPositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+Text = Annotated[str, Field(min_length=1, json_schema_extra=_HAS_TEXT)]
+StepText = Annotated[str, Field(min_length=1, json_schema_extra={"allOf": [_HAS_TEXT, _ONE_LINE, _NOT_ANSWER_LINE]})]
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_ARITH_EXAMPLE = {"question": "%10;c1;w7;f:w*c;k:w-f;?k", "format": "arith",
+                  "steps": ["f:w*c>w7*c1>7;f7", "k:w-f>w7-f7>0;k0"], "answer": "0"}
+_TEXT_EXAMPLE = {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+                 "chain": "He buys 4 more: 3 + 4 = 7.\n#### 7", "topology": "ring", "aggregation": "vote"}
 
 
 class VerifyRequest(_Request):
@@ -31,25 +62,40 @@ class VerifyRequest(_Request):
 
     id: str | None = Field(default=None, min_length=1, max_length=200,
                            description="your id for this chain, echoed back (default: generated)")
-    question: str = Field(min_length=1, description="the question the chain answers")
-    steps: list[str] | None = Field(default=None, description="the chain's steps, in order")
-    chain: str | None = Field(default=None, description="the chain as text instead of `steps`: one step per "
-                              "line, then an optional '#### <answer>' line")
-    answer: str | None = Field(default=None,
-                               description="the chain's final answer (verified as one more item)")
+    question: Text = Field(description="the question the chain answers (not blank)")
+    steps: list[StepText] | None = Field(
+        default=None, min_length=1, description="the chain's steps, in order: at least one; each one line, not "
+        "blank, not starting with '####' (that is the answer line: use `answer`)")
+    chain: Annotated[str, Field(min_length=1, json_schema_extra={"allOf": [_HAS_TEXT, _NO_BLANK_ANSWER]})] | None = \
+        Field(default=None, description="the chain as text instead of `steps`: one step per line, then an "
+              "optional '#### <answer>' line (not blank)")
+    answer: Annotated[str, Field(min_length=1, json_schema_extra={"allOf": [_HAS_TEXT, _ONE_LINE]})] | None = Field(
+        default=None, description="the chain's final answer, one line (verified as one more item)")
     format: ChainFormat = Field(
         default="text", description="text: free-text steps, each read as depending on the one before; "
         "arith, logic, gsm8k: the task family's format, whose reader gives the real premises and whose "
-        "exact checker is reported too")
+        "exact checker is reported too (a question not in that family's format is a 422 bad_question)")
     topology: Topology | None = Field(default=None, description="which members verify: all_pairs (every "
                                       "member), ring (one), k_random (k); default from the server config")
-    k: int | None = Field(default=None, ge=1, description="verifiers for topology k_random")
+    k: JsonPositiveInt | None = Field(default=None, description="verifiers for topology k_random (fewer than "
+                              "the members)")
     aggregation: Aggregation | None = Field(default=None, description="how verdicts become a posterior")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0,
                                     description="P(valid) below this is an error")
     include_graph: bool = Field(default=True, description="return the verification graph as node-link JSON")
-    timeout_s: float | None = Field(default=None, gt=0.0, description="give up after this many seconds "
-                                    "(504); at most the server's timeout")
+    timeout_s: float | None = Field(default=None, ge=1.0, le=86_400.0, description="give up after this many "
+                                    "seconds (504), at least 1; at most the server's timeout")
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        # exactly one of `steps` and `chain` is given (not null)
+        "oneOf": [{"required": ["steps"], "properties": {"steps": {"type": "array"}}},
+                  {"required": ["chain"], "properties": {"chain": {"type": "string"}}}],
+        # an answer given twice: in a '#### ...' line of the chain text and in `answer`
+        "not": {"required": ["chain", "answer"], "properties": {
+            "chain": {"type": "string", "pattern": f"(^|[{_LB_CLASS}])[{_WS_CLASS}]*####"},
+            "answer": {"type": "string"}}},
+        "examples": [_ARITH_EXAMPLE, _TEXT_EXAMPLE],
+    })
 
     @model_validator(mode="after")
     def _one_chain(self) -> VerifyRequest:
@@ -61,9 +107,12 @@ class VerifyRequest(_Request):
 class BatchRequest(_Request):
     """Several chains, verified together (one call per member for the whole batch)."""
 
-    items: list[VerifyRequest] = Field(min_length=1, description="the chains")
-    timeout_s: float | None = Field(default=None, gt=0.0,
-                                    description="for the whole batch; at most the server's")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"items": [{**_ARITH_EXAMPLE, "id": "a"}, {**_TEXT_EXAMPLE, "id": "b"}]}]})
+
+    items: list[VerifyRequest] = Field(min_length=1, description="the chains (at least one)")
+    timeout_s: float | None = Field(default=None, ge=1.0, le=86_400.0,
+                                    description="for the whole batch, at least 1 s; at most the server's")
 
 
 class StepResult(BaseModel):

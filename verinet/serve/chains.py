@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from verinet.schema import Chain, Problem, Step
-from verinet.serve.api import CheckerReport, VerifyRequest
+from verinet.serve.api import LINE_BREAKS, CheckerReport, VerifyRequest
 from verinet.serve.config import Limits
 from verinet.tasks import ANSWER_CUE, TaskFamily, get_family, split_chain
 
@@ -151,6 +151,12 @@ def _check_text(where: str, text: str, reserved: tuple[str, ...]) -> None:
                                "members' prompt format", field=where)
 
 
+def _line_break(text: str) -> str | None:
+    """The first character of ``text`` that would split it into lines, named ('U+2028'), or None."""
+    c = next((c for c in text if c in LINE_BREAKS), None)
+    return None if c is None else f"U+{ord(c):04X}"
+
+
 def client_chain(req: VerifyRequest, limits: Limits, *, reserved: tuple[str, ...] = (),
                  where: str = "") -> ClientChain:
     """Read, limit-check and (for a family format) parse one request's chain."""
@@ -173,18 +179,27 @@ def client_chain(req: VerifyRequest, limits: Limits, *, reserved: tuple[str, ...
     if not steps and answer is None:
         raise RequestError(422, "empty_chain", f"{where}steps: no steps and no answer: nothing to verify",
                            field=f"{where}steps")
+    if not req.question.strip():
+        raise RequestError(422, "empty_question", f"{where}question: the question is blank",
+                           field=f"{where}question")
     _check_text(f"{where}question", req.question, reserved)
     for i, s in enumerate(steps):
         if not s.strip():
             raise RequestError(422, "empty_step", f"{where}steps.{i}: the step is empty",
                                field=f"{where}steps.{i}")
-        if "\n" in s or "\r" in s:
-            raise RequestError(422, "multiline_step", f"{where}steps.{i}: contains a line break; give one "
+        if (lb := _line_break(s)) is not None:
+            raise RequestError(422, "multiline_step", f"{where}steps.{i}: contains a line break ({lb}); give one "
                                "step per list item", field=f"{where}steps.{i}")
+        if s.strip().startswith(ANSWER_CUE):
+            raise RequestError(422, "answer_in_steps", f"{where}steps.{i}: starts with the answer cue "
+                               f"'{ANSWER_CUE}'; put the answer in `answer`", field=f"{where}steps.{i}")
         _check_text(f"{where}steps.{i}", s, reserved)
     if answer is not None:
-        if "\n" in answer or "\r" in answer:
-            raise RequestError(422, "multiline_step", f"{where}answer: contains a line break",
+        if not answer.strip():
+            raise RequestError(422, "empty_answer", f"{where}answer: the answer is blank; leave it out to "
+                               "verify the steps only", field=f"{where}answer")
+        if (lb := _line_break(answer)) is not None:
+            raise RequestError(422, "multiline_step", f"{where}answer: contains a line break ({lb})",
                                field=f"{where}answer")
         _check_text(f"{where}answer", answer, reserved)
     steps = [s.strip() for s in steps]

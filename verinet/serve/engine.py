@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from verinet.backends.config import MemberSpec
@@ -161,12 +162,20 @@ class VerifyEngine:
                                decide_s=t_end - t_members, total_s=t_end - t0)
         return responses
 
+    @property
+    def max_k(self) -> int:
+        """The largest ``k`` a request may ask for (topology k_random draws k of the other members)."""
+        return max(1, len(self.names) - 1)
+
     def _job(self, req: VerifyRequest, where: str) -> _Job:
         d = self.config.defaults
         topology = req.topology or d.topology
         aggregation = req.aggregation or d.aggregation
         threshold = d.threshold if req.threshold is None else req.threshold
         chain = client_chain(req, self.config.limits, reserved=self.reserved, where=where)
+        if req.k is not None and req.k > self.max_k:  # checked for every topology, as the schema states
+            raise RequestError(422, "bad_k", f"{where}k: {req.k} verifiers asked, at most {self.max_k} "
+                               f"({len(self.names)} members)", field=f"{where}k", limit=self.max_k)
         try:
             verifiers = assign_verifiers([AUTHOR], self.names, topology, k=req.k or d.k)[AUTHOR]
         except ValueError as e:
@@ -258,7 +267,7 @@ class VerifyEngine:
         for v in job.verifiers:
             r = results[v]
             members.append(MemberReport(
-                name=v, model=self.specs[v].model, answered=r.answer is not None, seconds=r.seconds,
+                name=v, model=public_model_name(self.specs[v].model), answered=r.answer is not None, seconds=r.seconds,
                 error=r.error,
                 version=(r.answer.version if r.answer and r.answer.version else self._version(v)),
                 replica=r.answer.replica if r.answer else None))
@@ -355,10 +364,25 @@ class VerifyEngine:
         out = []
         for n in self.names:
             s, d = self.specs[n], self.described.get(n, {})
-            out.append(ModelInfo(name=n, backend=s.backend, model=s.model, format=s.format,
+            out.append(ModelInfo(name=n, backend=s.backend, model=public_model_name(s.model), format=s.format,
                                  version=str(d.get("version", "unknown")), ready=self.ready[n],
-                                 info=_jsonable(d.get("info", {}))))
+                                 info=_no_paths(_jsonable(d.get("info", {})))))
         return out
+
+
+def public_model_name(model: str) -> str:
+    """A checkpoint directory becomes its name (clients see no server paths); hub ids stay as they are."""
+    p = Path(model)
+    return p.name if p.is_absolute() or model.startswith((".", "~")) or p.exists() else model
+
+
+def _no_paths(x: Any) -> Any:
+    """``x`` with every string that is a filesystem path replaced by its last component."""
+    if isinstance(x, dict):
+        return {k: _no_paths(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_no_paths(v) for v in x]
+    return public_model_name(x) if isinstance(x, str) and ("/" in x or "\\" in x) else x
 
 
 def _agreement(flat: dict[str, float | None], verdicts: list[Verdict]) -> Agreement:

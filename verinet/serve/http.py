@@ -9,7 +9,8 @@ Routes: ``POST /v1/verify``, ``POST /v1/verify/batch``, ``GET /v1/models``, ``GE
 
 Every error is JSON, ``{"error": {"code", "message", "field", "limit"}}``:
 
-* 400 ``invalid_json`` -- the body is not JSON;
+* 400 ``invalid_json`` -- the body is not JSON (including bytes that are not UTF-8 and nesting deeper
+  than the parser allows);
 * 401 ``unauthorized`` -- a token is configured and the request lacks ``Authorization: Bearer <token>``;
 * 415 ``unsupported_media_type`` -- a body that says it is not JSON;
 * 413 ``body_too_large`` -- more than ``limits.max_body_bytes`` (checked before the body is read
@@ -51,7 +52,24 @@ log = logging.getLogger("verinet.serve")
 ROUTES = ("/v1/verify", "/v1/verify/batch", "/v1/models", "/healthz", "/readyz", "/metrics", "/docs",
           "/openapi.json")
 OPEN_ROUTES = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 413, 415, 422, 503, 504)}
+_WHY = {
+    400: "the body is not JSON (invalid_json)",
+    401: "a token is configured and the request lacks 'Authorization: Bearer <token>' (unauthorized)",
+    413: "the body is larger than limits.max_body_bytes (body_too_large)",
+    415: "the body says it is not JSON (unsupported_media_type)",
+    422: "wrong fields or types (validation_error), or a chain the server cannot verify: too many steps or "
+         "characters, a question not in the named family's format, a reserved token, k too large, ...",
+    503: "too many requests in flight (overloaded) or too few members answered (quorum_miss); see Retry-After",
+    504: "not verified within the timeout (timeout)",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each an ErrorBody with what causes it."""
+    return {s: {"model": ErrorBody, "description": _WHY[s]} for s in statuses}
+
+
+_VERIFY_ERRORS = _errors(400, 401, 413, 415, 422, 503, 504)
 
 
 def error(status: int, code: str, message: str, *, field: str | None = None, limit: float | None = None,
@@ -196,9 +214,19 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
         return error(422, "validation_error", "; ".join(parts)[:2000], field=first)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(r: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 400:
+            # FastAPI's answer when json.loads fails other than by a JSONDecodeError: bytes that are not
+            # UTF-8, or nesting deeper than the parser's recursion limit. Every 400 here is a body parse.
+            return error(400, "invalid_json", "the request body is not valid JSON: not UTF-8 text, or "
+                         "nested too deeply")
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return error(e.status_code, code, str(e.detail), headers=getattr(e, "headers", None))
+        headers = dict(getattr(e, "headers", None) or {})
+        if e.status_code == 405:  # every method of the path, not only those of the last route tried
+            allowed = {m for rt in app.routes if getattr(rt, "path", None) == r.url.path
+                       for m in getattr(rt, "methods", None) or ()}
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return error(e.status_code, code, str(e.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _internal(_r: Request, e: Exception) -> JSONResponse:
@@ -220,12 +248,12 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
             return error(503, "quorum_miss", f"too few members answered: {e.message}",
                          headers={"Retry-After": str(cfg.retry_after_s)})
 
-    @app.post("/v1/verify", response_model=VerifyResponse, responses=_ERRORS, dependencies=secured,
+    @app.post("/v1/verify", response_model=VerifyResponse, responses=_VERIFY_ERRORS, dependencies=secured,
               summary="Verify one chain: per-step posteriors and verdicts, earliest error, agreement, graph")
     async def verify(body: VerifyRequest) -> Any:
         return await run(engine.verify(body), body.timeout_s)
 
-    @app.post("/v1/verify/batch", response_model=BatchResponse, responses=_ERRORS, dependencies=secured,
+    @app.post("/v1/verify/batch", response_model=BatchResponse, responses=_VERIFY_ERRORS, dependencies=secured,
               summary="Verify several chains with one call per member")
     async def verify_batch(body: BatchRequest) -> Any:
         t0 = time.perf_counter()
@@ -235,8 +263,7 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
         return BatchResponse(results=out, timings_s={"total_s": time.perf_counter() - t0})
 
     @app.get("/v1/models", response_model=ModelsResponse, dependencies=secured,
-             responses={401: {"model": ErrorBody}},
-             summary="The ensemble's members, their model versions and readiness")
+             responses=_errors(401), summary="The ensemble's members, their model versions and readiness")
     async def models() -> ModelsResponse:
         from verinet.graph.aggregate import METHODS
         from verinet.graph.topology import TOPOLOGIES
@@ -244,8 +271,10 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
         return ModelsResponse(models=engine.models(), quorum=engine.quorum,
                               topologies=[t for t in TOPOLOGIES if t != "self"], aggregations=list(METHODS))
 
-    @app.get("/healthz", response_model=Status, response_model_exclude_none=True,
+    @app.get("/healthz", response_model=Status, response_model_exclude_none=True, operation_id="healthz",
              summary="Liveness: the ingress answers")
+    @app.head("/healthz", response_model=Status, response_model_exclude_none=True, operation_id="healthz_head",
+              summary="Liveness, headers only (for probes that send HEAD)")
     async def healthz() -> Status:
         return Status(status="ok")
 
@@ -258,13 +287,56 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
         return body if engine.is_ready else JSONResponse(body.model_dump(), status_code=503,
                                                          headers={"Retry-After": str(cfg.retry_after_s)})
 
-    @app.get("/metrics", dependencies=[] if cfg.auth.public_metrics else secured,
-             response_class=Response, summary="Prometheus metrics (text exposition format)")
+    metrics_ok = {200: {"description": "the Prometheus text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    @app.get("/metrics", dependencies=[] if cfg.auth.public_metrics else secured, response_class=Response,
+             responses=metrics_ok if cfg.auth.public_metrics else {**metrics_ok, **_errors(401)},
+             summary="Prometheus metrics (text exposition format)")
     async def metrics() -> Response:
         return Response(engine.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(Guard, engine=engine, token_sha256=token_sha256)
+    app.openapi = lambda: _contract(app, engine)  # type: ignore[method-assign]
     return app
+
+
+def _contract(app: FastAPI, engine: VerifyEngine) -> dict[str, Any]:
+    """The OpenAPI document with this server's own limits and reserved tokens written into the schemas,
+    so what it states valid is what this server accepts."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    limits, schemas = engine.config.limits, doc["components"]["schemas"]
+    req = schemas["VerifyRequest"]["properties"]
+    text_fields = ("question", "chain", "answer")
+    reserved = sorted(engine.reserved)
+    def literal(t: str) -> str:
+        return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in t)
+
+    no_reserved = {"not": {"pattern": "|".join(literal(t) for t in reserved)}} if reserved else None
+
+    def strings(prop: dict[str, Any]) -> list[dict[str, Any]]:
+        return [b for b in prop.get("anyOf", [prop]) if b.get("type") == "string"]
+
+    for name in text_fields:
+        for branch in strings(req[name]):
+            branch["maxLength"] = limits.max_chars
+            if no_reserved:
+                branch.setdefault("allOf", []).append(no_reserved)
+    for branch in req["steps"]["anyOf"]:
+        if branch.get("type") == "array":
+            branch["maxItems"] = limits.max_steps
+            branch["items"]["maxLength"] = limits.max_chars
+            if no_reserved:
+                branch["items"]["allOf"].append(no_reserved)
+    for branch in req["k"]["anyOf"]:
+        if branch.get("type") == "integer":
+            branch["maximum"] = engine.max_k
+    schemas["BatchRequest"]["properties"]["items"]["maxItems"] = limits.max_batch
+    app.openapi_schema = doc
+    return doc
 
 
 __all__ = ["Guard", "create_app", "error"]
