@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 from typer.testing import CliRunner
@@ -83,22 +82,30 @@ def test_judge_reads_verdict_logprobs(hf):
     assert yes < 0 and no < 0 and math.exp(yes) + math.exp(no) <= 1.0
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)
 def test_faithfulness_runs_on_natural_language_problems(smollm2_dir, tmp_path):
+    """The shipped config, cut to one short problem per family so CI stays within minutes."""
+    import yaml
+
     from verinet.cli import app
 
+    cfg = yaml.safe_load(open("configs/faithfulness-smollm2.yaml"))
+    for task in cfg["tasks"]:
+        task["n"] = 1
+        if task["family"] == "arith_nl":
+            task["params"] = {"steps": 1, "distractors": 0}
+        elif task["family"] == "logic_nl":
+            task["params"] = {"hops": 1, "distractors": 0}
+    cfg["n_boot"] = 100
+    path = tmp_path / "faithfulness.yaml"
+    path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "faith"
-    r = CliRunner().invoke(app, ["faithfulness", "--config", "configs/faithfulness-smollm2.yaml", "--n", "1",
-                                 "--out", str(out)])
+    r = CliRunner().invoke(app, ["faithfulness", "--config", str(path), "--out", str(out)])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary  # the figures themselves are measured, not asserted
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines() if x.strip()]
-    families = {rec.get("family") or rec["id"].split("/")[1].split("-")[0] for rec in records}
-    assert {"arith_nl", "logic_nl", "gsm8k"} <= families, families
-
-
-if os.environ.get("VERINET_SMOLLM2_THREADS"):  # pragma: no cover - local speed-ups
-    import torch
-
-    torch.set_num_threads(int(os.environ["VERINET_SMOLLM2_THREADS"]))
+    families = {rec["id"].split("/")[1].split("-")[0] for rec in records}
+    assert families == {"arith_nl", "logic_nl", "gsm8k"}, families
+    for rec in records:  # every test ran on every chain the model wrote
+        assert "early_answering" in rec and "filler" in rec
