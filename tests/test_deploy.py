@@ -47,7 +47,7 @@ METRICS = {
     "verinet_members_ready": "gauge",
 }
 RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
-OTHER_KINDS = {("v1", "PersistentVolumeClaim"), ("v1", "Service")}
+OTHER_KINDS = {("v1", "PersistentVolumeClaim"), ("v1", "Service"), ("networking.k8s.io/v1", "NetworkPolicy")}
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # While verinet/serve is not in the tree, `verinet serve` and its app builder are checked by name only.
 SERVE_PENDING = importlib.util.find_spec("verinet.serve") is None \
@@ -422,6 +422,31 @@ def test_raycluster_has_cpu_and_gpu_groups_sized_for_the_gpu_configs():
     tp = max(t for p in (ROOT / "configs").glob("*-gpu.yaml") for t in tp_sizes(docs_of(p)))
     assert tp >= 2, "configs/*-gpu.yaml should hold the tensor-parallel baseline"
     assert max(per_pod) >= tp, f"GPU pods have {max(per_pod)} GPUs; configs/*-gpu.yaml need {tp} on one node"
+
+
+def test_network_policy_keeps_ray_ports_inside_the_cluster():
+    """Ray Serve's per-replica gRPC server binds [::]:0 (not configurable in Ray 2.60): only other Ray pods
+    of verinet may reach arbitrary ports; from outside only the endpoint and the metrics port."""
+    pol = _only(KUBERAY / "networkpolicy.yaml", "NetworkPolicy")
+    spec = pol["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    selector = spec["podSelector"]["matchLabels"]
+    for path, doc in ray_docs():
+        for gname, group in groups(doc):
+            labels = group["template"]["metadata"]["labels"]
+            assert all(labels.get(k) == v for k, v in selector.items() if not k.startswith("ray.io/")), \
+                f"{path.name}/{gname} is not covered by the network policy"
+    open_ports = set()
+    for rule in spec["ingress"]:
+        if "ports" not in rule:  # every port: only from verinet's own Ray pods
+            [peer] = rule["from"]
+            assert peer["podSelector"]["matchLabels"] == selector, rule
+        else:
+            open_ports |= {p["port"] for p in rule["ports"]}
+    serve_port = int(yaml.safe_load((DEPLOY / "serve-cluster.yaml").read_text()).get("port", 8000))
+    assert open_ports == {serve_port, 8080}, open_ports
+    readme = (DEPLOY / "README.md").read_text()
+    assert "[::]:0" in readme and "networkpolicy.yaml" in readme
 
 
 def test_metrics_service_selects_every_ray_pod():

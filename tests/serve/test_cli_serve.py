@@ -1,4 +1,5 @@
-"""`verinet serve --config` end to end (slow): a subprocess serves on loopback until SIGINT."""
+"""`verinet serve --config` end to end (slow): a subprocess serves on loopback until SIGINT or SIGTERM,
+then stops every process it started."""
 
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -18,7 +20,19 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_verinet_serve_answers_then_stops_on_ctrl_c(tmp_path):
+def _alive(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_verinet_serve_answers_then_stops_every_process(tmp_path, stop):
     port = free_port()
     cfg = yaml.safe_load((ROOT / "configs" / "serve-local.yaml").read_text())
     cfg.update(ensemble=str(ROOT / "configs" / "ensemble-local.yaml"), port=port, health_interval_s=1.0)
@@ -52,8 +66,11 @@ def test_verinet_serve_answers_then_stops_on_ctrl_c(tmp_path):
         while "verinet serving at " + url not in (tmp_path / "serve.log").read_text():
             assert time.monotonic() < end, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
+        started = psutil.Process(proc.pid).children(recursive=True)  # raylet, GCS, agents, replicas, ...
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "raylet" in names and "dashboard" in names.lower(), names[:2000]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         try:
             rc = proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -63,3 +80,7 @@ def test_verinet_serve_answers_then_stops_on_ctrl_c(tmp_path):
     assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
     with pytest.raises(requests.RequestException):
         requests.get(url + "/healthz", timeout=5)
+    end = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < end:
+        time.sleep(0.5)
+    assert not _alive(started), f"left running after {stop.name}: {_alive(started)}"

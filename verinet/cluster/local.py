@@ -27,3 +27,21 @@ def init_ray(address: str | None = None, *, num_cpus: float | None = None) -> No
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
+    stop_on_sigterm()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end this command as Ctrl-C does, so ``finally`` blocks and Ray's exit hook run.
+
+    ray.init puts its own handler on SIGTERM in the driver, which logs and aborts: the local Ray's raylet,
+    dashboard and runtime-env agents then outlive the command. Only the main thread can set handlers.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt

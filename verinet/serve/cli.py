@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -45,32 +46,66 @@ def serve_command(
         raise _fail(str(e)) from None
     auth = (f"bearer token from {cfg.auth.token_env if cfg.auth.token is None else 'the config'}" if token
             else "off")
-    if local:
-        from verinet.serve.local import serve_local
-
-        srv = serve_local(cfg, token, log_level="info")
-        url = srv.url
-    else:
-        from verinet.serve.app import start
-
-        url = start(cfg, token, ray_address=ray_address)
-    console.print(f"verinet serving at {url}  (docs {url}/docs, metrics {url}/metrics, auth {auth})",
-                  highlight=False)
-    console.print("press Ctrl-C to stop", style="dim")
+    # SIGTERM (docker stop, kubectl, systemd) stops the endpoint exactly as Ctrl-C does: Serve's app, then
+    # the Ray this command started with every process of it (raylet, dashboard agent, runtime-env agent).
+    # Left to Python's default, SIGTERM ends this process at once and Ray's helpers outlive it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    srv = None
+    started_ray = False
     try:
+        if local:
+            from verinet.serve.local import serve_local
+
+            srv = serve_local(cfg, token, log_level="info")
+            url = srv.url
+        else:
+            import ray
+
+            from verinet.serve.app import start
+
+            started_ray = not (ray.is_initialized() or ray_address or cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+            url = start(cfg, token, ray_address=ray_address)
+            # ray.init installs its own SIGTERM handler in the driver (it logs and aborts): take it back
+            # (a joined cluster too; init_ray does it for the local one).
+            signal.signal(signal.SIGTERM, _interrupt)
+        console.print(f"verinet serving at {url}  (docs {url}/docs, metrics {url}/metrics, auth {auth})",
+                      highlight=False)
+        console.print("press Ctrl-C to stop", style="dim")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        if local:
-            srv.stop()
-        else:
-            from ray import serve
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        try:
+            _stop(cfg, srv, local=local, started_ray=started_ray)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    console.print("stopped", style="dim")
 
-            serve.delete(cfg.app_name)
-            if not (ray_address or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
-                serve.shutdown()
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(cfg: object, srv: object, *, local: bool, started_ray: bool) -> None:
+    if local:
+        if srv is not None:
+            srv.stop()  # type: ignore[attr-defined]
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    from ray import serve
+
+    try:
+        serve.delete(cfg.app_name)  # type: ignore[attr-defined]
+        if started_ray:
+            serve.shutdown()
+    finally:
+        if started_ray:
+            ray.shutdown()  # the local Ray's processes end with it
 
 
 def monitor_command(
