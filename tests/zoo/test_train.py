@@ -71,3 +71,19 @@ def test_batches_are_a_function_of_seed_and_step():
     b = ExampleBuilder(micro_config(), build_tokenizer())
     assert [e.ids for e in b.batch(7)] == [e.ids for e in b.batch(7)]
     assert [e.ids for e in b.batch(7)] != [e.ids for e in b.batch(8)]
+
+
+def test_solve_first_trains_solving_alone_before_the_mixture():
+    from tests.zoo.conftest import micro_config
+    from verinet.zoo.config import Objectives
+    from verinet.zoo.data import ExampleBuilder
+    from verinet.zoo.tokenizer import build_tokenizer
+
+    cfg = micro_config(steps=100).model_copy(update={"objectives": Objectives(solve=0.4, verify=0.4, force=0.2,
+                                                                              solve_first=0.5)})
+    b = ExampleBuilder(cfg, build_tokenizer())
+    early = {e.objective for s in range(0, 50, 7) for e in b.batch(s)}
+    late = {e.objective for s in range(50, 100, 7) for e in b.batch(s)}
+    assert early == {"solve"} and late == {"solve", "verify", "force"}
+    with pytest.raises(ValueError, match="solve_first"):
+        Objectives(solve_first=1.0)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from verinet.backends.base import (
-    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage,
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
 )
 from verinet.backends.config import (
     BACKENDS, EnsembleConfig, EnsembleConfigError, MemberSpec, Resources, load_ensemble_config,
@@ -41,5 +41,5 @@ def make_backend(spec: MemberSpec) -> Backend:
 
 __all__ = [
     "BACKENDS", "Backend", "BackendError", "Completion", "EnsembleConfig", "EnsembleConfigError", "GenerateResult",
-    "MemberSpec", "Resources", "ScoreResult", "TaggedResult", "Usage", "load_ensemble_config", "make_backend",
+    "MemberSpec", "Resources", "ScoreResult", "TaggedResult", "TokenLogprobs", "Usage", "load_ensemble_config", "make_backend",
 ]

@@ -8,7 +8,10 @@ processed so the comparison can account for cost:
 * ``score`` — log-probs of candidate continuations (e.g. verdict tokens), computing
   output logits only at the positions it reads;
 * ``score_tagged`` — P(valid) at every occurrence of a tag, one forward pass per text
-  (PRM-style verifiers such as the zoo models).
+  (PRM-style verifiers such as the zoo models);
+* ``token_logprobs`` — log P(token | everything before it) for every token of each text,
+  teacher-forced in one forward pass, with each token's character span (verification by
+  likelihood: a step is as plausible as its least likely token).
 """
 
 from __future__ import annotations
@@ -67,6 +70,15 @@ class TaggedResult:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass
+class TokenLogprobs:
+    """Per text, one ``(start, end, logprob)`` per token after the first: the token's character
+    span in the text and log P(token | all tokens before it)."""
+
+    tokens: list[list[tuple[int, int, float]]]
+    usage: Usage = field(default_factory=Usage)
+
+
 class Backend(ABC):
     """One loaded model behind the protocol. Subclasses live one per file, registered by name."""
 
@@ -84,6 +96,10 @@ class Backend(ABC):
     @abstractmethod
     def score_tagged(self, texts: list[str], tag: str, valid: str, invalid: str) -> TaggedResult:
         """P(valid) = softmax over the two verdict tokens, read at every occurrence of ``tag``."""
+
+    def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
+        """log P(token | prefix) of every token of each text after the first, in one teacher-forced pass."""
+        raise BackendError(f"backend {self.name} cannot return prompt log-probs; use verifier 'verdict'")
 
     def info(self) -> dict[str, Any]:
         """Model identity and size, for reports and the endpoint's model list."""

@@ -51,6 +51,11 @@ class MemberSpec(_Strict):
     backend: Literal["hf", "vllm", "openai"]
     model: str = Field(min_length=1, description="zoo name, local directory, or Hugging Face id / served name")
     format: Literal["zoo", "chat"] = "zoo"
+    verifier: Literal["verdict", "likelihood"] = Field(
+        default="likelihood",
+        description="how the member scores steps: 'likelihood' (the model as a solver, teacher-forced over "
+                    "the chain in one pass; a step scores its least likely token) or 'verdict' (the format's "
+                    "verdict tokens: the zoo's tagged <+>/<-> pass, a chat model's Yes/No per step)")
     resources: Resources = Resources()
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     batch_size: int = Field(default=32, ge=1, le=4096, description="hf: prompts per forward pass")

@@ -27,10 +27,13 @@ from typing import Any, Literal
 
 from verinet.backends.base import Backend, Usage
 from verinet.tasks.base import ANSWER_CUE, split_chain
+from verinet.zoo.inference import pool_min
 
 Messages = list[dict[str, str]]
 VerifyItem = tuple[str, list[str], "str | None"]  # (question, steps, answer)
 EditTask = Literal["mistake", "paraphrase"]
+Verifier = Literal["verdict", "likelihood"]
+VERIFIERS: tuple[str, ...] = ("verdict", "likelihood")
 FILLER = " ..."  # what a chain is replaced by in the filler test (Lanham et al. 2023)
 
 
@@ -45,7 +48,20 @@ class VerifyCall:
 
 
 class PromptFormat(ABC):
+    """How one model family is prompted. ``verifier`` picks how it scores steps:
+
+    * ``verdict`` — the format's verdict tokens (the zoo's tagged ``<+>``/``<->`` pass; a chat
+      model's Yes/No judgement per step);
+    * ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
+      pass: a step is as plausible as its least likely counted token (see :func:`pool_min`).
+    """
+
     name: str
+
+    def __init__(self, verifier: Verifier = "verdict") -> None:
+        if verifier not in VERIFIERS:
+            raise ValueError(f"verifier must be one of {list(VERIFIERS)}, got {verifier!r}")
+        self.verifier = verifier
 
     @abstractmethod
     def solve_prompt(self, question: str) -> str: ...
@@ -58,9 +74,51 @@ class PromptFormat(ABC):
     def force_prompt(self, question: str, steps: list[str]) -> str:
         """A prompt that makes the model answer right after the given (possibly altered) steps."""
 
-    @abstractmethod
     def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
         """The one batched backend call that scores every step (and answer line) of ``items``."""
+        if self.verifier == "likelihood":
+            return self.likelihood_call(items)
+        return self.verdict_call(items)
+
+    @abstractmethod
+    def verdict_call(self, items: list[VerifyItem]) -> VerifyCall:
+        """Scoring by the format's verdict tokens."""
+
+    # ---- verification by likelihood ---------------------------------------------
+    def step_prefix(self, i: int) -> str:
+        """What the format writes before step ``i`` (not scored)."""
+        return ""
+
+    def likelihood_layout(self, question: str, steps: list[str], answer: str | None
+                          ) -> tuple[str, list[tuple[int, int]]]:
+        """The solve prompt followed by the chain as the model would write it, and the character
+        span scored for each step (its text and the newline that ends it) and for the answer line
+        (from the answer cue to the end)."""
+        text = self.solve_prompt(question)
+        spans = []
+        for i, step in enumerate(steps):
+            text += self.step_prefix(i)
+            start = len(text)
+            text += f"{step}\n"
+            spans.append((start, len(text)))
+        if answer is not None:
+            start = len(text)
+            text += f"{ANSWER_CUE} {answer}"
+            spans.append((start, len(text)))
+        return text, spans
+
+    def counts(self, token_text: str) -> bool:
+        """Whether a token of a step counts towards its likelihood score."""
+        return True
+
+    def likelihood_call(self, items: list[VerifyItem]) -> VerifyCall:
+        layouts = [self.likelihood_layout(q, steps, answer) for q, steps, answer in items]
+
+        def decode(r) -> list[list[float]]:
+            return [pool_min(text, toks, spans, self.counts)
+                    for (text, spans), toks in zip(layouts, r.tokens, strict=True)]
+
+        return VerifyCall("token_logprobs", ([text for text, _ in layouts],), decode=decode)
 
     def verify(self, backend: Backend, question: str, chains: list[tuple[list[str], str | None]]
                ) -> tuple[list[list[float]], Usage]:
@@ -115,7 +173,7 @@ class ZooFormat(PromptFormat):
 
         return force_prompt(question, steps)
 
-    def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
+    def verdict_call(self, items: list[VerifyItem]) -> VerifyCall:
         from verinet.zoo.formats import verify_text
         from verinet.zoo.tokenizer import INVALID, TAG, VALID
 
@@ -124,6 +182,12 @@ class ZooFormat(PromptFormat):
 
     def continue_prompt(self, question: str, steps: list[str]) -> str:
         return self.solve_prompt(question) + "".join(f"{s}\n" for s in steps)
+
+    def likelihood_layout(self, question: str, steps: list[str], answer: str | None
+                          ) -> tuple[str, list[tuple[int, int]]]:
+        from verinet.zoo.formats import likelihood_text
+
+        return likelihood_text(question, steps, answer)
 
     def filler_prompt(self, question: str, steps: list[str]) -> str:
         from verinet.zoo.formats import filler_prompt
@@ -142,7 +206,8 @@ class ChatFormat(PromptFormat):
     system = "You are a careful, rigorous reasoner."
     verdicts = ("Yes", "No")
 
-    def __init__(self, render: Callable[[Messages], str]) -> None:
+    def __init__(self, render: Callable[[Messages], str], verifier: Verifier = "verdict") -> None:
+        super().__init__(verifier)
         self.render = render
 
     def solve_prompt(self, question: str) -> str:
@@ -220,7 +285,14 @@ class ChatFormat(PromptFormat):
                                         "Answer Yes or No."},
         ])
 
-    def verify_call(self, items: list[VerifyItem]) -> VerifyCall:
+    def step_prefix(self, i: int) -> str:
+        return f"Step {i + 1}: "
+
+    def counts(self, token_text: str) -> bool:
+        """Numbers carry the claims of a word-problem step; its wording is free."""
+        return any(c.isdigit() for c in token_text)
+
+    def verdict_call(self, items: list[VerifyItem]) -> VerifyCall:
         prompts, shape = [], []
         for question, steps, answer in items:
             lines = list(steps) + ([f"The final answer is {answer}."] if answer is not None else [])
@@ -250,13 +322,31 @@ def chat_template_renderer(tokenizer) -> Callable[[Messages], str]:
     return render
 
 
-def make_format(name: str, backend: Backend) -> PromptFormat:
+def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier = "verdict",
+                model: str | None = None) -> PromptFormat:
+    """The one prompt-format factory. ``chat`` renders the model's chat template with the
+    backend's tokenizer, or, for engines without one (an OpenAI-compatible server, a Ray actor
+    built elsewhere), with the tokenizer loaded from ``model`` (a local directory or cached id)."""
     if name == "zoo":
-        return ZooFormat()
+        return ZooFormat(verifier)
     if name == "chat":
         tok = getattr(backend, "tok", None)
+        if tok is None and model is not None:
+            from transformers import AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+            except Exception as e:  # transformers raises OSError, ValueError, ... for a bad directory
+                raise ValueError(f"format chat needs the model's tokenizer; {model!r} has none that loads "
+                                 f"offline ({type(e).__name__}: {str(e)[:200]})") from None
         if tok is None:
-            raise ValueError(f"format chat needs the model's tokenizer; backend {backend.name} has none "
-                             "(serve the model with vllm and use backend vllm, or use format zoo)")
-        return ChatFormat(chat_template_renderer(tok))
+            raise ValueError(f"format chat needs the model's tokenizer; backend {getattr(backend, 'name', None)} "
+                             "has none (give the model's directory, or use backend hf or vllm)")
+        return ChatFormat(chat_template_renderer(tok), verifier)
     raise ValueError(f"unknown prompt format {name!r}; choose 'zoo' or 'chat'")
+
+
+def format_for(spec, backend: Backend | None = None) -> PromptFormat:
+    """The prompt format of an ensemble member (a ``MemberSpec``)."""
+    model = None if spec.format == "zoo" or getattr(backend, "tok", None) is not None else spec.model_location()
+    return make_format(spec.format, backend, verifier=spec.verifier, model=model)

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from verinet.backends.base import (
-    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage, check_sampling,
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
+    check_sampling,
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -140,6 +141,12 @@ class HFBackend(Backend):
             raise BackendError(f"{self.path}: {e}") from None
         prefill = sum(len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
         return TaggedResult(p, Usage(prefill=prefill))
+
+    def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
+        from verinet.zoo.inference import token_logprobs
+
+        toks = token_logprobs(self.model, self.tok, texts, batch_size=self.batch_size)
+        return TokenLogprobs(toks, Usage(prefill=sum(len(t) + 1 for t in toks)))
 
     def info(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.model.parameters())

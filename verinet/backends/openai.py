@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 import requests
 
 from verinet.backends.base import (
-    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage, check_sampling,
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
+    check_sampling,
 )
 
 MAX_TOP_LOGPROBS = 20  # what vLLM serves by default (--max-logprobs)
@@ -232,6 +233,36 @@ class OpenAIBackend(Backend):
             for (prompt, cand), c in zip(chunk, choices):
                 out.append(self._candidate_logprob(prompt, cand, c))
         return out, usage
+
+    def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
+        """Prompt log-probs by echo (``echo: true, max_tokens: 0, logprobs: 1``), with each token's
+        character offset; tokens the server generated past the text (``max_tokens`` 1) are dropped."""
+        usage, result = Usage(), []
+        for i in range(0, len(texts), self.batch_size):
+            chunk = texts[i:i + self.batch_size]
+            while True:
+                payload = {"prompt": chunk, "max_tokens": self._echo_max_tokens, "temperature": 0, "echo": True,
+                           "logprobs": 1}
+                try:
+                    choices, u = self._complete(payload, len(chunk))
+                    break
+                except _HTTPError as e:
+                    if self._echo_max_tokens == 0 and e.status in (400, 422) and "max_tokens" in e.server_message:
+                        self._echo_max_tokens = 1  # generate one token and ignore it
+                        continue
+                    raise
+            usage += u
+            for text, c in zip(chunk, choices, strict=True):
+                lp = c.get("logprobs") or {}
+                tokens, lps, offs = lp.get("tokens") or [], lp.get("token_logprobs") or [], lp.get("text_offset") or []
+                if not (len(tokens) == len(lps) == len(offs)) or not tokens:
+                    raise BackendError(f"{self.base_url}/completions: echo returned no usable logprobs "
+                                       "(the server must support echo with logprobs)")
+                ends = [*offs[1:], max(len(text), offs[-1] + len(str(tokens[-1])))]
+                spans = list(zip(offs, ends))
+                result.append([(s, e, float(v)) for (s, e), v in zip(spans, lps)
+                               if v is not None and s < len(text)])
+        return TokenLogprobs(result, usage)
 
     def _candidate_logprob(self, prompt: str, cand: str, choice: dict[str, Any]) -> float:
         lp = choice.get("logprobs") or {}

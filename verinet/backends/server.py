@@ -234,7 +234,9 @@ class _Engine:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.lock = threading.Lock()
-        self.hf = hasattr(backend, "model") and hasattr(backend, "tok")
+        # a transformers model to read log-probs from (an OpenAI client also has .model, a name, and may have .tok)
+        self.hf = callable(getattr(getattr(backend, "model", None), "forward", None)) and \
+            getattr(backend, "tok", None) is not None
 
     # ---- the request ---------------------------------------------------------------
     def complete(self, req: CompletionRequest) -> dict[str, Any]:

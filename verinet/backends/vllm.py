@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 from verinet.backends.base import (
-    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, Usage, check_sampling,
+    Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
+    check_sampling,
 )
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1",
@@ -157,6 +158,21 @@ class VLLMBackend(Backend):
             result.append(flat[k:k + len(pos)])
             k += len(pos)
         return TaggedResult(result, usage)
+
+    def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
+        """Prompt log-probs (``prompt_logprobs=0``: the actual token's only) of every text, one pass each."""
+        from vllm import SamplingParams
+
+        encs = [self.tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+        outs = self.llm.generate([{"prompt_token_ids": e["input_ids"]} for e in encs],
+                                 SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        usage, result = Usage(), []
+        for e, o in zip(encs, outs, strict=True):
+            usage.prefill += len(o.prompt_token_ids) - (o.num_cached_tokens or 0)
+            ids, rows = e["input_ids"], o.prompt_logprobs or []
+            result.append([(s, end, rows[i][ids[i]].logprob)
+                           for i, (s, end) in enumerate(e["offset_mapping"]) if i > 0 and rows[i]])
+        return TokenLogprobs(result, usage)
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.path, "dtype": self.dtype}

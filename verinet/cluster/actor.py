@@ -27,7 +27,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from verinet.backends.base import GenerateResult, ScoreResult, TaggedResult, peak_memory
+from verinet.backends.base import GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, peak_memory
 from verinet.backends.config import MemberSpec
 from verinet.cluster.placement import MemberPlacement
 
@@ -94,6 +94,9 @@ class _ModelActor:
 
     def score_tagged(self, texts: list[str], tag: str, valid: str, invalid: str) -> TaggedResult:
         return self.backend.score_tagged(texts, tag, valid, invalid)
+
+    def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
+        return self.backend.token_logprobs(texts)
 
     def info(self) -> dict[str, Any]:
         return {**self.backend.info(), "member": self.spec.name, **_where(), **peak_memory()}

@@ -5,21 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from verinet.backends import EnsembleConfig, MemberSpec, make_backend
-from verinet.backends.formats import ChatFormat, PromptFormat, ZooFormat, chat_template_renderer
+from verinet.backends import EnsembleConfig, make_backend
+from verinet.backends.formats import PromptFormat, format_for
 from verinet.graph.orchestrate import Caller, LocalMembers
-
-
-def format_for(spec: MemberSpec, backend=None) -> PromptFormat:
-    """The member's prompt format; chat templates are rendered here, with the model's tokenizer."""
-    if spec.format == "zoo":
-        return ZooFormat()
-    tok = getattr(backend, "tok", None)
-    if tok is None:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(spec.model_location(), trust_remote_code=False)
-    return ChatFormat(chat_template_renderer(tok))
 
 
 @contextmanager

@@ -23,8 +23,7 @@ import yaml
 
 from verinet.backends import make_backend
 from verinet.backends.base import Usage
-from verinet.backends.config import MemberSpec
-from verinet.backends.formats import ChatFormat, PromptFormat, ZooFormat, chat_template_renderer
+from verinet.backends.formats import format_for
 from verinet.faithfulness.config import FaithfulnessConfig, FaithfulnessConfigError, problems_for
 from verinet.faithfulness.pipeline import run_pipeline
 from verinet.faithfulness.plots import plot_bars, plot_curves
@@ -51,18 +50,6 @@ def _check_resume(config: FaithfulnessConfig, out: Path) -> None:
                 f"{out} holds a run with a different config ({', '.join(differ)} differ); its records cannot be "
                 "mixed with this one's: use a fresh --out directory, or the earlier config")
     saved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-
-
-def format_for(spec: MemberSpec, backend: Any) -> PromptFormat:
-    """The member's prompt format; a chat template is rendered with the model's own tokenizer."""
-    if spec.format == "zoo":
-        return ZooFormat()
-    tok = getattr(backend, "tok", None)
-    if tok is None:  # e.g. an OpenAI-compatible server: the tokenizer must be available locally
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(spec.model_location(), trust_remote_code=False)
-    return ChatFormat(chat_template_renderer(tok))
 
 
 def _chunks(items: list, size: int) -> list[list]:

@@ -73,11 +73,11 @@ class Scorer:
 
     def __init__(self, spec: MemberSpec, *, warm_up: bool = True) -> None:
         from verinet.backends import make_backend
-        from verinet.backends.formats import make_format
+        from verinet.backends.formats import format_for
 
         self.spec = spec
         self.backend = make_backend(spec)
-        self.format = make_format(spec.format, self.backend)
+        self.format = format_for(spec, self.backend)
         self.version = model_version(spec)
         self._lock = threading.Lock()  # one forward pass at a time per model
         if warm_up:  # the first forward pass is slow (lazy kernels); pay it before serving, not in a request

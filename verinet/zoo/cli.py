@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,9 +31,7 @@ def zoo_train(
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
     from verinet.zoo.config import ZooError, load_zoo_config
-    from verinet.zoo.evaluate import evaluate
-    from verinet.zoo.model import load_checkpoint
-    from verinet.zoo.registry import MODELS_DIR
+    from verinet.zoo.registry import MODELS_DIR, list_checkpoints
     from verinet.zoo.train import read_training_info, train
 
     try:
@@ -46,9 +45,10 @@ def zoo_train(
         console.print(f"trained {cfg.name}: {result.steps} steps, {result.tokens:,} tokens, {result.wall_s:.0f} s "
                       f"on {result.device}; final loss {result.final_loss:.4f}")
         console.print("evaluating on held-out problems ...")
-        model, tok = load_checkpoint(target)
-        card = build_card(read_training_info(target), evaluate(model, tok, list(cfg.tasks), cfg.eval_n),
-                          repro=evaluate(model, tok, list(cfg.tasks), REPRO_N))
+        stub = build_card(read_training_info(target), {})
+        ev, repro = _full_evaluation(target, stub, cfg.eval_n, 9_000_000,
+                                     [n for n, _, _ in list_checkpoints()] or [cfg.name])
+        card = build_card(read_training_info(target), ev, repro=repro)
         write_card(target, card)
     except ZooError as e:
         raise _fail(str(e)) from None
@@ -73,28 +73,101 @@ def zoo_list() -> None:
 
 @zoo_app.command("eval")
 def zoo_eval(
-    name: Annotated[str, typer.Argument(help="Checkpoint name (see `verinet zoo list`) or directory.")],
+    names: Annotated[list[str], typer.Argument(help="Checkpoint names (see `verinet zoo list`) or directories.")],
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family and difficulty.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the held-out sample.")] = 9_000_000,
+    writers: Annotated[Optional[str], typer.Option(
+        help="Comma-separated zoo models whose own greedy chains form the real-error set; default: the whole "
+             "committed ladder (its smallest models alone write almost no correct chain to balance against).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    update_card: Annotated[bool, typer.Option(
+        "--update-card/--no-update-card", help="Write the evaluation into the checkpoint's model card.")] = False,
 ) -> None:
-    """Held-out accuracy, step validity, verifier accuracy and AUROC, by difficulty."""
+    """Held-out solving (accuracy, step validity) and verifier quality by verifier kind and error kind:
+    AUROC on injected errors, earliest-error F1 on chains that the ladder's models wrote themselves."""
     import json
 
-    from verinet.zoo.config import TaskMix, ZooError
-    from verinet.zoo.evaluate import evaluate
-    from verinet.zoo.model import load_checkpoint
-    from verinet.zoo.registry import resolve
+    from verinet.zoo.config import ZooError
 
+    results = {}
     try:
-        path = resolve(name)
-        model, tok = load_checkpoint(path)
-        card_file = path / "card.json"
-        if not card_file.is_file():
-            raise ZooError(f"{path}: no card.json, so the training tasks are unknown; run `verinet zoo train`")
-        tasks = [TaskMix.model_validate(t) for t in json.loads(card_file.read_text())["training"]["tasks"]]
-        _print_eval(evaluate(model, tok, tasks, n, seed=seed))
+        own_errors: dict = {}  # the real-error set is written once and verified by every model
+        for name in names:
+            path, card = _checkpoint_with_card(name)
+            ev, repro = _full_evaluation(path, card, n, seed, _writer_names(writers), own_errors)
+            if update_card:
+                from verinet.zoo.card import write_card
+
+                write_card(path, {**card, "evaluation": ev, "repro": repro})
+            results[name] = ev
+            if not as_json:
+                console.print(f"[bold]{name}[/]")
+                _print_eval(ev)
+                _print_verifiers(ev)
     except ZooError as e:
         raise _fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(results[names[0]] if len(names) == 1 else results, indent=2, allow_nan=False))
+
+
+def _checkpoint_with_card(name: str):
+    import json
+
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.registry import resolve
+
+    path = resolve(name)
+    card_file = path / "card.json"
+    if not card_file.is_file():
+        raise ZooError(f"{path}: no card.json, so the training tasks are unknown; run `verinet zoo train`")
+    return path, json.loads(card_file.read_text())
+
+
+def _writer_names(writers: Optional[str]) -> list[str]:
+    from verinet.zoo.registry import list_checkpoints
+
+    names = [w.strip() for w in writers.split(",") if w.strip()] if writers else [
+        n for n, _, _ in list_checkpoints()]
+    if not names:
+        raise _fail("no writer models: give --writers or commit a zoo ladder")
+    return names
+
+
+def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: list[str],
+                     own_errors: dict | None = None) -> tuple[dict, dict]:
+    """(evaluation, repro): solving by difficulty and verifier quality; repro is the small sample tests
+    rerun. ``own_errors`` caches the writers' labelled chains across calls (filled on first use)."""
+    from verinet.zoo.config import TaskMix
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+    from verinet.zoo.verifiers import OWN_ERROR_SEED, VERIFIER_SLICES, evaluate_verifiers, own_error_set
+
+    model, tok = load_checkpoint(path)
+    tasks = [TaskMix.model_validate(t) for t in card["training"]["tasks"]]
+    own_errors = {} if own_errors is None else own_errors
+    with console.status("evaluating solving and verifiers on held-out problems ..."):
+        if not own_errors:
+            writers = [(w, *load_checkpoint(resolve(w))) for w in writer_names]
+            own_errors.update({fam: own_error_set(writers, fam, n, seed=seed + OWN_ERROR_SEED) for fam in VERIFIER_SLICES})
+        ev = {**_solving(card.get("evaluation"), model, tok, tasks, n, seed),
+              **evaluate_verifiers(model, tok, n, seed=seed, own_errors=own_errors)}
+        repro = {**_solving(card.get("repro"), model, tok, tasks, REPRO_N, seed),
+                 **evaluate_verifiers(model, tok, REPRO_N, seed=seed)}
+    return ev, repro
+
+
+SOLVING_KEYS = ("n_per_slice", "seed", "overall", "by_family", "slices")
+
+
+def _solving(saved: dict | None, model, tok, tasks, n: int, seed: int) -> dict:
+    """Held-out solving figures; a card's own, when it holds them for the same sample (greedy
+    decoding of the same checkpoint gives the same chains, so they are not recomputed)."""
+    from verinet.zoo.evaluate import evaluate
+
+    if saved and saved.get("n_per_slice") == n and saved.get("seed") == seed and "slices" in saved:
+        return {k: saved[k] for k in SOLVING_KEYS}
+    return evaluate(model, tok, tasks, n, seed=seed)
 
 
 def _print_eval(ev: dict) -> None:
@@ -106,3 +179,27 @@ def _print_eval(ev: dict) -> None:
         t.add_row(s["family"], ", ".join(f"{k}={v}" for k, v in s["params"].items()), f"{s['accuracy']:.3f}",
                   f"{s['chain_valid']:.3f}", f"{s['step_validity']:.3f}", f"{s['verifier_accuracy']:.3f}", auroc)
     console.print(t)
+
+
+def _print_verifiers(ev: dict) -> None:
+    from verinet.schema import ERROR_KINDS
+
+    t = Table(title="verifier AUROC on injected errors, at the first wrong line vs gold lines (chance 0.5)")
+    for col in ("family", "slice", "verifier", *ERROR_KINDS):
+        t.add_column(col, justify="left" if col in ("family", "slice", "verifier") else "right")
+    for method, fams in ev["verifier_auroc_by_method"].items():
+        for fam, kinds in fams.items():
+            t.add_row(fam, json.dumps(ev["verifier_slices"][fam]), method,
+                      *("n/a" if kinds[k] is None else f"{kinds[k]:.3f}" for k in ERROR_KINDS))
+    console.print(t)
+    own = ev.get("own_error_detail")
+    if own:
+        t = Table(title=f"earliest-error F1 on chains written by {', '.join(own['writers'])} "
+                        "(balanced correct/erroneous; threshold fitted on the other half)")
+        for col in ("family", "chains", "verifier", "acc_err", "acc_corr", "F1"):
+            t.add_column(col, justify="left" if col in ("family", "verifier") else "right")
+        for fam, methods in own["by_family"].items():
+            for method, r in methods.items():
+                t.add_row(fam, str(r.get("n_chains", 0)), method, *(
+                    "n/a" if r[k] is None else f"{r[k]:.3f}" for k in ("acc_err", "acc_corr", "f1")))
+        console.print(t)

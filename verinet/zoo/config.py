@@ -66,6 +66,10 @@ class Objectives(_Strict):
     solve: float = Field(default=0.5, ge=0)
     verify: float = Field(default=0.3, ge=0)
     force: float = Field(default=0.2, ge=0)
+    solve_first: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="share of the training steps that learn to solve only, before verifying and answer "
+                    "forcing join: a mixture from step 0 keeps small solvers below the operand-lookup jump")
 
     @model_validator(mode="after")
     def _some(self) -> Objectives:

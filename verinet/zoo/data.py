@@ -99,6 +99,8 @@ class ExampleBuilder:
         mix: TaskMix = rng.choices(self.config.tasks, weights=[t.weight for t in self.config.tasks])[0]
         fam = get_family(mix.family)
         names, weights = zip(*self.objectives)
+        if step < self.config.objectives.solve_first * self.config.training.steps:
+            weights = (1.0, 0.0, 0.0)
         out: list[Example] = []
         while len(out) < size:
             problem = fam.generate(rng.getrandbits(31), rng.choice(mix.params))

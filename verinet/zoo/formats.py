@@ -43,3 +43,18 @@ def filler_prompt(question: str, n_chars: int) -> str:
 
 def force_target(answer: str) -> str:
     return f"{answer}{EOS}"
+
+
+def likelihood_text(question: str, steps: list[str], answer: str | None) -> tuple[str, list[tuple[int, int]]]:
+    """The solve prompt plus the chain as the model writes it, and each line's scored character span."""
+    text = solve_prompt(question)
+    spans = []
+    for step in steps:
+        start = len(text)
+        text += f"{step}\n"
+        spans.append((start, len(text)))
+    if answer is not None:
+        start = len(text)
+        text += f"{ANSWER_CUE} {answer}{EOS}"
+        spans.append((start, len(text)))
+    return text, spans

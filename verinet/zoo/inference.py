@@ -6,6 +6,9 @@ layer wraps the same ideas behind one protocol for every engine.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 
 from verinet.zoo.tokenizer import INVALID, TAG, VALID
@@ -52,4 +55,48 @@ def score_tagged(model, tok, texts: list[str], *, batch_size: int = 64, tag: str
         for c in counts:
             out.append(p[k:k + c])
             k += c
+    return out
+
+
+@torch.inference_mode()
+def token_logprobs(model, tok, texts: list[str], *, batch_size: int = 32) -> list[list[tuple[int, int, float]]]:
+    """Per text, ``(start, end, log P(token | prefix))`` for every token after the first.
+
+    One teacher-forced forward pass per batch, left-padded with explicit position ids, so
+    each text scores exactly as it would alone. Log-softmax runs one sequence at a time,
+    which bounds memory for large vocabularies.
+    """
+    head = model.get_output_embeddings()
+    device = head.weight.device
+    out: list[list[tuple[int, int, float]]] = []
+    for i in range(0, len(texts), batch_size):
+        enc = tok(texts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt",
+                  return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping").tolist()
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        for b in range(ids.shape[0]):
+            n = int(mask[b].sum())
+            start = ids.shape[1] - n
+            if n < 2:
+                out.append([])
+                continue
+            logits = head(hidden[b, start:-1]).float()
+            lp = torch.log_softmax(logits, -1).gather(1, ids[b, start + 1:, None])[:, 0].tolist()
+            spans = offsets[b][start + 1:]
+            out.append([(s, e, v) for (s, e), v in zip(spans, lp)])
+    return out
+
+
+def pool_min(text: str, tokens: list[tuple[int, int, float]], spans: list[tuple[int, int]],
+             counts: Callable[[str], bool] = lambda t: True) -> list[float]:
+    """Score of each span: the probability of its least likely counted token (a token belongs to
+    the span its first character lies in). A span with no counted token uses all of its tokens;
+    a span with no token at all scores 1."""
+    out = []
+    for a, b in spans:
+        inside = [(s, e, lp) for s, e, lp in tokens if a <= s < b]
+        chosen = [lp for s, e, lp in inside if counts(text[s:e])] or [lp for _, _, lp in inside]
+        out.append(math.exp(min(chosen)) if chosen else 1.0)
     return out

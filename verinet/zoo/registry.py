@@ -33,3 +33,12 @@ def resolve(name_or_path: str | Path) -> Path:
     known = [n for n, _, _ in list_checkpoints()]
     raise ZooError(f"no zoo checkpoint {str(name_or_path)!r}: not a directory and not one of {known}; "
                    "train it with `verinet zoo train --config configs/zoo/NAME.yaml`")
+
+
+def smallest() -> list[str]:
+    """Names of every committed checkpoint of the smallest size (the ladder's seeds of it)."""
+    found = list_checkpoints()
+    if not found:
+        return []
+    least = found[0][2]["parameters"]["non_embedding"]
+    return [name for name, _, card in found if card["parameters"]["non_embedding"] == least]

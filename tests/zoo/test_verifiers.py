@@ -1,0 +1,85 @@
+"""Verifier kinds on committed checkpoints: likelihood and the trained verdict, by error kind."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from verinet.processbench import DEFAULT_GRID, choose_threshold, earliest_error_f1, first_below
+from verinet.tasks import get_family
+from verinet.zoo.model import load_checkpoint
+from verinet.zoo.registry import list_checkpoints, resolve, smallest
+from verinet.zoo.verifiers import (
+    METHODS, VERIFIER_SLICES, evaluate_verifiers, injected_auroc, own_error_f1, step_scores,
+)
+
+LARGEST = list_checkpoints()[-1][0]
+TOL = 0.02  # the card's repro sample is rerun with the same problems; only float noise may differ
+
+
+@pytest.fixture(scope="module")
+def large():
+    torch.set_num_threads(1)
+    return load_checkpoint(resolve(LARGEST))
+
+
+def test_scores_cover_every_step_and_the_answer_line(large):
+    fam = get_family("arith")
+    p = fam.generate(3, {"steps": 3, "distractors": 0})
+    items = [(p.question, [s.text for s in p.gold_steps], p.answer), (p.question, [s.text for s in p.gold_steps], None)]
+    for method in METHODS:
+        a, b = step_scores(*large, method, items)
+        assert len(a) == len(p.gold_steps) + 1 and len(b) == len(p.gold_steps)
+        assert all(0.0 <= x <= 1.0 for x in a + b)
+
+
+def test_likelihood_of_the_largest_sees_wrong_results_and_the_smallest_less(large):
+    params = VERIFIER_SLICES["arith"]
+    big = injected_auroc(*large, "arith", params, 40, seed=123, methods=("likelihood",))["likelihood"]
+    assert big["wrong_result"] >= 0.95 and big["wrong_premise"] >= 0.9, big
+    assert big["p_error"]["wrong_result"] < big["p_gold"]
+    small = injected_auroc(*load_checkpoint(resolve(smallest()[0])), "arith", params, 40, seed=123,
+                           methods=("likelihood",))["likelihood"]
+    assert small["wrong_result"] < big["wrong_result"] - 0.1, (small, big)
+
+
+def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
+    fam = get_family("arith")
+    chains = []
+    for i, p in enumerate(fam.sample(16, seed=77, params={"steps": 2, "distractors": 0})):
+        ch = fam.gold_chain(p) if i % 2 else fam.inject(p, "wrong_result", seed=i)
+        label = -1 if i % 2 else ch.first_error
+        chains.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in ch.steps],
+                       "answer": ch.answer, "label": label, "writer": "gold-or-injected"})
+    r = own_error_f1(*large, "likelihood", chains)
+    assert r["n_chains"] == 8 and r["f1"] is not None and r["f1"] >= 0.75, r
+    assert own_error_f1(*large, "likelihood", [])["f1"] is None
+
+
+def test_processbench_grid_reaches_likelihood_scale():
+    assert min(DEFAULT_GRID) <= 0.001 and max(DEFAULT_GRID) >= 0.9
+    items = [([0.9, 0.002, 0.9], 1), ([0.9, 0.6, 0.8], -1), ([0.004, 0.9], 0), ([0.5, 0.7], -1)]
+    t = choose_threshold(items)
+    assert earliest_error_f1([first_below(s, t) for s, _ in items], [y for _, y in items])["f1"] == 1.0
+
+
+def test_card_records_verifier_quality_that_reproduces():
+    """The card's small repro sample: per-kind AUROC of every verifier kind, rerun with the same problems."""
+    name, path, card = list_checkpoints()[-1]
+    repro = card["repro"]
+    assert "verifier_auroc_by_method" in repro, f"{name}: card has no verifier tables; run zoo eval --update-card"
+    model, tok = load_checkpoint(path)
+    again = evaluate_verifiers(model, tok, n=repro["n_per_slice"], seed=repro["seed"])
+    for method in METHODS:
+        for fam, kinds in repro["verifier_auroc_by_method"][method].items():
+            for kind, want in kinds.items():
+                got = again["verifier_auroc_by_method"][method][fam][kind]
+                if want is None:
+                    assert got is None
+                else:
+                    assert math.isclose(got, want, abs_tol=TOL), (method, fam, kind, got, want)
+    ev = card["evaluation"]
+    assert set(ev["verifier_auroc_by_kind"]) == set(VERIFIER_SLICES)
+    assert set(ev["own_error_f1"]) == set(VERIFIER_SLICES)
+    json.dumps(ev, allow_nan=False)

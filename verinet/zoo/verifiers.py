@@ -1,0 +1,175 @@
+"""Verifier quality of a zoo checkpoint, by verifier kind and error kind.
+
+Two verifier kinds read the same weights:
+
+* ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
+  pass (the solve format); a step scores the probability of its least likely token;
+* ``verdict`` — the trained verdict: P(``<+>``) against P(``<->``) at the ``<v>`` after each
+  step, in one tagged pass.
+
+Two measures (DESIGN.md, "Verifier quality"):
+
+* on injected errors: per error kind, AUROC of P(valid) at the first wrong line of each
+  injected chain against every line of the gold chains (chance 0.5);
+* on real errors: chains that models wrote themselves, labelled by the exact checker and
+  balanced between correct and erroneous chains; the verifier's earliest error (the first line
+  scored below a threshold chosen on a dev half, by problem) against the label on the other
+  half, as ProcessBench's acc_err, acc_corr and F1.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from verinet.processbench import choose_threshold, earliest_error_f1, first_below
+from verinet.schema import ERROR_KINDS
+from verinet.tasks import InjectionUnsupported, get_family
+from verinet.zoo import formats
+from verinet.zoo.inference import generate_greedy, pool_min, score_tagged, token_logprobs
+
+METHODS: tuple[str, ...] = ("likelihood", "verdict")
+#: the held-out slice per family on which verifier quality is reported
+VERIFIER_SLICES: dict[str, dict[str, Any]] = {
+    "arith": {"steps": 3, "distractors": 0},
+    "logic": {"hops": 3, "distractors": 1},
+}
+#: the slices whose model-written chains form the real-error set (easy to hard, so correct chains occur)
+OWN_ERROR_SLICES: dict[str, list[dict[str, Any]]] = {
+    "arith": [{"steps": s, "distractors": 0} for s in (1, 2, 3)],
+    "logic": [{"hops": h, "distractors": 1} for h in (1, 2, 3)],
+}
+OWN_ERROR_SEED = 100_000  # offset of the real-error problems from the held-out seed
+Item = tuple[str, list[str], "str | None"]  # (question, steps, answer)
+
+
+def step_scores(model, tok, method: str, items: list[Item], *, batch_size: int = 32) -> list[list[float]]:
+    """P(valid) of every step (and the answer line, when present) of each item."""
+    if method == "likelihood":
+        layouts = [formats.likelihood_text(q, steps, a) for q, steps, a in items]
+        toks = token_logprobs(model, tok, [t for t, _ in layouts], batch_size=batch_size)
+        return [pool_min(t, tk, spans) for (t, spans), tk in zip(layouts, toks, strict=True)]
+    if method == "verdict":
+        return score_tagged(model, tok, [formats.verify_text(q, steps, a) for q, steps, a in items],
+                            batch_size=batch_size)
+    raise ValueError(f"unknown verifier method {method!r}; choose one of {list(METHODS)}")
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float | None:
+    if not pos or not neg:
+        return None
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), list(pos) + list(neg)))
+
+
+def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int,
+                   methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, Any]]:
+    """{method: {kind: AUROC, ..., "p_gold": mean P(valid) of gold lines, "p_error": {kind: mean at the error}}}."""
+    fam = get_family(family)
+    problems = fam.sample(n, seed=seed, params=params)
+    gold_items = [(p.question, [s.text for s in p.gold_steps], p.answer) for p in problems]
+    injected: dict[str, list[tuple[Item, int]]] = {}
+    for i, p in enumerate(problems):
+        for kind in fam.error_kinds:
+            try:
+                ch = fam.inject(p, kind, seed=seed + i)
+            except InjectionUnsupported:
+                continue
+            injected.setdefault(kind, []).append(((p.question, [s.text for s in ch.steps], ch.answer),
+                                                  ch.first_error))
+    out: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        gold = [x for row in step_scores(model, tok, m, gold_items) for x in row]
+        res: dict[str, Any] = {"p_gold": float(np.mean(gold)), "p_error": {}, "n_gold_lines": len(gold)}
+        for kind in ERROR_KINDS:
+            pairs = injected.get(kind, [])
+            if not pairs:
+                res[kind] = None
+                continue
+            scores = step_scores(model, tok, m, [it for it, _ in pairs])
+            at_error = [row[fe] for row, (_, fe) in zip(scores, pairs, strict=True)]
+            res[kind] = _auroc(gold, at_error)
+            res["p_error"][kind] = float(np.mean(at_error))
+        out[m] = res
+    return out
+
+
+# ---- real errors: chains the models wrote ----------------------------------------------------
+def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, seed: int) -> list[dict[str, Any]]:
+    """Chains written greedily by each ``(name, model, tok)`` writer on held-out problems of the
+    family's :data:`OWN_ERROR_SLICES`, labelled by the exact checker (``label`` = first wrong line,
+    or -1), balanced between correct and erroneous chains by dropping a random surplus."""
+    fam = get_family(family)
+    records: list[dict[str, Any]] = []
+    for j, params in enumerate(OWN_ERROR_SLICES[family]):
+        problems = fam.sample(n, seed=seed + j, params=params)
+        prompts = [formats.solve_prompt(p.question) for p in problems]
+        for name, model, tok in writers:
+            outs = generate_greedy(model, tok, prompts, max_new_tokens=160)
+            for p, text in zip(problems, outs, strict=True):
+                sc = fam.check(p, text)
+                if not sc.steps and sc.answer.text == "":
+                    continue  # nothing readable was written
+                steps = [s.text for s in sc.steps]
+                answer = sc.answer.text[len("####"):].strip() if sc.answer.text else ""  # missing: an empty answer line
+                records.append({"problem_id": p.id, "question": p.question, "steps": steps, "answer": answer,
+                                "label": sc.first_error, "writer": name, "params": params})
+    rng = random.Random(f"own-errors:{family}:{seed}")
+    correct = [r for r in records if r["label"] == -1]
+    wrong = [r for r in records if r["label"] != -1]
+    k = min(len(correct), len(wrong))
+    return sorted(rng.sample(correct, k) + rng.sample(wrong, k), key=lambda r: (r["problem_id"], r["writer"]))
+
+
+def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Earliest-error F1 of ``method`` on model-written chains: threshold fitted on the problems of
+    even rank, reported on the others (so no chain is scored with a threshold chosen on it)."""
+    if not chains:
+        return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
+                "note": "no labelled chains (the writers wrote no correct chain, or nothing readable)"}
+    scores = step_scores(model, tok, method, [(c["question"], c["steps"], c["answer"]) for c in chains])
+    pids = sorted({c["problem_id"] for c in chains})
+    dev_ids = set(pids[::2])
+    dev = [(scores[i], c["label"]) for i, c in enumerate(chains) if c["problem_id"] in dev_ids]
+    test = [(scores[i], c["label"]) for i, c in enumerate(chains) if c["problem_id"] not in dev_ids]
+    try:
+        t = choose_threshold(dev)
+    except ValueError as e:  # the dev half lacks correct or erroneous chains
+        return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
+                "note": str(e)}
+    res = earliest_error_f1([first_below(s, t) for s, _ in test], [y for _, y in test])
+    return {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()},
+            "threshold": t, "n_chains": len(test)}
+
+
+def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str, Any, Any]] | None = None,
+                       own_errors: dict[str, list[dict[str, Any]]] | None = None,
+                       families: tuple[str, ...] = tuple(VERIFIER_SLICES)) -> dict[str, Any]:
+    """Verifier quality of one model: AUROC by method, family and error kind on injected errors,
+    the best method per family and kind, and earliest-error F1 on chains ``writers`` wrote (or on a
+    given ``own_errors`` set per family)."""
+    detail = {fam: injected_auroc(model, tok, fam, VERIFIER_SLICES[fam], n, seed=seed) for fam in families}
+    by_method = {m: {fam: {k: detail[fam][m][k] for k in ERROR_KINDS} for fam in families} for m in METHODS}
+    by_kind = {fam: {k: max((by_method[m][fam][k] for m in METHODS if by_method[m][fam][k] is not None),
+                            default=None) for k in ERROR_KINDS} for fam in families}
+    out: dict[str, Any] = {
+        "verifier_slices": {fam: VERIFIER_SLICES[fam] for fam in families},
+        "verifier_auroc_by_method": by_method,
+        "verifier_auroc_by_kind": by_kind,
+        "verifier_detail": detail,
+    }
+    if own_errors is None and writers:
+        own_errors = {fam: own_error_set(writers, fam, n, seed=seed + OWN_ERROR_SEED) for fam in families}
+    if own_errors is not None:
+        own = {fam: {m: own_error_f1(model, tok, m, own_errors[fam]) for m in METHODS} for fam in families}
+        out["own_error_f1"] = {fam: {m: own[fam][m]["f1"] for m in METHODS} for fam in families}
+        out["own_error_detail"] = {
+            "writers": sorted({c["writer"] for fam in families for c in own_errors[fam]}),
+            "slices": {fam: OWN_ERROR_SLICES[fam] for fam in families},
+            "chains": {fam: len(own_errors[fam]) for fam in families},
+            "by_family": own,
+        }
+    return out
