@@ -33,3 +33,11 @@ def test_paired_aoc_compares_the_same_problems_and_moves_a_problems_chains_toget
     assert t["a"] == pytest.approx(1 - 1 / 6) and t["b"] == 0.0  # trapezoid: 1 - 1/(2n) for n = 3
     assert t["p_value"] < 0.01 and t["ci_low"] > 0.5
     assert paired_aoc(faith, ["nobody"], ["base"], "adding_mistakes") is None
+
+
+def test_error_bars_are_never_negative_when_the_interval_misses_the_estimate():
+    from verinet.experiments.report import _err
+
+    # a percentile bootstrap interval of a ratio (F1) can lie wholly above or below the estimate
+    assert _err({"f1": 0.2, "ci_low": 0.25, "ci_high": 0.4}, "f1") == (0.2, [[0.0], [pytest.approx(0.2)]])
+    assert _err({"f1": None}, "f1") is None

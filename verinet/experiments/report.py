@@ -86,7 +86,8 @@ def _err(m: Mapping[str, Any], key: str) -> tuple[float, list[list[float]]] | No
         return None
     lo = m.get("ci_low") if m.get("ci_low") is not None else v
     hi = m.get("ci_high") if m.get("ci_high") is not None else v
-    return v, [[v - lo], [hi - v]]
+    # a percentile interval need not contain the point estimate (F1 is a ratio); matplotlib wants bars >= 0
+    return v, [[max(0.0, v - lo)], [max(0.0, hi - v)]]
 
 
 def plot_frontier(summary: Mapping[str, Any], path: Path) -> Path:
