@@ -83,3 +83,13 @@ def test_card_records_verifier_quality_that_reproduces():
     assert set(ev["verifier_auroc_by_kind"]) == set(VERIFIER_SLICES)
     assert set(ev["own_error_f1"]) == set(VERIFIER_SLICES)
     json.dumps(ev, allow_nan=False)
+
+
+def test_fit_threshold_for_an_ensemble_mean_reports_held_out_f1():
+    from verinet.zoo.verifiers import fit_threshold
+
+    members = [load_checkpoint(resolve(n)) for n in smallest()[:2]]
+    r = fit_threshold(members, 8, seed=5)
+    assert r["threshold"] in DEFAULT_GRID
+    assert r["test"]["n_err"] + r["test"]["n_corr"] == 8  # half of 2 families x 8 problems
+    assert {"dev", "test", "test_at_0.5"} <= set(r)

@@ -63,8 +63,42 @@ def render_markdown(card: dict[str, Any]) -> str:
         auroc = "n/a" if s["verifier_auroc"] is None else f"{s['verifier_auroc']:.3f}"
         lines.append(f"| {s['family']} | {json.dumps(s['params'])} | {s['accuracy']:.3f} | {s['chain_valid']:.3f} | "
                      f"{s['step_validity']:.3f} | {s['verifier_accuracy']:.3f} | {auroc} |")
+    lines += _verifier_lines(e)
     lines += ["", "Load it with plain transformers:", "", "```python",
               "from transformers import AutoModelForCausalLM, AutoTokenizer",
               "model = AutoModelForCausalLM.from_pretrained(PATH)",
               "tok = AutoTokenizer.from_pretrained(PATH)", "```", ""]
     return "\n".join(lines)
+
+
+def _verifier_lines(e: dict[str, Any]) -> list[str]:
+    """The verifier tables: AUROC by verifier kind and error kind, and earliest-error F1 on real errors."""
+    if "verifier_auroc_by_method" not in e:
+        return []
+    from verinet.schema import ERROR_KINDS
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = ["", f"## Verifier quality ({e['n_per_slice']} held-out problems per family)", "",
+             "AUROC of P(valid) at the first wrong line of each injected chain against every line of the gold "
+             "chains (chance 0.5). *likelihood*: the model as a solver scores each step by its least likely "
+             "token (one teacher-forced pass); *verdict*: the trained `<+>`/`<->` token after each step.", "",
+             "| family | slice | verifier | " + " | ".join(ERROR_KINDS) + " |",
+             "|---|---|---|" + "---|" * len(ERROR_KINDS)]
+    for method, fams in e["verifier_auroc_by_method"].items():
+        for fam, kinds in fams.items():
+            lines.append(f"| {fam} | {json.dumps(e['verifier_slices'][fam])} | {method} | "
+                         + " | ".join(f(kinds[k]) for k in ERROR_KINDS) + " |")
+    own = e.get("own_error_detail")
+    if own:
+        lines += ["", "Earliest-error F1 (ProcessBench) on chains the models " + ", ".join(own["writers"])
+                  + " wrote greedily on held-out problems, labelled by the exact checker, balanced between correct "
+                  "and erroneous chains; the threshold is fitted on half of the problems and F1 read on the other "
+                  "half (chance: 0 for a verifier that flags everything or nothing).", "",
+                  "| family | chains (test half) | verifier | acc_err | acc_corr | F1 |", "|---|---|---|---|---|---|"]
+        for fam, methods in own["by_family"].items():
+            for method, r in methods.items():
+                lines.append(f"| {fam} | {r.get('n_chains', 0)} | {method} | {f(r['acc_err'])} | "
+                             f"{f(r['acc_corr'])} | {f(r['f1'])} |")
+    return lines

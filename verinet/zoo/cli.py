@@ -111,6 +111,32 @@ def zoo_eval(
         typer.echo(json.dumps(results[names[0]] if len(names) == 1 else results, indent=2, allow_nan=False))
 
 
+@zoo_app.command("threshold")
+def zoo_threshold(
+    names: Annotated[list[str], typer.Argument(help="The members whose mean score is thresholded.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=8, help="Held-out problems per family.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the labelled problems (not the card's held-out seed).")
+                    ] = 7_000_000,
+    method: Annotated[str, typer.Option(help="Verifier kind: likelihood or verdict.")] = "likelihood",
+) -> None:
+    """Fit the earliest-error threshold for an ensemble's mean score (what a serve config's
+    defaults.threshold should be) on labelled gold and injected chains; print it with F1 on held-out halves."""
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+    from verinet.zoo.verifiers import METHODS, fit_threshold
+
+    if method not in METHODS:
+        raise _fail(f"--method must be one of {list(METHODS)}, got {method!r}")
+    try:
+        members = [load_checkpoint(resolve(name)) for name in names]
+    except ZooError as e:
+        raise _fail(str(e)) from None
+    with console.status("scoring labelled chains ..."):
+        r = fit_threshold(members, n, seed=seed, method=method)
+    typer.echo(json.dumps(r, indent=2, allow_nan=False))
+
+
 def _checkpoint_with_card(name: str):
     import json
 

@@ -173,3 +173,30 @@ def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str
             "by_family": own,
         }
     return out
+
+
+def fit_threshold(members: list[tuple[Any, Any]], n: int, *, seed: int, method: str = "likelihood"
+                  ) -> dict[str, Any]:
+    """The earliest-error threshold for the mean of ``members``' scores (the endpoint's ``mean``
+    aggregation), fitted on labelled chains of both families: per family ``n`` held-out problems of
+    :data:`VERIFIER_SLICES`, every other one gold and the rest with one injected error of a random
+    kind. Half of the problems fit the threshold, the other half report earliest-error F1."""
+    dev, test = [], []
+    for fam_name, params in VERIFIER_SLICES.items():
+        fam = get_family(fam_name)
+        rng = random.Random(f"threshold:{fam_name}:{seed}")
+        items, labels = [], []
+        for i, p in enumerate(fam.sample(n, seed=seed, params=params)):
+            ch = fam.gold_chain(p) if i % 2 else fam.inject(p, rng.choice(fam.injectable_kinds(p)), seed=i)
+            items.append((p.question, [s.text for s in ch.steps], ch.answer))
+            labels.append(-1 if i % 2 else ch.first_error)
+        per_member = [step_scores(m, t, method, items) for m, t in members]
+        for i, y in enumerate(labels):
+            mean = np.mean([rows[i] for rows in per_member], axis=0).tolist()
+            (dev if i % 4 < 2 else test).append((mean, y))
+    t = choose_threshold(dev)
+
+    def f1_at(items: list, threshold: float) -> dict[str, Any]:
+        return earliest_error_f1([first_below(s, threshold) for s, _ in items], [y for _, y in items])
+
+    return {"threshold": t, "dev": f1_at(dev, t), "test": f1_at(test, t), "test_at_0.5": f1_at(test, 0.5)}
