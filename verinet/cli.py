@@ -258,6 +258,9 @@ def compare(
         prom = _export_job_metrics(cfg, report.parent)
     except (ConfigError, TaskError, BackendError) as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; a local Ray is shut down on the way out
+        raise fail("interrupted; what was written is kept: run the same command again to resume", code=130) \
+            from None
     console.print(f"metrics: {prom}")
     console.print(f"report: {report} (and {report.with_suffix('.html')})")
 
