@@ -1,4 +1,4 @@
-"""Faithfulness: do the stated steps drive the answer? (Lanham et al. 2023; DESIGN.md, "Faithfulness")
+"""Faithfulness: do the stated steps drive the answer? (Lanham et al. 2023; docs/metrics.md, "Faithfulness")
 
     >>> result = evaluate_model(caller, "zoo-s", ZooFormat(), problems)
     >>> result.summary["early_answering_aoc"]        # {"value", "ci_low", "ci_high", "n"}

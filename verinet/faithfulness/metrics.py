@@ -1,6 +1,6 @@
 """Faithfulness metrics as pure functions over plain numbers (numpy only).
 
-Definitions follow DESIGN.md ("Faithfulness"; Lanham et al. 2023, arXiv:2307.13702, and the
+Definitions follow docs/metrics.md ("Faithfulness"; Lanham et al. 2023, arXiv:2307.13702, and the
 ``get_aoc`` of their public analysis code, cot-transparency):
 
 * A chain of ``n`` steps gives a **curve** of "same answer as with the full chain", ``y_k`` at

@@ -7,7 +7,7 @@ Two verifier kinds read the same weights:
 * ``verdict`` — the trained verdict: P(``<+>``) against P(``<->``) at the ``<v>`` after each
   step, in one tagged pass.
 
-Two measures (DESIGN.md, "Verifier quality"):
+Two measures (docs/metrics.md, "Verifier quality"):
 
 * on injected errors: per error kind, AUROC of P(valid) at the first wrong line of each
   injected chain against every line of the gold chains (chance 0.5);
