@@ -211,6 +211,20 @@ class OpenAIBackend(Backend):
                 result[i][j] = lp
         return ScoreResult(result, usage)  # type: ignore[arg-type]
 
+    def _echo(self, texts: list[str]) -> tuple[list[dict[str, Any]], Usage]:
+        """One echo request: every text's own tokens with their log-probs and offsets, nothing generated
+        (``max_tokens`` 0; 1, ignored, on servers that refuse 0)."""
+        while True:
+            payload = {"prompt": texts, "max_tokens": self._echo_max_tokens, "temperature": 0, "echo": True,
+                       "logprobs": 1}
+            try:
+                return self._complete(payload, len(texts))
+            except _HTTPError as e:
+                if self._echo_max_tokens == 0 and e.status in (400, 422) and "max_tokens" in e.server_message:
+                    self._echo_max_tokens = 1  # generate one token and ignore it
+                    continue
+                raise
+
     def _echo_score(self, pairs: list[tuple[str, str]]) -> tuple[list[float], Usage]:
         """log P(candidate | prompt) from the log-probs of prompt + candidate, echoed back."""
         usage = Usage()
@@ -218,17 +232,7 @@ class OpenAIBackend(Backend):
         for i in range(0, len(pairs), self.batch_size):
             chunk = pairs[i:i + self.batch_size]
             texts = [p + c for p, c in chunk]
-            while True:
-                payload = {"prompt": texts, "max_tokens": self._echo_max_tokens, "temperature": 0, "echo": True,
-                           "logprobs": 1}
-                try:
-                    choices, u = self._complete(payload, len(chunk))
-                    break
-                except _HTTPError as e:
-                    if self._echo_max_tokens == 0 and e.status in (400, 422) and "max_tokens" in e.server_message:
-                        self._echo_max_tokens = 1  # generate one token and ignore it
-                        continue
-                    raise
+            choices, u = self._echo(texts)
             usage += u
             for (prompt, cand), c in zip(chunk, choices):
                 out.append(self._candidate_logprob(prompt, cand, c))
@@ -240,17 +244,7 @@ class OpenAIBackend(Backend):
         usage, result = Usage(), []
         for i in range(0, len(texts), self.batch_size):
             chunk = texts[i:i + self.batch_size]
-            while True:
-                payload = {"prompt": chunk, "max_tokens": self._echo_max_tokens, "temperature": 0, "echo": True,
-                           "logprobs": 1}
-                try:
-                    choices, u = self._complete(payload, len(chunk))
-                    break
-                except _HTTPError as e:
-                    if self._echo_max_tokens == 0 and e.status in (400, 422) and "max_tokens" in e.server_message:
-                        self._echo_max_tokens = 1  # generate one token and ignore it
-                        continue
-                    raise
+            choices, u = self._echo(chunk)
             usage += u
             for text, c in zip(chunk, choices, strict=True):
                 lp = c.get("logprobs") or {}
