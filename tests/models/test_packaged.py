@@ -7,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from verinet.backends.config import EnsembleConfigError, MemberSpec
+from verinet.backends.config import MemberSpec
 from verinet.cli import app
 from verinet.models import packaged
 from verinet.models.packaged import ModelError, PackagedModel
@@ -48,8 +48,12 @@ def test_missing_package_says_what_to_install(monkeypatch, tmp_path):
 
 
 def test_unprepared_model_in_a_member_config_says_how_to_prepare(fake):
-    with pytest.raises(EnsembleConfigError, match="verinet models prepare fake-model"):
-        MemberSpec(name="m", backend="hf", model="fake-model", format="chat").model_location()
+    from verinet.backends import BackendError, make_backend
+
+    spec = MemberSpec(name="m", backend="hf", model="fake-model", format="chat")
+    assert spec.model_location() == str(packaged.checkpoint_dir("fake-model"))  # a config naming it validates
+    with pytest.raises(BackendError, match="verinet models prepare fake-model"):
+        make_backend(spec)  # loading it says how to prepare it
     # served by an OpenAI-compatible server, the name stays the served name; no local tokenizer yet
     spec = MemberSpec(name="m", backend="openai", model="fake-model", base_url="http://127.0.0.1:9/v1")
     assert spec.model_location() == "fake-model" and spec.tokenizer_location() is None

@@ -17,6 +17,13 @@ from verinet.backends.config import (
 def make_backend(spec: MemberSpec) -> Backend:
     """Build the backend a member spec names. Heavy engines are imported only here."""
     location = spec.model_location()
+    from verinet.models.packaged import PACKAGED, ModelError, resolve
+
+    if spec.backend != "openai" and spec.model in PACKAGED:
+        try:
+            resolve(spec.model)
+        except ModelError as e:
+            raise BackendError(f"member {spec.name}: {e}") from None
     if spec.backend == "hf":
         from verinet.backends.hf import HFBackend
 

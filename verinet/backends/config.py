@@ -89,13 +89,10 @@ class MemberSpec(_Strict):
             return str(p)
         if (MODELS_DIR / self.model).is_dir():
             return str(MODELS_DIR / self.model)
-        from verinet.models.packaged import PACKAGED, ModelError, resolve
+        from verinet.models.packaged import PACKAGED, checkpoint_dir
 
-        if self.model in PACKAGED:  # a packaged real model: its prepared checkpoint
-            try:
-                return str(resolve(self.model))
-            except ModelError as e:
-                raise EnsembleConfigError(f"member {self.name}: {e}") from None
+        if self.model in PACKAGED:  # a packaged real model: where `verinet models prepare` puts it
+            return str(checkpoint_dir(self.model))  # make_backend says how to prepare it when it is not there
         if _HUB_ID.match(self.model) and not self.model.startswith((".", "/")):
             return self.model  # a hub id; it must be in the local cache on offline machines
         raise EnsembleConfigError(
