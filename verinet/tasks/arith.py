@@ -52,6 +52,13 @@ _STEP = re.compile(
     r">(?P<res>\d{1,6});(?P<name2>[a-z])(?P<res2>\d{1,6})$"
 )
 _ANSWER = re.compile(r"^\d{1,6}$")
+def check_ops(v: str) -> str:
+    """An ``ops`` knob: a non-empty subset of '+-*' without repeats (arith and arith_nl share it)."""
+    if not v or set(v) - set(OPS) or len(set(v)) != len(v):
+        raise ValueError(f"must be a non-empty subset of '+-*' without repeats, got {v!r}")
+    return v
+
+
 STEP_SHAPE = "'x:a+b>aV+bV>R;xR' (V, R decimal)"
 
 
@@ -71,9 +78,7 @@ class ArithKnobs(KnobsBase):
     @field_validator("ops")
     @classmethod
     def _ops_subset(cls, v: str) -> str:
-        if not v or set(v) - set(OPS) or len(set(v)) != len(v):
-            raise ValueError(f"must be a non-empty subset of '+-*' without repeats, got {v!r}")
-        return v
+        return check_ops(v)
 
     @model_validator(mode="after")
     def _enough_names(self) -> ArithKnobs:

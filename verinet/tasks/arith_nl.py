@@ -42,13 +42,13 @@ from fractions import Fraction
 from pydantic import Field, field_validator, model_validator
 
 from verinet.schema import Problem, Step
+from verinet.tasks.arith import OPS, check_ops
 from verinet.tasks.base import InjectionUnsupported, KnobsBase, StepResult, TaskFamily
 from verinet.tasks.gsm8k import _inline, canon_number, evaluate
 
 PEOPLE = ("Ava", "Ben", "Cal", "Dia", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon", "Kai", "Lea", "Max", "Nia",
           "Omar", "Pia", "Quin", "Rosa", "Sam", "Tess", "Uma", "Vic", "Wes", "Yara", "Zoe", "Noor")
 THINGS = ("apples", "coins", "marbles", "stickers", "books", "shells", "stamps", "pencils", "cards", "beads")
-OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 SHOWN = {"+": "+", "-": "-", "*": "×"}
 COMMUTATIVE = "+*"
 MAX_PRODUCT = 144  # a product above this becomes a sum: small models cannot multiply large numbers
@@ -73,9 +73,7 @@ class ArithNLKnobs(KnobsBase):
     @field_validator("ops")
     @classmethod
     def _ops_subset(cls, v: str) -> str:
-        if not v or set(v) - set(OPS) or len(set(v)) != len(v):
-            raise ValueError(f"must be a non-empty subset of '+-*' without repeats, got {v!r}")
-        return v
+        return check_ops(v)
 
     @model_validator(mode="after")
     def _enough_people(self) -> ArithNLKnobs:
