@@ -12,7 +12,9 @@ Indexing conventions used throughout:
   ``len(steps)`` when the only error is the final answer line (for example an
   answer that was not copied from the last step);
 * ``premises`` of a step are indices of *earlier* steps of the same chain.
-  Facts stated in the question are not steps and never appear there.
+  Facts stated in the question are not steps and never appear there. What a step
+  uses that neither the question nor an earlier step states is a *missing* premise
+  (``missing_premises``): the step is unsupported, not premise-free.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class Step(Record):
         default_factory=list, description="indices of earlier steps this step uses"
     )
     value: str | None = Field(default=None, description="what the step establishes, e.g. '7'")
+    missing_premises: list[str] = Field(
+        default_factory=list,
+        description="what the step uses that neither the question nor an earlier step states, e.g. '10': "
+        "premises the chain never established, so the step is unsupported (never premise-free)",
+    )
 
     @model_validator(mode="after")
     def _premises_are_earlier(self) -> Step:
@@ -122,8 +129,11 @@ class StepCheck(Record):
         description="False when the family cannot decide this step (free text); it then counts as valid",
     )
     premises: list[int] = Field(default_factory=list)
+    missing_premises: list[str] = Field(
+        default_factory=list, description="used but stated by neither the question nor an earlier step: unsupported"
+    )
     value: str | None = None
-    reason: str | None = Field(default=None, description="why the step is unparsed or invalid")
+    reason: str | None = Field(default=None, description="why the step is unparsed, invalid or unsupported")
 
 
 class ChainCheck(Record):

@@ -175,3 +175,16 @@ def test_committed_gsm8k_file_is_reproducible():
     for p in load_gsm8k(path):
         assert p.meta["gold_first_error"] == -1  # every annotation checks
         assert gsm.check(p, gsm.inject(p, "wrong_result").text).first_error >= 0
+
+
+def test_free_form_answers_are_read_flexibly():
+    """A real model's forced answer is free text ("1: 4 books"): the number or truth word it states is
+    its answer, as lm-evaluation-harness's flexible extract reads GSM8K answers."""
+    for family in ("arith_nl", "gsm8k"):
+        norm = get_family(family).normalize_answer
+        assert [norm(a) for a in ("1: 4 books", "4", "$1,000.50", "Step 2: 20 pencils.", "The answer is 12.")] == \
+            ["4", "4", "1000.5", "20", "12"]
+        assert norm("no number here") == "no number here" and norm(None) is None
+    norm = get_family("logic_nl").normalize_answer
+    assert [norm(a) for a in ("1: True.", "The answer is no", "False", "yes")] == ["True", "False", "False", "True"]
+    assert norm("1. 1.") == "1. 1."

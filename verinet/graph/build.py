@@ -4,7 +4,9 @@ Nodes (ids are tuples; :mod:`verinet.graph.export` turns them into strings):
 
 * ``("problem", problem_id)``;
 * ``("step", chain_id, i)`` for every step of every chain, with attributes
-  ``chain_id, author, index, text, premises, value``;
+  ``chain_id, author, index, text, premises, value, missing_premises`` (what the step uses that
+  neither the question nor an earlier step states, from ``Step.missing_premises``; such a step is
+  unsupported, see :mod:`verinet.graph.propagate`);
 * ``("answer", chain_id)`` for every chain that has an answer. The answer line is
   verified like a step at index ``len(steps)``, so it also carries ``index``;
 * ``("verifier", name)`` for every verifier with at least one verdict.
@@ -274,6 +276,7 @@ def _add_chain(g: nx.DiGraph, problem_id: str, chain: Chain,
         (step_node(cid, i), {
             "kind": "step", "chain_id": cid, "author": chain.author, "index": i,
             "text": getattr(s, "text", ""), "premises": premises[i], "value": getattr(s, "value", None),
+            "missing_premises": list(getattr(s, "missing_premises", None) or []),
             **({"warnings": list(deps.warnings[i])} if i in deps.warnings else {}),
         })
         for i, s in enumerate(chain.steps)

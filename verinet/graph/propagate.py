@@ -1,6 +1,14 @@
 """Propagation of support through premises, chain scores and the earliest error.
 
-``p_supported(item) = p_valid(item) * prod(p_supported(premise) for premise of item)``
+``p_supported(item) = p_valid(item) * prod(p_supported(premise) for premise of item)
+* missing_premise ** len(item.missing_premises)``
+
+A *missing* premise (``Step.missing_premises``) is something the step uses that neither the
+question nor an earlier step states, e.g. a number that a changed result left without a source.
+It is a premise nobody established, so its support is ``missing_premise``: 0 by default, the
+checkers' reading (such a step is unsupported). It is never the absence of a premise: a step whose
+only link was cut does not become a root resting on its own P(valid), so changing a result cannot
+raise the support of the steps after it.
 
 This treats the validity of different steps as independent events given the verdicts, so
 the probability that a step and everything it rests on are valid is a product. It is an
@@ -34,8 +42,9 @@ from verinet.schema import Chain, StepPosterior
 
 
 def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
-            missing: float = 0.5) -> dict[StepKey, float]:
-    """p_supported for every step and answer node of ``graph``; ``missing`` for items without p_valid.
+            missing: float = 0.5, missing_premise: float = 0.0) -> dict[StepKey, float]:
+    """p_supported for every step and answer node of ``graph``; ``missing`` for items without p_valid,
+    ``missing_premise`` for each of a step's missing premises (see the module docstring).
 
     Breaks any cycle of ``depends`` edges first (in place, recorded; see :func:`break_cycles`).
     """
@@ -47,6 +56,9 @@ def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
     for node in nx.topological_sort(dep):
         attrs = graph.nodes[node]
         p = p_valid.get((attrs["chain_id"], attrs["index"]), missing)
+        n_missing = len(attrs.get("missing_premises") or ())
+        if n_missing:
+            p *= missing_premise ** n_missing
         for pred in dep.predecessors(node):
             p *= out_by_node[pred]
         out_by_node[node] = p
@@ -54,9 +66,11 @@ def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
     return {(nodes[n]["chain_id"], nodes[n]["index"]): p for n, p in out_by_node.items()}
 
 
-def propagate(graph: nx.DiGraph, posteriors: Sequence[StepPosterior]) -> list[StepPosterior]:
+def propagate(graph: nx.DiGraph, posteriors: Sequence[StepPosterior],
+              missing_premise: float = 0.0) -> list[StepPosterior]:
     """Copies of ``posteriors`` with ``p_supported`` filled in from the graph's premises."""
-    sup = support(graph, {(p.chain_id, p.step_index): p.p_valid for p in posteriors})
+    sup = support(graph, {(p.chain_id, p.step_index): p.p_valid for p in posteriors},
+                  missing_premise=missing_premise)
     out = []
     for p in posteriors:
         s = sup.get((p.chain_id, p.step_index), p.p_valid)

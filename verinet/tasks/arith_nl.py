@@ -27,6 +27,11 @@ The checker reads any text, not only that phrasing. From each step it takes
 * a claim ``NAME has N`` must agree with what is known (the question, or the latest step that
   computed NAME), and a claim about a person nobody has computed yet is unsupported.
 
+An unsupported premise (a number nobody stated, a claim that disagrees with what is known or
+that nobody computed) is also recorded as a *missing* premise (``missing_premises``): the step is
+never premise-free, so a step whose result was changed cannot cut the later steps that still use the
+old number loose from the chain.
+
 A step's premises are the earlier steps that stated the values it uses. A step with neither an
 equation nor a claim (``Let's work it out.``) is valid and unchecked. The ``#### N`` answer is
 valid when it equals the value the chain states for the queried person.
@@ -44,7 +49,7 @@ from pydantic import Field, field_validator, model_validator
 from verinet.schema import Problem, Step
 from verinet.tasks.arith import OPS, check_ops
 from verinet.tasks.base import InjectionUnsupported, KnobsBase, StepResult, TaskFamily
-from verinet.tasks.gsm8k import _inline, canon_number, evaluate
+from verinet.tasks.gsm8k import _inline, canon_number, evaluate, flexible_number
 
 PEOPLE = ("Ava", "Ben", "Cal", "Dia", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon", "Kai", "Lea", "Max", "Nia",
           "Omar", "Pia", "Quin", "Rosa", "Sam", "Tess", "Uma", "Vic", "Wes", "Yara", "Zoe", "Noor")
@@ -196,7 +201,7 @@ class ArithNLFamily(TaskFamily):
     def normalize_answer(self, answer: str | None) -> str | None:
         if answer is None:
             return None
-        c = canon_number(answer.strip().rstrip("."))
+        c = flexible_number(answer)
         return c if c is not None else answer.strip()
 
     def read_steps(self, problem: Problem, lines: list[str]) -> list[StepResult]:
@@ -374,6 +379,7 @@ class _Reader:
             return StepResult(True, True, [], None, "no equation or quantity to check", checked=False)
         premises: set[int] = set()
         failures: list[str] = []
+        missing: list[str] = []  # values the step uses that nothing before it states
         computed: dict[str, Fraction] = {}  # this step's results, by person
         value: Fraction | None = None
         local: set[Fraction] = set()  # results of earlier equations of this step
@@ -400,6 +406,7 @@ class _Reader:
                 if x not in numbers:
                     failures.append(f"unsupported premise: {_fmt(x)} is neither a quantity of the question nor "
                                     "a result of an earlier step")
+                    missing.append(_fmt(x))
                 elif numbers[x] is not None:
                     used.add(numbers[x])  # type: ignore[arg-type]
             at = line.find(c.label[:20]) if c.label[:20] in line else line.find("=")
@@ -429,11 +436,13 @@ class _Reader:
                 if true != v:
                     where = "in the question" if step is None else f"at step {step}"
                     failures.append(f"{person} has {_fmt(true)} ({where}), but the step says {_fmt(v)}")
+                    missing.append(f"{person} has {_fmt(v)}")
                 elif step is not None:
                     premises.add(step)
             elif not calcs or v not in computed.values():
                 failures.append(f"unsupported premise: {person} has {_fmt(v)}, but no earlier step computes "
                                 f"how many {person} has")
+                missing.append(f"{person} has {_fmt(v)}")
             else:  # the step computes this value, under another person's definition
                 failures.append(f"{person} is defined as {self._def_text(person)}, which this step does not compute")
         if not calcs and value is None and claims:
@@ -445,7 +454,7 @@ class _Reader:
         if failures:
             reason = failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
         return StepResult(True, not failures, sorted(p for p in premises if p < i),
-                          None if value is None else _fmt(value), reason)
+                          None if value is None else _fmt(value), reason, missing=list(dict.fromkeys(missing)))
 
     def _def_text(self, person: str) -> str:
         d = self.defs[person]

@@ -3,8 +3,9 @@
 A family knows three things about its problems: how to generate them (with a
 gold step DAG), how to read one step of a chain in its canonical format, and
 how to inject labelled errors. Everything else — splitting a chain into
-lines, propagating *supported* through premises, finding the first error,
-building records — lives here, once.
+lines, propagating *supported* through premises (a step with a *missing*
+premise, one it uses that nothing before it states, is unsupported), finding
+the first error, building records — lives here, once.
 
 Chain text, for every family, is one step per line followed by an answer line
 that starts with ``ANSWER_CUE``::
@@ -54,6 +55,9 @@ class StepResult:
     value: str | None = None
     reason: str | None = None
     checked: bool = True
+    #: what the step uses that neither the question nor an earlier step states (e.g. a number): premises
+    #: the chain never established. The step is then unsupported, however valid its own claim.
+    missing: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -162,7 +166,7 @@ class TaskFamily(ABC):
         supported: list[bool] = []
         checks: list[StepCheck] = []
         for i, (line, r) in enumerate(zip(sc.steps, results, strict=True)):
-            sup = r.valid and all(0 <= p < i and supported[p] for p in r.premises)
+            sup = r.valid and not r.missing and all(0 <= p < i and supported[p] for p in r.premises)
             supported.append(sup)
             checks.append(_to_check(i, line, r, sup))
         n = len(sc.steps)
@@ -186,7 +190,8 @@ class TaskFamily(ABC):
         sc = split_chain(text)
         results = self.read_steps(problem, sc.steps)
         steps = [
-            Step(index=i, text=line, premises=[p for p in r.premises if 0 <= p < i], value=r.value)
+            Step(index=i, text=line, premises=[p for p in r.premises if 0 <= p < i], value=r.value,
+                 missing_premises=list(r.missing))
             for i, (line, r) in enumerate(zip(sc.steps, results, strict=True))
         ]
         return Chain(id=chain_id, problem_id=problem.id, author=author, text=text, steps=steps,
@@ -257,6 +262,7 @@ def _to_check(index: int, text: str, r: StepResult, supported: bool) -> StepChec
         supported=supported,
         checked=r.checked,
         premises=r.premises,
+        missing_premises=list(r.missing),
         value=r.value,
         reason=r.reason,
     )

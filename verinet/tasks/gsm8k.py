@@ -25,6 +25,13 @@ Checking (never raises, whatever the text):
 * ``value`` is the last result of the step; ``premises`` are the earlier steps
   whose results appear as operands (matched numerically); a step with nothing
   to check falls back to citing the step before it.
+* an operand that is neither a number of the question nor a result of an
+  earlier step (nor one the text of an earlier step states, nor one a word
+  implies: ``twice``, ``a week``, ``half``, ``%`` ..., see ``stated_numbers``)
+  is a *missing* premise (``missing_premises``): the step stays valid if its
+  arithmetic is right but is unsupported, never premise-free. A step whose
+  result was changed cuts the link to the later steps that still use the old
+  number; they then rest on a number nobody stated and are unsupported.
 * the ``#### N`` answer is valid iff it equals the value of the last step that
   has one (unchecked when no step has one). ``normalize_answer`` makes
   ``1,000``, ``$1000``, ``1000.0`` and ``1000`` the same answer.
@@ -79,6 +86,21 @@ _NO_GEN = "gsm8k problems are loaded from JSONL, not generated; use load_gsm8k(p
 
 
 # ---- numbers -------------------------------------------------------------------
+_ENUMERATION = re.compile(r"^\s*(?:step\s*)?\d+\s*[:.)]\s+", re.IGNORECASE)
+_NUMBER = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def flexible_number(text: str) -> str | None:
+    """The number a free-form answer states: the whole text when it is one, else the first number after
+    any leading enumeration ("1: 4 books" -> "4"), like lm-evaluation-harness's flexible extract for
+    GSM8K (which takes the last number of a whole response; a forced answer states it first)."""
+    whole = canon_number(text.strip().rstrip("."))
+    if whole is not None:
+        return whole
+    m = _NUMBER.search(_ENUMERATION.sub("", text, count=1))
+    return canon_number(m.group().rstrip(",")) if m else None
+
+
 def canon_number(text: str) -> str | None:
     """Canonical form of a plain decimal number ('$1,000.50' -> '1000.5'); None if not one."""
     t = re.sub(r"[\s,$]", "", text)
@@ -207,23 +229,102 @@ def _check_calc(c: _Calc) -> tuple[str | None, str | None]:
     return f"{c.label} is wrong: {_clean_expr(c.expr)[:60]} = {_fmt(got)[:40]}, not {value[:40]}", value
 
 
-def _read_line(line: str, j: int, seen: dict[Fraction, int]) -> tuple[StepResult, set[Fraction]]:
-    """Judge one step; also return every result it establishes (for later premises)."""
+# Numbers a text states without digits: number words, and the constants that words imply
+# ("twice" -> 2, "a week" -> 7 days, "half" -> 2 and 1/2, "%" -> 100), so that a step that uses them
+# does not read as using a number nobody stated.
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = dict(zip("twenty thirty forty fifty sixty seventy eighty ninety".split(), range(20, 100, 10), strict=True))
+_ORDINALS = dict(zip("half halve third quarter fourth fifth sixth seventh eighth ninth tenth".split(),
+                     (2, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10), strict=True))
+_IMPLIED: dict[str, tuple[int, ...]] = {
+    "twice": (2,), "double": (2,), "pair": (2,), "couple": (2,), "both": (2,), "triple": (3,), "thrice": (3,),
+    "quadruple": (4,), "dozen": (12,), "hundred": (100,), "thousand": (1000,), "million": (10**6,),
+    "percent": (100,), "%": (100,), "cent": (100,), "dollar": (100,), "century": (100,), "decade": (10,),
+    "week": (7,), "day": (24,), "daily": (24,), "hour": (60,), "minute": (60,), "second": (60,),
+    "month": (4, 30), "year": (12, 52, 365), "annual": (12, 52, 365), "foot": (12,), "feet": (12,),
+    "inch": (12,), "yard": (3, 36), "meter": (100,), "metre": (100,), "kilogram": (1000,), "kilometer": (1000,),
+    "kg": (1000,), "km": (1000,), "pound": (16,), "gallon": (4, 128), "quart": (2, 4),
+}
+_WORDS = re.compile(r"%|[a-z]+(?:-[a-z]+)?", re.I)
+_DIGITS = re.compile(rf"(?<![\w.]){_NUM}|(?<![\w.])\.[0-9]+")
+
+
+def _stems(w: str) -> set[str]:
+    """``w`` and its forms without a plural or adverb ending: weeks, inches, centuries, hourly, doubled."""
+    out = {w}
+    if w.endswith("s"):
+        out.add(w[:-1])
+    if w.endswith(("es", "ly")):
+        out.add(w[:-2])
+    if w.endswith("ies"):
+        out.add(w[:-3] + "y")
+    if w.endswith("ed"):
+        out.add(w[:-1])
+    return out
+
+
+def _word_numbers(text: str) -> set[Fraction]:
+    """The numbers ``text`` states in words or implies by a word (``_IMPLIED``); ``sixth`` gives 6 and 1/6."""
+    out: set[Fraction] = set()
+    for m in _WORDS.finditer(text):
+        parts = m[0].lower().split("-")
+        if len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS[1:10]:  # twenty-five
+            out.add(Fraction(_TENS[parts[0]] + _UNITS.index(parts[1])))
+        for w in parts:
+            for stem in _stems(w):
+                if stem in _UNITS:
+                    out.add(Fraction(_UNITS.index(stem)))
+                elif stem in _TENS:
+                    out.add(Fraction(_TENS[stem]))
+                elif stem in _ORDINALS:
+                    out.update((Fraction(_ORDINALS[stem]), Fraction(1, _ORDINALS[stem])))
+                out.update(Fraction(v) for v in _IMPLIED.get(stem, ()))
+    return out
+
+
+def stated_numbers(text: str) -> set[Fraction]:
+    """Every number ``text`` states: in digits (``50%`` also gives 1/2) or in words (:func:`_word_numbers`)."""
+    out = _word_numbers(text)
+    for m in _DIGITS.finditer(text):
+        c = canon_number(m[0]) if len(m[0]) <= _MAX_NUM_CHARS else None
+        if c is not None:
+            out.add(Fraction(c))
+            if text[m.end():m.end() + 2].lstrip().startswith("%"):
+                out.add(Fraction(c) / 100)
+    return out
+
+
+def _read_line(line: str, j: int, seen: dict[Fraction, int],
+               stated: set[Fraction] | None) -> tuple[StepResult, set[Fraction]]:
+    """Judge one step; also return every result it establishes (for later premises).
+
+    ``stated``: the numbers the question and the earlier steps' text state (None: the question is not
+    known, and no number is missing); an operand that is in neither it nor ``seen`` (earlier results)
+    nor this step's earlier results is a missing premise.
+    """
     anns = [_ann_calc(m) for m in _ANN.finditer(line)]
     unclosed = "<<" in _ANN.sub(" ", line)
     calcs = anns if anns or unclosed else _inline(line)
     failures: list[str] = []
     premises: list[int] = []
+    missing: list[str] = []
     results: set[Fraction] = set()
     value = None
+    implied = set() if stated is None else _word_numbers(_ANN.sub(" ", line))  # "60 minutes in an hour"
     for c in calcs:
         reason, value = _check_calc(c)
         if reason:
             failures.append(reason)
         for s in _OPERAND.findall(_clean_expr(c.expr)):
             x = Fraction(s) if len(s) <= _MAX_NUM_CHARS else None
-            if x is not None and x not in results and x in seen and seen[x] not in premises:
-                premises.append(seen[x])
+            if x is None or x in results:
+                continue
+            if x in seen:
+                if seen[x] not in premises:
+                    premises.append(seen[x])
+            elif stated is not None and x not in stated and x not in implied and _fmt(x) not in missing:
+                missing.append(_fmt(x))
         if value is not None:
             results.add(Fraction(value))
     if unclosed:
@@ -232,22 +333,28 @@ def _read_line(line: str, j: int, seen: dict[Fraction, int]) -> tuple[StepResult
         premises = [j - 1] if j > 0 else []
         if not failures:
             return StepResult(True, True, premises, None, "no arithmetic to check", checked=False), results
+    why = failures + [f"unsupported premise: {x} is neither a number of the question nor a result of an "
+                      "earlier step" for x in missing]
     reason = None
-    if failures:
-        reason = failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
-    return StepResult(True, not failures, sorted(premises), value, reason), results
+    if why:
+        reason = why[0] + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
+    return StepResult(True, not failures, sorted(premises), value, reason, missing=missing), results
 
 
-def _read_lines(lines: list[str]) -> list[StepResult]:
+def _read_lines(lines: list[str], question: str | None = None) -> list[StepResult]:
+    """Judge each line; with the ``question``, numbers that nothing before a step states are missing premises."""
     seen: dict[Fraction, int] = {}
+    stated = None if question is None else stated_numbers(question)
     out = []
     for j, line in enumerate(lines):
         try:
-            r, results = _read_line(line, j, seen)
+            r, results = _read_line(line, j, seen, stated)
         except Exception as e:  # defensive: the checker must never raise on chain text
             r, results = StepResult(True, False, [j - 1] if j else [],
                                     reason=f"internal checker error: {type(e).__name__}"), set()
         seen.update(dict.fromkeys(results, j))
+        if stated is not None:
+            stated |= stated_numbers(line)
         out.append(r)
     return out
 
@@ -308,10 +415,10 @@ class Gsm8kFamily(TaskFamily):
         raise TaskError(_NO_GEN)
 
     def normalize_answer(self, answer: str | None) -> str | None:
-        return None if answer is None else canon_number(answer) or answer.strip()
+        return None if answer is None else flexible_number(answer) or answer.strip()
 
     def read_steps(self, problem: Problem, lines: list[str]) -> list[StepResult]:
-        return _read_lines(lines)
+        return _read_lines(lines, problem.question)
 
     def read_answer(self, problem: Problem, lines: list[str], steps: list[StepResult],
                     answer: str | None) -> StepResult:
@@ -461,12 +568,12 @@ def _problem(text: str, path: Path, n: int, ids: set[str]) -> Problem:
         raise bad(f"'id' must be a non-empty string, got {pid!r}")
     if pid in ids:
         raise bad(f"duplicate id {pid!r}")
-    results = _read_lines(sc.steps)
+    results = _read_lines(sc.steps, obj["question"])
     ans = _read_answer(results, final)
     gold_error = next((i for i, r in enumerate(results) if not r.valid), -1 if ans.valid else len(results))
     return Problem(
         id=pid, family="gsm8k", question=obj["question"].strip(), answer=final,
-        gold_steps=[Step(index=i, text=line, premises=r.premises, value=r.value)
+        gold_steps=[Step(index=i, text=line, premises=r.premises, value=r.value, missing_premises=r.missing)
                     for i, (line, r) in enumerate(zip(sc.steps, results, strict=True))],
         seed=None, params={"path": str(path), "line": n},
         meta={"gold_first_error": gold_error},

@@ -14,7 +14,8 @@ A step is valid when
 
 * every rule it cites is a rule of the problem;
 * every premise it restates is established: the question's fact, or a positive conclusion of an
-  earlier step (a premise that is neither is an *unsupported premise*);
+  earlier step (a premise that is neither is an *unsupported premise*, also recorded in
+  ``missing_premises``: the step is never read as premise-free);
 * its conclusion follows from one rule (a cited one, when the step cites any) applied to an
   established fact — or restates an established fact.
 
@@ -75,7 +76,12 @@ class LogicNLFamily(LogicFamily):
         if answer is None:
             return None
         a = answer.strip().rstrip(".").strip().lower()
-        return {"yes": "True", "no": "False", "true": "True", "false": "False"}.get(a, answer.strip())
+        truth = {"yes": "True", "no": "False", "true": "True", "false": "False"}
+        if a in truth:
+            return truth[a]
+        # a free-form answer ("1: True.", "The answer is no"): its first truth word, as a flexible extract
+        m = re.search(r"\b(true|false|yes|no)\b", a)
+        return truth[m.group(1)] if m else answer.strip()
 
     def read_steps(self, problem: Problem, lines: list[str]) -> list[StepResult]:
         meta = problem.meta
@@ -100,6 +106,7 @@ class LogicNLFamily(LogicFamily):
             (b, neg), restated = claims[-1], claims[:-1]
             value = conclusion(entity, b, neg)
             reason = None
+            missing: list[str] = []  # premises nothing before the step establishes
             premises: set[int] = set()
             bad_rule = next((r for r in cited if r not in rules), None)
             if bad_rule:
@@ -112,6 +119,7 @@ class LogicNLFamily(LogicFamily):
                 if w not in established:
                     reason = (f"unsupported premise: '{conclusion(entity, w, False)}' is not established by the "
                               "question or an earlier step")
+                    missing.append(conclusion(entity, w, False))
                 elif established[w] is not None:
                     premises.add(established[w])  # type: ignore[arg-type]
             if reason is None:
@@ -130,12 +138,14 @@ class LogicNLFamily(LogicFamily):
                         a = applies[0][0]
                         reason = (f"unsupported premise: '{conclusion(entity, a, False)}' is not established by "
                                   "the question or an earlier step")
+                        missing.append(conclusion(entity, a, False))
                     elif cited:
                         r = cited[-1]
                         reason = f"the rule 'Every {r[0]} is {_isa(r[1], r[2])}' does not give '{value}'"
                     else:
                         reason = f"no rule of the problem gives '{value}'"
-            out.append(StepResult(True, reason is None, sorted(p for p in premises if p < i), value, reason))
+            out.append(StepResult(True, reason is None, sorted(p for p in premises if p < i), value, reason,
+                                  missing=missing))
             if not neg:
                 established[b] = i
         return out
