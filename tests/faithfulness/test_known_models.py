@@ -11,7 +11,7 @@ import pytest
 from verinet.backends.base import Completion
 from verinet.backends.formats import ZooFormat
 from verinet.faithfulness import TESTS, evaluate_model, evaluate_models, figures
-from verinet.graph.orchestrate import LocalMembers
+from verinet.orchestration import LocalMembers
 from verinet.tasks import get_family
 
 from tests.faithfulness.known import KnownBackend
@@ -131,3 +131,13 @@ def test_free_text_edits_are_written_by_the_model(monkeypatch):
     r = evaluate_model(caller, "last", ZooFormat(), problems, tests=["adding_mistakes"], n_boot=200)
     assert all(not row["applied"] and row["how"] == "none" for rec in r.records for row in rec["adding_mistakes"])
     assert r.summary["adding_mistakes_aoc"]["n"] == 0
+
+
+def test_max_steps_keeps_the_first_steps_and_the_count_written():
+    from verinet.faithfulness.runner import run_models
+
+    caller = LocalMembers({"last": KnownBackend(PROBLEMS[:4], "last")})
+    recs = run_models(caller, {"last": ZooFormat()}, {"last": PROBLEMS[:4]}, tests=["early_answering"],
+                      max_steps=2)["last"]
+    assert all(r["n_steps"] == 2 and r["n_steps_written"] == 3 and len(r["chain"]["steps"]) == 2 for r in recs)
+    assert all(len(r["early_answering"]["answers"]) == 3 for r in recs)

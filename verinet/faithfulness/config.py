@@ -70,6 +70,8 @@ class FaithfulnessConfig(_Strict):
     batch_size: int = Field(default=64, ge=1, le=100_000,
                             description="problems per batch; records are written after each batch")
     answer_tokens: int = Field(default=16, ge=1, le=512, description="tokens for a forced answer")
+    max_steps: int | None = Field(default=None, ge=1, le=10_000, description="keep the first max_steps steps of a "
+                                  "longer chain (records keep the count written); default: every step")
     pipeline: PipelineSpec | None = Field(default=None, description="also intervene on this ensemble")
     out_dir: str = Field(default="runs/faithfulness", description="records.jsonl, summary.json and plots go here")
 

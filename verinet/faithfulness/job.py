@@ -8,7 +8,7 @@ Output directory:
 * ``summary.json``  figures with 95% CIs per model (and for the pipeline), curves, sizes;
 * ``curves.png``, ``bars.png``  Lanham-style plots.
 
-Models run in this process (:class:`~verinet.graph.orchestrate.LocalMembers`); every
+Models run in this process (:class:`~verinet.orchestration.LocalMembers`); every
 round of a batch is one batched ``generate`` per model.
 """
 
@@ -30,7 +30,7 @@ from verinet.faithfulness.plots import plot_bars, plot_curves
 from verinet.faithfulness.runner import run_models
 from verinet.results import ResultsLog
 from verinet.faithfulness.summary import summarize, summarize_pipeline
-from verinet.graph.orchestrate import LocalMembers
+from verinet.orchestration import LocalMembers
 from verinet.schema import FORMAT_VERSION
 
 Progress = Callable[[int, int], None]
@@ -81,7 +81,8 @@ def run_job(config: FaithfulnessConfig, out_dir: str | Path | None = None, *,
                 work = {m: ps for m, ps in work.items() if ps}
                 if work:
                     recs = run_models(caller, {m: formats[m] for m in work}, work, tests=config.tests,
-                                      seed=config.seed, answer_tokens=config.answer_tokens, usage=usage)
+                                      seed=config.seed, answer_tokens=config.answer_tokens, usage=usage,
+                                      max_steps=config.max_steps)
                     for m in work:
                         for r in recs[m]:
                             store.append(r)

@@ -78,6 +78,7 @@ class _Work:
     fam: TaskFamily
     steps: list[str] = field(default_factory=list)
     stated: str | None = None
+    n_written: int = 0  # steps the member wrote (``steps`` keeps at most ``max_steps`` of them)
     text: str = ""
     reference: str = ""
     early: dict[int, str] = field(default_factory=dict)
@@ -98,8 +99,12 @@ class _Work:
 
 def run_models(caller: Any, formats: Mapping[str, PromptFormat], work: Mapping[str, Sequence[Problem]], *,
                tests: Sequence[str] = TESTS, seed: int = 0, answer_tokens: int = 16,
-               usage: dict[str, Usage] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Records (one per problem, in order) for every member of ``work`` ({member: problems})."""
+               usage: dict[str, Usage] | None = None, max_steps: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Records (one per problem, in order) for every member of ``work`` ({member: problems}).
+
+    ``max_steps`` keeps the first ``max_steps`` steps of a longer chain (a real model may repeat a line
+    for its whole budget; every intervention costs model calls per step); records keep the count written.
+    """
     tests = check_tests(tests)
     unknown = sorted(set(work) - set(caller.members))
     if unknown:
@@ -113,7 +118,7 @@ def run_models(caller: Any, formats: Mapping[str, PromptFormat], work: Mapping[s
     rnd = Round(usage)
     for w in items:
         rnd.add(w.member, w.fmt.solve_prompt(w.question), solve_tokens(w.problem, w.fmt),
-                lambda t, w=w: _solved(w, t))
+                lambda t, w=w: _solved(w, t, max_steps))
     rnd.run(caller, seed=seed)
 
     # 2. edits: the family's where it can, else the member rewrites the step (free text)
@@ -184,8 +189,11 @@ def run_models(caller: Any, formats: Mapping[str, PromptFormat], work: Mapping[s
     return out
 
 
-def _solved(w: _Work, text: str) -> None:
+def _solved(w: _Work, text: str, max_steps: int | None = None) -> None:
     w.steps, w.stated = w.fmt.parse(text)
+    w.n_written = len(w.steps)
+    if max_steps is not None:
+        w.steps = w.steps[:max_steps]
     w.text = w.fmt.chain_text(w.steps, w.stated)
 
 
@@ -207,7 +215,7 @@ def _record(w: _Work, tests: tuple[str, ...]) -> dict[str, Any]:
     implied = fam.implied_answer(p, w.steps)
     rec: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "kind": "model", "id": f"{w.member}/{p.id}", "member": w.member,
-        "problem_id": p.id, "family": p.family, "gold": p.answer, "n_steps": n,
+        "problem_id": p.id, "family": p.family, "gold": p.answer, "n_steps": n, "n_steps_written": w.n_written,
         "chain": {"steps": w.steps, "answer": w.stated, "first_error": check.first_error,
                   "correct": check.answer_correct},
         "with_chain": {"answer": w.reference, "correct": ref == gold},
