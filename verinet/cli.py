@@ -118,9 +118,9 @@ def load_problems(family: str, n: int, *, seed: int, knobs: list[str], data: Pat
     if data is None:
         if family == "gsm8k":
             raise TaskError(_GSM8K_NEEDS_DATA)
-        problems = fam.sample(n, seed=seed, params=parse_knobs(knobs))
-        dev = fam.sample(dev_n, seed=seed + 10_000, params=parse_knobs(knobs)) if dev_n else []
-        return problems, dev
+        from verinet.experiments.compare import generated_split
+
+        return generated_split(fam, n, dev_n, seed=seed, params=parse_knobs(knobs))
     if family != "gsm8k":
         raise TaskError(f"--data is for family gsm8k; {family} problems are generated")
     if knobs:
@@ -325,8 +325,8 @@ def verify(
 ) -> None:
     """Members solve, peers cross-verify, the graph decides; prints a per-arm table."""
     from verinet.backends import BackendError, EnsembleConfig, EnsembleConfigError, MemberSpec, load_ensemble_config
-    from verinet.graph.arms import score_arm
-    from verinet.experiments.members import open_members
+    from verinet.experiments.arms import score_arm
+    from verinet.orchestration import open_members
     from verinet.tasks import TaskError
 
     try:
@@ -373,8 +373,8 @@ def _f(x: float) -> str:
 
 def _write_graphs(cfg, problems, where: Path, topology, aggregation, selection, threshold, seed) -> None:
     from verinet.graph.export import draw_problem, from_node_link, write_graphml
-    from verinet.experiments.members import open_members
-    from verinet.graph.orchestrate import run_verification
+    from verinet.orchestration import open_members
+    from verinet.orchestration import run_verification
 
     where.mkdir(parents=True, exist_ok=True)
     with open_members(cfg, local=True) as (caller, fmts):

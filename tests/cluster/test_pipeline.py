@@ -4,7 +4,7 @@ import pytest
 
 from verinet.backends import EnsembleConfig, make_backend
 from verinet.backends.formats import ZooFormat
-from verinet.graph.orchestrate import LocalMembers, run_verification
+from verinet.orchestration import LocalMembers, run_verification
 from verinet.tasks import get_family
 
 from .conftest import local_ray, zoo_member

@@ -6,7 +6,7 @@ import torch
 from verinet.backends import MemberSpec, make_backend
 from verinet.backends.formats import ZooFormat
 from verinet.faithfulness import evaluate_pipeline, figures
-from verinet.graph.orchestrate import LocalMembers
+from verinet.orchestration import LocalMembers
 from verinet.tasks import get_family
 
 from tests.faithfulness.known import KnownBackend

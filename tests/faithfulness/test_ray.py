@@ -5,7 +5,7 @@ import pytest
 from verinet.backends import EnsembleConfig, make_backend
 from verinet.backends.formats import ZooFormat
 from verinet.faithfulness import evaluate_models, evaluate_pipeline
-from verinet.graph.orchestrate import LocalMembers
+from verinet.orchestration import LocalMembers
 from verinet.tasks import get_family
 
 MEMBERS = ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]

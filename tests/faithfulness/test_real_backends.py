@@ -6,7 +6,7 @@ import torch
 from verinet.backends import MemberSpec, make_backend
 from verinet.backends.formats import ChatFormat, ZooFormat, chat_template_renderer
 from verinet.faithfulness import evaluate_model
-from verinet.graph.orchestrate import LocalMembers
+from verinet.orchestration import LocalMembers
 from verinet.tasks import get_family
 
 TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from verinet.graph.topology import assign_verifiers
+from verinet.graph.topology import assign_verifiers, max_k
 
 MEMBERS = ["a", "b", "c", "d"]
 
@@ -49,8 +49,28 @@ def test_one_member_ensemble_rejected(topology):
 
 @pytest.mark.parametrize("k", [0, 4, 10, -1])
 def test_bad_k(k):
-    with pytest.raises(ValueError, match="1 <= k <= len"):
+    with pytest.raises(ValueError, match="1 <= k <= the eligible verifiers"):
         assign_verifiers(MEMBERS, MEMBERS, "k_random", k=k)
+
+
+def test_k_counts_the_eligible_verifiers():
+    """An author that is not a member (a client) may be checked by every member."""
+    assert max_k(["client"], MEMBERS) == len(MEMBERS)
+    assert max_k(MEMBERS, MEMBERS) == len(MEMBERS) - 1
+    assert assign_verifiers(["client"], MEMBERS, "k_random", k=len(MEMBERS)) == {"client": MEMBERS}
+    with pytest.raises(ValueError, match="at most 4"):
+        assign_verifiers(["client"], MEMBERS, "k_random", k=5)
+
+
+@pytest.mark.parametrize("topology", ["ring", "k_random"])
+def test_one_outside_author_is_spread_over_members_by_seed(topology):
+    """ring and k=1 pick different members for different seeds (each member about equally often),
+    and the same member for the same seed."""
+    picks = [assign_verifiers(["client"], MEMBERS, topology, k=1, seed=s)["client"][0] for s in range(400)]
+    counts = {m: picks.count(m) for m in MEMBERS}
+    assert all(60 <= c <= 140 for c in counts.values()), counts  # 100 expected each
+    assert picks[:20] == [assign_verifiers(["client"], MEMBERS, topology, k=1, seed=s)["client"][0]
+                          for s in range(20)]
 
 
 def test_bad_inputs():

@@ -7,8 +7,8 @@ import torch
 
 from verinet.backends import MemberSpec, make_backend
 from verinet.backends.formats import ZooFormat
-from verinet.graph.orchestrate import LocalMembers, run_verification
-from verinet.graph.propagate import earliest_error_f1
+from verinet.orchestration import LocalMembers, run_verification
+from verinet.processbench import earliest_error_f1
 from verinet.tasks import get_family
 from verinet.zoo.registry import list_checkpoints
 
@@ -73,7 +73,7 @@ def test_bad_batches_are_rejected(members):
 
 
 def test_threshold_is_calibrated_on_a_labelled_dev_split(members):
-    from verinet.graph.arms import calibrate_threshold, labelled_set, verify_labelled
+    from verinet.experiments.arms import calibrate_threshold, labelled_run, labelled_set
 
     fam = get_family("arith")
     dev = fam.sample(6, seed=77, params={"steps": 2})
@@ -84,8 +84,8 @@ def test_threshold_is_calibrated_on_a_labelled_dev_split(members):
     assert all(cs[0].first_error == -1 and all(c.first_error >= 0 for c in cs[1:]) for cs in sets)
 
     def f1_at(threshold):
-        by_problem, batch, _ = verify_labelled(members, fmts, dev, aggregation="mean", threshold=threshold,
-                                               selection="weighted", seed=1)
+        by_problem, batch, _, _ = labelled_run(members, fmts, dev, kinds=None, aggregation="mean",
+                                               threshold=threshold, selection="weighted", seed=1)
         preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(batch.reports, by_problem) for c in cs]
         return earliest_error_f1(preds, [c.first_error for _, cs, _ in by_problem for c in cs])["f1"]
 

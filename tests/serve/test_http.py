@@ -133,8 +133,16 @@ def test_topologies_and_options(srv):
     kr = post(srv, req | {"topology": "k_random", "k": 2}).json()
     assert len(kr["verifiers"]) == 2
     err(post(srv, req | {"topology": "self"}), 422, "validation_error")
-    err(post(srv, req | {"topology": "k_random", "k": 3}), 422, "bad_k")  # 3 members: at most 2 others
-    err(post(srv, req | {"topology": "ring", "k": 3}), 422, "bad_k")  # the schema bounds k for every topology
+    every = post(srv, req | {"topology": "k_random", "k": 3}).json()  # the client is not a member: all 3 may
+    assert len(every["verifiers"]) == 3
+    err(post(srv, req | {"topology": "k_random", "k": 4}), 422, "bad_k")  # 3 members
+    err(post(srv, req | {"topology": "ring", "k": 4}), 422, "bad_k")  # the schema bounds k for every topology
+    # ring and k_random draw per chain: a fresh seed each time (returned), the same draw for the same seed
+    rings = [post(srv, req | {"topology": "ring"}).json() for _ in range(8)]
+    assert len({r["seed"] for r in rings}) == 8 and len({r["verifiers"][0] for r in rings}) >= 2
+    again = post(srv, req | {"topology": "k_random", "k": 2, "seed": kr["seed"]}).json()
+    assert again["seed"] == kr["seed"] and again["verifiers"] == kr["verifiers"]
+    assert post(srv, req | {"topology": "ring", "seed": rings[0]["seed"]}).json()["verifiers"] == rings[0]["verifiers"]
     strict = post(srv, req | {"threshold": 1.0}).json()
     assert strict["earliest_error"] == 0 and all(s["verdict"] == "invalid" for s in strict["steps"])
     for agg in ("vote", "logodds", "dawid_skene", "one_coin"):
@@ -223,7 +231,7 @@ def test_openapi_states_the_request_rules(srv):
     for text in ("a", "\ufeff", " \x1e\x85\u3000 ", "\t"):  # not blank: what str.strip() leaves something of
         assert bool(re.search(q["pattern"], text)) == bool(text.strip()), repr(text)
     k = next(b for b in req["properties"]["k"]["anyOf"] if b.get("type") == "integer")
-    assert k == {"type": "integer", "minimum": 1, "maximum": 2}  # 3 members: at most 2 others
+    assert k == {"type": "integer", "minimum": 1, "maximum": 3}  # 3 members, and the client is not one
     assert spec["components"]["schemas"]["BatchRequest"]["properties"]["items"]["maxItems"] == 4
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from verinet.cluster.placement import MemberPlacement, PlacementPlan, plan
 
 _LAZY = {
-    "Ensemble": "verinet.cluster.ensemble", "EnsembleResult": "verinet.cluster.ensemble",
-    "EnsembleError": "verinet.cluster.ensemble", "QuorumError": "verinet.cluster.ensemble",
-    "MemberCall": "verinet.cluster.ensemble", "ModelActor": "verinet.cluster.actor",
+    "Ensemble": "verinet.cluster.ensemble", "CallResult": "verinet.orchestration.protocol",
+    "EnsembleError": "verinet.cluster.ensemble", "QuorumError": "verinet.orchestration.protocol",
+    "MemberCall": "verinet.orchestration.protocol", "ModelActor": "verinet.cluster.actor",
     "PlacementProbe": "verinet.cluster.actor", "actor_options": "verinet.cluster.actor",
 }
 
@@ -32,6 +32,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Ensemble", "EnsembleError", "EnsembleResult", "MemberCall", "MemberPlacement", "ModelActor",
+    "CallResult", "Ensemble", "EnsembleError", "MemberCall", "MemberPlacement", "ModelActor",
     "PlacementPlan", "PlacementProbe", "QuorumError", "actor_options", "plan",
 ]

@@ -11,7 +11,7 @@ Fault tolerance: a member call that fails on the Ray side (actor crashed, killed
 restarting; no answer within ``call_timeout_s``) is retried up to ``config.retries`` times,
 each retry after the restarted actor answers a health check (bounded by
 ``restart_timeout_s``). A member that still fails is left out and named in
-``EnsembleResult.missing`` with the reason in ``errors``; if fewer than ``quorum`` members
+``CallResult.missing`` with the reason in ``errors``; if fewer than ``quorum`` members
 answered, the call raises :class:`QuorumError`. An error raised by the backend itself (a bad
 argument, say) is not retried: it would fail again.
 """
@@ -24,9 +24,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayError, RayTaskError
@@ -43,6 +43,7 @@ from verinet.cluster.actor import (
     create_group,
 )
 from verinet.cluster.placement import EPS, PlacementPlan, plan
+from verinet.orchestration.protocol import CallResult, MemberCall, as_call, check_quorum
 
 METHODS = frozenset({"generate", "score", "score_tagged", "token_logprobs", "info", "health", "pid"})
 PROBE_METHODS = frozenset({"info", "health", "pid", "group_workers"})
@@ -52,56 +53,6 @@ DEAD_GRACE_S = 2.0  # an ActorDiedError for this long means the actor will not c
 
 class EnsembleError(RuntimeError):
     """An ensemble that cannot start or answer; the message says which member and why."""
-
-
-class QuorumError(EnsembleError):
-    """Fewer members answered than the quorum; ``result`` holds what did arrive."""
-
-    def __init__(self, message: str, result: EnsembleResult) -> None:
-        super().__init__(message)
-        self.result = result
-        self.errors = result.errors
-
-
-class MemberCall(NamedTuple):
-    """One member's share of a :meth:`Ensemble.call_each`: a protocol method and its arguments."""
-
-    method: str
-    args: tuple = ()
-    kwargs: Mapping[str, Any] | None = None
-
-
-@dataclass
-class EnsembleResult:
-    """What each member answered; members that failed are in ``missing`` with ``errors``."""
-
-    results: dict[str, Any]  # member -> the backend's result (GenerateResult, ScoreResult, ...)
-    missing: list[str]
-    errors: dict[str, str]  # member -> why it failed (every attempt)
-    wall_s: dict[str, float]  # member -> seconds from submission to answer or give-up, retries included
-    usage: dict[str, Usage]  # member -> tokens processed (answered members)
-    attempts: dict[str, int]
-    methods: dict[str, str]
-    quorum: int
-    wall_total_s: float = 0.0
-    members: list[str] = field(default_factory=list)  # every member called, in config order
-
-    @property
-    def answered(self) -> list[str]:
-        return [m for m in self.members if m in self.results]
-
-    @property
-    def total_usage(self) -> Usage:
-        total = Usage()
-        for u in self.usage.values():
-            total = total + u
-        return total
-
-    def __getitem__(self, member: str) -> Any:
-        return self.results[member]
-
-    def __contains__(self, member: object) -> bool:
-        return member in self.results
 
 
 @dataclass
@@ -264,7 +215,7 @@ class Ensemble:
 
     # ---- calls --------------------------------------------------------------------
     def call(self, method: str, *args: Any, members: list[str] | None = None, quorum: int | None = None,
-             retries: int | None = None, timeout_s: float | None = None, **kwargs: Any) -> EnsembleResult:
+             retries: int | None = None, timeout_s: float | None = None, **kwargs: Any) -> CallResult:
         """The same protocol call on every member (or ``members``), concurrently.
 
         ``args``/``kwargs`` go to the member's method (``generate``, ``score``, ``score_tagged``,
@@ -276,7 +227,7 @@ class Ensemble:
                               quorum=quorum, retries=retries, timeout_s=timeout_s)
 
     def call_each(self, calls: Mapping[str, MemberCall | tuple], *, quorum: int | None = None,
-                  retries: int | None = None, timeout_s: float | None = None) -> EnsembleResult:
+                  retries: int | None = None, timeout_s: float | None = None) -> CallResult:
         """A different call per member: ``{member: (method, args[, kwargs])}``, run concurrently.
 
         ``quorum`` defaults to ``config.quorum``, capped at the number of members called;
@@ -288,7 +239,7 @@ class Ensemble:
         for name in self.members:  # config order
             if name in calls:
                 c = calls[name]
-                c = c if isinstance(c, MemberCall) else MemberCall(*c)
+                c = as_call(c)
                 if c.method not in allowed:
                     raise ValueError(f"unknown method {c.method!r}; choose one of {sorted(allowed)}")
                 norm[name] = c
@@ -305,7 +256,7 @@ class Ensemble:
         t0 = time.monotonic()
         futures = {n: self._pool.submit(self._run_member, n, c, n_retries, timeout) for n, c in norm.items()}
         outcomes = {n: f.result() for n, f in futures.items()}
-        result = EnsembleResult(
+        result = CallResult(
             results={n: o.value for n, o in outcomes.items() if o.error is None},
             missing=[n for n, o in outcomes.items() if o.error is not None],
             errors={n: o.error for n, o in outcomes.items() if o.error is not None},
@@ -315,20 +266,17 @@ class Ensemble:
             attempts={n: o.attempts for n, o in outcomes.items()},
             methods={n: c.method for n, c in norm.items()},
             quorum=q, wall_total_s=time.monotonic() - t0, members=list(norm))
-        if len(result.results) < q:
-            why = "; ".join(f"{n}: {e}" for n, e in result.errors.items())
-            raise QuorumError(f"ensemble {self.name}: {len(result.results)} of {len(norm)} members answered, "
-                              f"quorum is {q}; failed: {why}", result)
+        check_quorum(list(result.results), list(norm), q, result.errors, who=f"ensemble {self.name}", result=result)
         return result
 
-    def generate(self, prompts: list[str], **kwargs: Any) -> EnsembleResult:
+    def generate(self, prompts: list[str], **kwargs: Any) -> CallResult:
         return self.call("generate", prompts, **kwargs)
 
-    def score(self, prompts: list[str], candidates: list[str], **kwargs: Any) -> EnsembleResult:
+    def score(self, prompts: list[str], candidates: list[str], **kwargs: Any) -> CallResult:
         return self.call("score", prompts, candidates, **kwargs)
 
     def score_tagged(self, texts: list[str], tag: str, valid: str, invalid: str,
-                     **kwargs: Any) -> EnsembleResult:
+                     **kwargs: Any) -> CallResult:
         return self.call("score_tagged", texts, tag, valid, invalid, **kwargs)
 
     # ---- one member's call, with retries ------------------------------------------

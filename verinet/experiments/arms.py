@@ -1,28 +1,75 @@
-"""One chunk of problems through every arm, as per-problem records (JSON-able dicts).
+"""The verification arms, scored against the exact checker; one module for ``verinet verify``
+(:func:`score_arm`) and ``verinet compare`` (:func:`run_chunk`, one chunk of problems through
+every arm, as per-problem records).
 
 The ensemble arm: its members solve, peers cross-verify, the graph aggregates, propagates and
 selects an answer. The baseline arm: the single model solves and (optionally) verifies its
 own steps. Both arms also verify the shared labelled set (gold chains + the config's injected
 error kinds). Three more arms reuse the ensemble's chains: self-consistency, reliability-weighted
 (Dawid-Skene) voting, and best-of-K with the large model as verifier.
-Ray-free: the callers are in-process backends or a Ray ensemble (verinet.experiments.callers).
+Ray-free: the callers are in-process backends or a Ray ensemble (verinet.orchestration).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from verinet.backends.formats import PromptFormat
 from verinet.experiments.config import CompareConfig
 from verinet.experiments.cost import usage_cost
-from verinet.graph.arms import INJECTED, labelled_set
-from verinet.graph.orchestrate import Caller, VerifyRun, cross_verify, run_verification, solve
-from verinet.graph.pipeline import verify_batch
+from verinet.graph.aggregate import ReliabilityTable, dawid_skene
+from verinet.graph.build import collect_ratings
+from verinet.graph.pipeline import gold_labels, verify_batch
 from verinet.graph.select import select_answer
+from verinet.orchestration.protocol import Caller
+from verinet.orchestration.verify import VerifyRun, cross_verify, run_verification, solve
+from verinet.processbench import choose_threshold, earliest_error_f1
 from verinet.schema import Chain, Problem, VerificationReport
-from verinet.tasks import get_family
+from verinet.tasks import InjectionUnsupported, get_family
+
+INJECTED = "injected"  # pseudo-author of the shared labelled chains
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    members: list[str]
+    accuracy: float  # final answers (the ensemble's selected answer, or the model's own)
+    natural: dict[str, float]  # earliest-error F1 on the arm's own chains, labels from the checker
+    injected: dict[str, float]  # earliest-error F1 on the shared gold + injected chains
+    step_validity: float  # share of the arm's own steps that the checker finds valid
+    tokens: int
+    threshold: float  # earliest-error threshold on P(valid) used
+
+    def row(self) -> dict[str, Any]:
+        return {"arm": self.arm, "members": self.members, "accuracy": self.accuracy,
+                "ee_f1_natural": self.natural["f1"], "ee_f1_injected": self.injected["f1"],
+                "step_validity": self.step_validity, "tokens": self.tokens, "threshold": self.threshold}
+
+
+def labelled_set(problems: Sequence[Problem], seed: int = 0, kinds: Sequence[str] | None = None
+                 ) -> list[list[Chain]]:
+    """Per problem: the gold chain and one injected chain per error kind the family supports
+    (only the ``kinds`` listed, when given)."""
+    out = []
+    for p in problems:
+        fam = get_family(p.family)
+        chains = [fam.gold_chain(p).model_copy(update={"id": f"{p.id}/{INJECTED}-gold", "author": INJECTED})]
+        for kind in fam.error_kinds:
+            if kinds is not None and kind not in kinds:
+                continue
+            try:
+                c = fam.inject(p, kind, seed=seed)
+            except InjectionUnsupported:
+                continue
+            chains.append(c.model_copy(update={"author": INJECTED}))
+        out.append(chains)
+    return out
+
+
 
 
 def _chain_row(problem: Problem, chain: Chain, predicted: int | None) -> dict[str, Any]:
@@ -56,8 +103,9 @@ def _correct(problem: Problem, answer: str | None) -> bool:
 
 
 def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
-                 kinds: Sequence[str], aggregation: str, threshold: float, selection: str, seed: int):
-    """Every member of ``caller`` verifies the shared labelled chains (gold + the config's ``inject`` kinds).
+                 kinds: Sequence[str] | None, aggregation: str, threshold: float, selection: str, seed: int):
+    """Every member of ``caller`` verifies the shared labelled chains (gold + the ``kinds`` of injected
+    errors; every kind the family supports when ``kinds`` is None).
 
     Returns (per-problem (id, chains, verdicts), batch result, usage member -> {"labelled": Usage},
     seconds member -> {"labelled": s})."""
@@ -72,8 +120,84 @@ def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: 
     batch = verify_batch(by_problem, aggregation=aggregation, threshold=threshold, selection=selection,
                          family=get_family(problems[0].family), include_graph=False)
     usage = {m: {"labelled": u} for m, u in res.usage.items()}
-    seconds = {m: {"labelled": s} for m, s in getattr(res, "wall_s", {}).items()}
+    seconds = {m: {"labelled": s} for m, s in res.wall_s.items()}
     return by_problem, batch, usage, seconds
+
+
+@dataclass
+class Calibration:
+    """What a labelled dev split teaches an arm: its earliest-error threshold, and its members'
+    reliabilities (Dawid-Skene with every labelled item clamped to the exact checker's label)."""
+
+    threshold: float
+    reliabilities: ReliabilityTable
+
+
+def calibrate(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
+              aggregation: str = "mean", seed: int = 0, kinds: Sequence[str] | None = None) -> Calibration:
+    """Fit reliabilities and the F1-best earliest-error threshold (ProcessBench's recipe) on a labelled dev
+    split. With ``dawid_skene``/``one_coin`` aggregation the threshold is chosen on the posteriors of the
+    fitted table, as the arm will then use it."""
+    if not dev:
+        raise ValueError("calibration needs labelled dev problems")
+    by_problem, batch, _, _ = labelled_run(caller, formats, dev, kinds=kinds, aggregation="mean",
+                                           threshold=0.5, selection="weighted", seed=seed)
+    gold: dict = {}
+    ratings: dict = {}
+    for p, (_, cs, vs) in zip(dev, by_problem):
+        gold.update(gold_labels(p, cs, p.family))
+        ratings.update(collect_ratings(cs, vs).means())
+    table = dawid_skene({k: ratings.get(k, {}) for k in gold}, gold=gold,
+                        one_coin=aggregation == "one_coin").table
+    if aggregation != "mean":
+        batch = verify_batch(by_problem, aggregation=aggregation, threshold=0.5, selection="weighted",
+                             family=get_family(dev[0].family), include_graph=False, reliabilities=table)
+    items = []
+    for rep, (_, cs, _) in zip(batch.reports, by_problem):
+        post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}
+        for c in cs:
+            n = len(c.steps) + (c.answer is not None)
+            items.append(([post.get((c.id, i), 0.5) for i in range(n)], c.first_error))
+    return Calibration(choose_threshold(items), table)
+
+
+def calibrate_threshold(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
+                        aggregation: str = "mean", seed: int = 0, kinds: Sequence[str] | None = None) -> float:
+    """The earliest-error threshold that maximises F1 on a labelled dev split."""
+    return calibrate(caller, formats, dev, aggregation=aggregation, seed=seed, kinds=kinds).threshold
+
+
+def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
+              topology: str, aggregation: str = "mean", threshold: float | None = None, selection: str = "weighted",
+              dev: Sequence[Problem] = (), seed: int = 0) -> ArmResult:
+    """Score one arm. With ``threshold=None`` it is calibrated on the labelled ``dev`` problems first."""
+    fam = get_family(problems[0].family)
+    if threshold is None:
+        if not dev:
+            raise ValueError("threshold=None needs dev problems to calibrate it on")
+        threshold = calibrate_threshold(caller, formats, dev, aggregation=aggregation, seed=seed + 1)
+    run = run_verification(caller, formats, problems, topology=topology, aggregation=aggregation,
+                           threshold=threshold, selection=selection, seed=seed, include_graph=False)
+    preds, labels, valid, steps = [], [], 0, 0
+    correct = 0
+    for i, (p, rep) in enumerate(zip(problems, run.batch.reports)):
+        correct += rep.final_answer is not None and fam.normalize_answer(rep.final_answer) == \
+            fam.normalize_answer(p.answer)
+        for author in run.chains:
+            c = run.chains[author][i]
+            check = fam.check(p, c.text)
+            labels.append(check.first_error)
+            preds.append(rep.earliest_error[c.id])
+            valid += check.n_valid
+            steps += len(check.steps)
+    by_problem, injected, usage, _ = labelled_run(caller, formats, problems, kinds=None, aggregation=aggregation,
+                                                  threshold=threshold, selection=selection, seed=seed)
+    inj_preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(injected.reports, by_problem) for c in cs]
+    inj_labels = [c.first_error for _, cs, _ in by_problem for c in cs]
+    tokens = sum(u.total for phases in run.usage.values() for u in phases.values())
+    tokens += sum(u.total for phases in usage.values() for u in phases.values())
+    return ArmResult(arm, list(caller.members), correct / len(problems), earliest_error_f1(preds, labels),
+                     earliest_error_f1(inj_preds, inj_labels), valid / steps if steps else 0.0, tokens, threshold)
 
 
 def _merge(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -103,7 +227,8 @@ def _answers(problems: Sequence[Problem], reports: Sequence[VerificationReport] 
 
 def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, formats: Mapping[str, PromptFormat],
               problems: Sequence[Problem], *, thresholds: Mapping[str, float], parameters: Mapping[str, float],
-              member_shares: Mapping[str, tuple[float, float]], chunk_id: str) -> list[dict[str, Any]]:
+              member_shares: Mapping[str, tuple[float, float]], chunk_id: str,
+              reliabilities: ReliabilityTable | None = None) -> list[dict[str, Any]]:
     """Records for ``problems`` (one task slice): every arm, the labelled set, the chunk's cost per arm.
 
     Arms: ``ensemble`` (cross-verification as configured), ``baseline`` (the large model solving and
@@ -111,6 +236,8 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
     ``reliability_weighted`` (the same chains and verdicts, Dawid-Skene posteriors and weighted
     selection) and ``best_of_k`` (the ensemble's K chains, the large model as verifier, the best
     chain's answer). Derived arms reuse the ensemble's chains, so their cost is the phases they use.
+    ``reliabilities`` (learned on the labelled dev split) replace a fit over the chunk wherever the
+    aggregation is Dawid-Skene or one-coin.
     """
     e, b, s = config.ensemble, config.baseline, config.sampling
     seed = config.seed
@@ -120,7 +247,8 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
                                                 member_shares=member_shares).as_dict()
     ens_run = run_verification(ens, formats, problems, topology=e.topology, k=e.k, aggregation=e.aggregation,
                                threshold=thresholds["ensemble"], selection=e.selection,
-                               max_tokens=s.max_tokens, temperature=s.temperature, seed=seed, include_graph=True)
+                               max_tokens=s.max_tokens, temperature=s.temperature, seed=seed, include_graph=True,
+                               reliabilities=reliabilities)
     t0 = time.perf_counter()
     ens_lab, ens_lab_batch, ens_lab_usage, ens_lab_s = labelled_run(
         ens, formats, problems, kinds=kinds, aggregation=e.aggregation, threshold=thresholds["ensemble"],
@@ -139,7 +267,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
           for i in range(len(problems))]
     # reliability-weighted voting: Dawid-Skene weights over the same verdicts
     rw = verify_batch(batch_in, aggregation="dawid_skene", threshold=thresholds["ensemble"], selection="weighted",
-                      family=fam, include_graph=False)
+                      family=fam, include_graph=False, reliabilities=reliabilities)
     # best-of-K: the large model verifies the K chains; the best-scored chain's answer
     name = b.member.name
     t0 = time.perf_counter()
@@ -152,7 +280,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
                        aggregation="mean", threshold=thresholds["baseline"], selection="best", family=fam,
                        include_graph=False)
     bok_usage = {name: {"verify": u} for m, u in bres.usage.items() if m == name}
-    bok_s = {name: {"verify": sec} for m, sec in getattr(bres, "wall_s", {}).items() if m == name}
+    bok_s = {name: {"verify": sec} for m, sec in bres.wall_s.items() if m == name}
 
     t0 = time.perf_counter()
     base_run: VerifyRun | None = None
@@ -172,7 +300,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
         chains, res = solve(base, formats, problems, max_tokens=s.max_tokens, temperature=s.temperature, seed=seed)
         base_chains = chains[name]
         base_usage = {m: {"solve": u} for m, u in res.usage.items()}
-        base_s = {m: {"solve": sec} for m, sec in getattr(res, "wall_s", {}).items()}
+        base_s = {m: {"solve": sec} for m, sec in res.wall_s.items()}
     base_wall = time.perf_counter() - t0
 
     n = len(problems)
@@ -231,3 +359,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
             "chunk": chunk if i == 0 else {"id": chunk_id},
         })
     return records
+
+
+__all__ = ["INJECTED", "ArmResult", "Calibration", "calibrate", "calibrate_threshold", "labelled_run", "labelled_set", "run_chunk",
+           "score_arm"]

@@ -4,7 +4,9 @@ Phases, each written as it completes and skipped on a rerun (so a crashed or can
 resumes where it stopped, without losing or repeating a result):
 
 1. thresholds  -- per arm and task slice, the earliest-error threshold chosen on a labelled
-   dev split (``thresholds.json``), unless the config fixes one;
+   dev split (``thresholds.json``), unless the config fixes one, and the ensemble members'
+   reliabilities learned on the same split (``reliabilities.json``: Dawid-Skene clamped to the
+   checker's labels; the Dawid-Skene arms use it, and ``verinet serve`` can load it);
 2. problems    -- both arms on every problem, in chunks of ``chunk_size`` batched calls
    (``results.jsonl``, one record per problem);
 3. faithfulness -- interventions on each model's chains and on the ensemble pipeline
@@ -29,13 +31,13 @@ from typing import Any
 import yaml
 
 from verinet.backends.base import peak_memory
-from verinet.experiments.arms import run_chunk
-from verinet.experiments.callers import SubsetCaller
+from verinet.experiments.arms import calibrate, calibrate_threshold, run_chunk
 from verinet.experiments.config import CompareConfig, ConfigError, TaskSpec
 from verinet.experiments.cost import CostError, checkpoint_parameters, matched_k, shares
-from verinet.results import ResultsLog
 from verinet.experiments.sweep import frontier_point
-from verinet.graph.arms import calibrate_threshold
+from verinet.graph.aggregate import ReliabilityTable
+from verinet.orchestration.views import SubsetCaller
+from verinet.results import ResultsLog
 from verinet.schema import Problem
 from verinet.tasks import get_family
 
@@ -54,8 +56,15 @@ def slice_problems(config: CompareConfig, index: int, spec: TaskSpec) -> tuple[l
             raise ConfigError(f"tasks.{index}: {spec.path} has {len(loaded)} problems; need more than "
                               f"dev_n={dev_n} (the threshold's dev split) plus the test problems")
         return loaded[dev_n:], loaded[:dev_n]
-    test = fam.sample(spec.n, seed=config.seed * 1000 + index, params=spec.params)
-    dev = fam.sample(dev_n, seed=config.seed * 1000 + index + 500_000, params=spec.params) if dev_n else []
+    return generated_split(fam, spec.n, dev_n, seed=config.seed * 1000 + index, params=spec.params)
+
+
+def generated_split(fam: Any, n: int, dev_n: int, *, seed: int, params: dict | None = None
+                    ) -> tuple[list[Problem], list[Problem]]:
+    """(test, dev) problems of a generated family: the one split rule of ``verinet compare`` and
+    ``verinet verify`` (dev drawn with ``seed + 500_000``; no dev problem repeats a test one)."""
+    test = fam.sample(n, seed=seed, params=params)
+    dev = fam.sample(dev_n, seed=seed + 500_000, params=params) if dev_n else []
     ids = {p.id for p in test}
     return test, [p for p in dev if p.id not in ids]
 
@@ -79,7 +88,7 @@ def _check_out_dir(config: CompareConfig, out: Path) -> dict[str, Any]:
 @contextmanager
 def open_callers(config: CompareConfig) -> Iterator[tuple[Any, dict]]:
     """(caller over every member and the baseline, prompt formats); Ray actors unless ray.local."""
-    from verinet.experiments.members import open_members
+    from verinet.orchestration import open_members
 
     all_members = config.all_members()
     if config.ray.local:
@@ -103,31 +112,42 @@ def _infos(caller: Any, config: CompareConfig) -> dict[str, dict[str, Any]]:
 
 
 def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, progress: Progress | None
-                ) -> dict[str, dict[str, float]]:
-    path = out / "thresholds.json"
+                ) -> tuple[dict[str, dict[str, float]], dict[str, ReliabilityTable]]:
+    """Per slice: the arms' thresholds (``thresholds.json``) and the ensemble's reliabilities learned on
+    the labelled dev split (``reliabilities.json``), both fitted once and reused on resume."""
+    path, rpath = out / "thresholds.json", out / "reliabilities.json"
     done: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
+    tables: dict[str, dict] = json.loads(rpath.read_text()) if rpath.exists() else {}
     if progress:
         progress("thresholds", sum(str(i) in done for i in range(len(slices))), len(slices))
     for i, (spec, _, dev) in enumerate(slices):
         key = str(i)
         if key in done:
             continue
+        kinds = list(config.inject)
+        if dev:
+            cal = calibrate(ens, formats, dev, aggregation=config.ensemble.aggregation, seed=config.seed + 1,
+                            kinds=kinds)
+            tables[key] = cal.reliabilities.to_dict()
+            _write_json(rpath, tables)
         if config.threshold is not None:
             done[key] = {"ensemble": config.threshold, "baseline": config.threshold}
         else:
             done[key] = {
-                "ensemble": calibrate_threshold(ens, formats, dev, aggregation=config.ensemble.aggregation,
-                                                seed=config.seed + 1, kinds=list(config.inject)),
+                "ensemble": cal.threshold,
                 "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1,
-                                                kinds=list(config.inject))
-                if config.baseline.self_verify else 0.5,
+                                                kinds=kinds) if config.baseline.self_verify else 0.5,
             }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=2))
-        tmp.replace(path)
+        _write_json(path, done)
         if progress:
             progress("thresholds", len(done), len(slices))
-    return done
+    return done, {k: ReliabilityTable.from_dict(t) for k, t in tables.items()}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_dir: Path | None = None) -> Path:
@@ -155,7 +175,7 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
     with open_callers(config) as (caller, formats):
         ens, base = SubsetCaller(caller, ens_names), SubsetCaller(caller, [base_name])
         infos = _infos(caller, config)
-        thresholds = _thresholds(config, out, slices, ens, base, formats, progress)
+        thresholds, reliabilities = _thresholds(config, out, slices, ens, base, formats, progress)
 
         with ResultsLog(out / "results.jsonl") as log:
             total = sum(len(t) for _, t, _ in slices)
@@ -168,7 +188,8 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
                     if all(p.id in log for p in chunk):
                         continue
                     records = run_chunk(config, caller, ens, base, formats, chunk, thresholds=thresholds[str(i)],
-                                        parameters=parameters, member_shares=member_shares, chunk_id=f"{i}:{start}")
+                                        parameters=parameters, member_shares=member_shares, chunk_id=f"{i}:{start}",
+                                        reliabilities=reliabilities.get(str(i)))
                     for r in records:
                         if r["problem_id"] not in log:
                             log.append({**r, "slice": i})

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verinet.backends.formats import PromptFormat
-from verinet.experiments.callers import VirtualMembers
+from verinet.orchestration.views import VirtualMembers
 from verinet.experiments.config import CompareConfig
 from verinet.experiments.cost import usage_cost
-from verinet.graph.orchestrate import Caller, run_verification
+from verinet.orchestration import Caller, run_verification
 from verinet.schema import Problem
 from verinet.tasks import get_family
 

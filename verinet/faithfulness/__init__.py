@@ -7,7 +7,7 @@
 
 Interventions (early answering, adding mistakes, paraphrasing, filler) are built from each
 model's own chain and sent back to it in batches through a *caller*
-(:class:`verinet.graph.orchestrate.LocalMembers` in-process, or a Ray ensemble: the code
+(:class:`verinet.orchestration.LocalMembers` in-process, or a Ray ensemble: the code
 here never imports Ray). Records are plain JSON-able dicts, one per chain; summaries carry
 every figure with a 95% bootstrap CI.
 """

@@ -1,11 +1,11 @@
-"""Batched model calls over a *caller* (``verinet.graph.orchestrate.Caller``).
+"""Batched model calls over a *caller* (``verinet.orchestration.Caller``).
 
 A :class:`Round` collects prompts for any number of members, then sends each member
 all of its prompts in one ``generate`` call, every member in the same ``call_each`` (so
 Ray actors work concurrently), and hands every text back to the code that asked for
 it. Identical prompts of one member are sent once (decoding is greedy), ordered by
 length so that engines that batch in input order pad less. No Ray here:
-the caller may be :class:`~verinet.graph.orchestrate.LocalMembers` or a Ray ensemble.
+the caller may be :class:`~verinet.orchestration.LocalMembers` or a Ray ensemble.
 """
 
 from __future__ import annotations

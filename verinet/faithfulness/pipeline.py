@@ -1,7 +1,7 @@
 """Faithfulness of the ensemble pipeline: corrupt a step of the chain the ensemble accepted.
 
 For each problem the ensemble solves, cross-verifies and decides
-(:func:`verinet.graph.orchestrate.run_verification`). One accepted chain is picked (seeded),
+(:func:`verinet.orchestration.run_verification`). One accepted chain is picked (seeded),
 and for every step ``k`` of it: step ``k`` is corrupted (the family's edit, or the author
 rewrites it for free text), the author writes the rest of its chain from there, the
 author's verifiers score the new chain, and the problem is decided again with every
@@ -37,7 +37,7 @@ from verinet.faithfulness.calls import FaithfulnessError, Round
 from verinet.faithfulness.interventions import StepEdit, edit_rng, family_edits, forced_answer, with_mistake
 from verinet.faithfulness.runner import solve_tokens
 from verinet.faithfulness.summary import FaithfulnessResult, summarize_pipeline
-from verinet.graph.orchestrate import VerifyRun, run_verification
+from verinet.orchestration import VerifyRun, run_verification
 from verinet.graph.pipeline import verify_problem
 from verinet.schema import FORMAT_VERSION, Chain, Problem, Verdict, VerificationReport
 from verinet.tasks import TaskFamily, get_family
@@ -231,7 +231,7 @@ def evaluate_pipeline(caller: Any, formats: Mapping[str, PromptFormat], problems
                       seed: int = 0, n_boot: int = 1000, **run_verification_kwargs: Any) -> FaithfulnessResult:
     """Faithfulness of the whole ensemble pipeline on ``problems``.
 
-    ``run_verification_kwargs`` go to :func:`verinet.graph.orchestrate.run_verification`
+    ``run_verification_kwargs`` go to :func:`verinet.orchestration.run_verification`
     (topology, k, aggregation, threshold, selection, solvers, verifiers, ...); the same
     aggregation, threshold and selection decide again after each mistake.
     """

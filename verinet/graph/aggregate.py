@@ -118,6 +118,38 @@ class ReliabilityTable:
         return [{"verifier": v, "sensitivity": r.sensitivity, "specificity": r.specificity,
                  "accuracy": r.accuracy, "n_items": r.n_items} for v, r in self.verifiers.items()]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: what :meth:`from_dict` reads back (a run's ``reliabilities.json``)."""
+        ll = self.log_likelihood
+        return {"method": self.method, "prior": self.prior, "soft": self.soft, "n_items": self.n_items,
+                "n_iter": self.n_iter, "converged": self.converged, "log_likelihood": None if ll != ll else ll,
+                "verifiers": self.rows()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReliabilityTable:
+        """A table written by :meth:`to_dict`; a malformed one is a ``ValueError`` that says what is wrong."""
+        try:
+            method = d["method"]
+            if method not in ("dawid_skene", "one_coin"):
+                raise ValueError(f"method must be dawid_skene or one_coin, got {method!r}")
+            prior = float(d["prior"])
+            verifiers = {}
+            for row in d["verifiers"]:
+                r = Reliability(float(row["sensitivity"]), float(row["specificity"]), float(row["accuracy"]),
+                                int(row["n_items"]))
+                if not all(0.0 <= x <= 1.0 for x in (r.sensitivity, r.specificity, prior)):
+                    raise ValueError(f"verifier {row['verifier']!r}: probabilities must lie in [0, 1]")
+                verifiers[str(row["verifier"])] = r
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a reliability table (method, prior, verifiers: [{{verifier, sensitivity, "
+                             f"specificity, accuracy, n_items}}]): missing or bad {e}") from None
+        if not verifiers:
+            raise ValueError("a reliability table needs at least one verifier")
+        ll = d.get("log_likelihood")
+        return cls(method, prior, verifiers, bool(d.get("soft", False)), int(d.get("n_items", 0)),
+                   int(d.get("n_iter", 0)), bool(d.get("converged", False)),
+                   float("nan") if ll is None else float(ll))
+
 
 @dataclass
 class DSResult:

@@ -141,12 +141,15 @@ def verify_batch(
     family: Any = None,
     accept_threshold: float = 0.5,
     include_graph: bool = True,
+    reliabilities: ReliabilityTable | None = None,
 ) -> BatchResult:
     """Verify many problems; ``problems`` yields ``(problem_id, chains, verdicts)``.
 
     With ``dawid_skene``/``one_coin`` the model is fitted over every step and answer line of every
     chain in the batch (items keyed by (chain id, index), so chain ids must be unique across the
-    batch); ``gold`` (item -> valid) warm-starts it. Per-item rules just run per problem.
+    batch); ``gold`` (item -> valid) warm-starts it. A fitted ``reliabilities`` table (one learned
+    on labelled data, or over recent traffic) is used as it is instead: nothing is fitted on the
+    batch. Per-item rules just run per problem.
     """
     problems = [(pid, list(cs), list(vs)) for pid, cs, vs in problems]
     all_chains = [c for _, cs, _ in problems for c in cs]
@@ -159,7 +162,10 @@ def verify_batch(
         ratings.update(collect_ratings(cs, vs).means())
     table = None
     post: dict[StepKey, float] | None = None
-    if aggregation in ("dawid_skene", "one_coin"):
+    if aggregation in ("dawid_skene", "one_coin") and reliabilities is not None:
+        table = reliabilities
+        post = {k: table.posterior(ratings.get(k, {})) for c in all_chains for k in chain_items(c)}
+    elif aggregation in ("dawid_skene", "one_coin"):
         items = {k: ratings.get(k, {}) for c in all_chains for k in chain_items(c)}
         fit = dawid_skene(items, one_coin=aggregation == "one_coin", gold=gold, soft=soft,
                           smoothing=smoothing)

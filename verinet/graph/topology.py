@@ -4,8 +4,9 @@ Four topologies:
 
 * ``all_pairs`` -- every verifier except the author itself checks the author's chains;
 * ``ring``      -- each author is checked by the next member of the ring (the verifiers,
-  in the order given);
-* ``k_random``  -- ``k`` distinct verifiers other than the author, drawn with a seeded rng;
+  in the order given); authors that are not members (a client, ``gold``) are spread round
+  the ring from a position drawn with ``seed``;
+* ``k_random``  -- ``k`` distinct verifiers other than the author, drawn with ``seed``;
 * ``self``      -- the author checks only itself (the single-model baseline).
 
 In every ensemble mode (all but ``self``) no author is ever its own verifier; a
@@ -32,9 +33,11 @@ def assign_verifiers(
 ) -> dict[str, list[str]]:
     """Map each author to the verifiers that check its chains (in ``verifiers`` order).
 
-    ``k`` is used by ``k_random`` only and must satisfy ``1 <= k <= len(verifiers) - 1``.
-    The draw for an author depends on ``seed`` and the author's name only, so adding
-    an author does not reshuffle the others.
+    ``k`` is used by ``k_random`` only and must satisfy ``1 <= k <= `` the author's eligible
+    verifiers: ``len(verifiers) - 1`` for an author that is a member, ``len(verifiers)`` for
+    one that is not. The draw for an author depends on ``seed`` and the author's name only,
+    so adding an author does not reshuffle the others; a caller that wants a fresh draw per
+    request or problem passes a fresh ``seed`` (and records it).
     """
     if topology not in TOPOLOGIES:
         raise ValueError(f"unknown topology {topology!r}; choose one of {list(TOPOLOGIES)}")
@@ -68,11 +71,11 @@ def assign_verifiers(
 
     if topology == "ring":
         out: dict[str, list[str]] = {}
-        outsiders = 0
+        outsiders = random.Random(f"verinet-topology:{seed}:ring").randrange(n)
         for a in authors:
             if a in position:
                 out[a] = [verifiers[(position[a] + 1) % n]]
-            else:  # not a member: spread such authors round the ring
+            else:  # not a member: spread such authors round the ring, from a seeded start
                 out[a] = [verifiers[outsiders % n]]
                 outsiders += 1
         return out
@@ -80,10 +83,12 @@ def assign_verifiers(
     # k_random
     if isinstance(k, bool) or not isinstance(k, int):
         raise ValueError(f"k must be an integer, got {k!r}")
-    if not 1 <= k <= n - 1:
+    eligible = min(n - 1 if a in position else n for a in authors) if authors else n
+    if not 1 <= k <= eligible:
         raise ValueError(
-            f"topology 'k_random' needs 1 <= k <= len(verifiers) - 1 = {n - 1}, got k={k}; "
-            + ("add members" if n < 2 else f"lower k to at most {n - 1} or use 'all_pairs'")
+            f"topology 'k_random' needs 1 <= k <= the eligible verifiers (len(verifiers), less the author "
+            f"when it is a member) = {eligible}, got k={k}; "
+            + ("add members" if eligible < 1 else f"lower k to at most {eligible} or use 'all_pairs'")
         )
     out = {}
     for a in authors:
@@ -93,4 +98,10 @@ def assign_verifiers(
     return out
 
 
-__all__ = ["TOPOLOGIES", "Topology", "assign_verifiers"]
+def max_k(authors: list[str], verifiers: list[str]) -> int:
+    """The largest ``k`` that ``k_random`` accepts for these authors (0: none)."""
+    n = len(set(verifiers))
+    return min((n - 1 if a in verifiers else n) for a in authors) if authors else n
+
+
+__all__ = ["TOPOLOGIES", "Topology", "assign_verifiers", "max_k"]

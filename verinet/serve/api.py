@@ -43,6 +43,7 @@ def _integral(v: Any) -> Any:
 
 
 JsonPositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+JsonSeed = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_integral)]  # exact as a JSON double
 Text = Annotated[str, Field(min_length=1, json_schema_extra=_HAS_TEXT)]
 StepText = Annotated[str, Field(min_length=1, json_schema_extra={"allOf": [_HAS_TEXT, _ONE_LINE, _NOT_ANSWER_LINE]})]
 
@@ -77,8 +78,10 @@ class VerifyRequest(_Request):
         "exact checker is reported too (a question not in that family's format is a 422 bad_question)")
     topology: Topology | None = Field(default=None, description="which members verify: all_pairs (every "
                                       "member), ring (one), k_random (k); default from the server config")
-    k: JsonPositiveInt | None = Field(default=None, description="verifiers for topology k_random (fewer than "
-                              "the members)")
+    k: JsonPositiveInt | None = Field(default=None, description="verifiers for topology k_random (at most "
+                              "the members: the client is not one)")
+    seed: JsonSeed | None = Field(default=None, description="seed of the ring / k_random draw of verifiers; "
+                                  "default: a fresh one per chain, returned in the response")
     aggregation: Aggregation | None = Field(default=None, description="how verdicts become a posterior")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0,
                                     description="P(valid) below this is an error")
@@ -123,6 +126,9 @@ class StepResult(BaseModel):
     p_supported: float = Field(description="P(valid and every premise supported)")
     verdict: Literal["valid", "invalid"] = Field(description="p_valid against the threshold")
     premises: list[int] = Field(default_factory=list, description="earlier steps this step uses")
+    missing_premises: list[str] = Field(default_factory=list, description="quantities the step uses that "
+                                        "neither the question nor an earlier step states (the step is then "
+                                        "unsupported, p_supported 0)")
     scores: dict[str, float] = Field(description="member -> its P(valid) for this item")
 
 
@@ -163,6 +169,15 @@ class CheckerReport(BaseModel):
     reasons: list[str | None]
 
 
+class ReliabilityInfo(BaseModel):
+    source: Literal["table", "rolling", "logodds", "none"] = Field(
+        description="table: reliabilities learned on labelled data (the server's reliabilities file); rolling: "
+        "fitted over recent traffic; logodds: the window is still too small, so log-odds pooling ran instead "
+        "of the aggregation asked for; none: the aggregation uses no reliabilities")
+    aggregation: str = Field(description="the aggregation that ran")
+    n_items: int = Field(description="items behind the reliabilities (the rolling window's size)")
+
+
 class VerifyResponse(BaseModel):
     format_version: int = FORMAT_VERSION
     id: str
@@ -174,7 +189,9 @@ class VerifyResponse(BaseModel):
     accepted: bool
     agreement: Agreement
     topology: str
+    seed: int = Field(description="the seed of this chain's draw of verifiers (pass it back to repeat the draw)")
     aggregation: str
+    reliability: ReliabilityInfo
     threshold: float
     verifiers: list[str] = Field(description="members assigned to verify this chain")
     missing: list[str] = Field(description="assigned members that did not answer (the quorum did)")
@@ -225,5 +242,5 @@ class Status(BaseModel):
 
 
 __all__ = ["Agreement", "BatchRequest", "BatchResponse", "ChainFormat", "CheckerReport", "ErrorBody",
-           "ErrorDetail", "MemberReport", "ModelInfo", "ModelsResponse", "PairAgreement", "Status",
+           "ErrorDetail", "MemberReport", "ModelInfo", "ModelsResponse", "PairAgreement", "ReliabilityInfo", "Status",
            "StepResult", "VerifyRequest", "VerifyResponse"]

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from verinet.backends.config import EnsembleConfig, EnsembleConfigError, load_ensemble_config
+from verinet.graph.aggregate import ReliabilityTable
 from verinet.schema import load_yaml_config, resolve_config_path
 
 Topology = Literal["all_pairs", "ring", "k_random"]
@@ -116,6 +117,14 @@ class ServeConfig(_Strict):
     agreement_window: int = Field(
         default=500, ge=10, le=1_000_000,
         description="recent verified items behind the rolling kappa and disagreement")
+    reliabilities: str | dict[str, Any] | None = Field(
+        default=None, description="Dawid-Skene / one-coin reliabilities learned where there is data: a "
+        "`verinet compare` run's reliabilities.json (PATH or PATH#SLICE), read when the config is loaded. "
+        "Without one, a rolling fit over recent traffic, and log-odds until the window holds enough items")
+    reliability_window: int = Field(default=2000, ge=10, le=1_000_000,
+                                    description="recent verified items behind the rolling reliabilities")
+    reliability_min_items: int = Field(default=200, ge=1, le=1_000_000,
+                                       description="items the window needs before the rolling fit is used")
     ray_address: str | None = Field(default=None,
                                     description="join this Ray cluster (else RAY_ADDRESS, else a local Ray)")
     num_cpus: float | None = Field(default=None, gt=0,
@@ -133,7 +142,23 @@ class ServeConfig(_Strict):
         if self.member_timeout_s > self.timeout_s:
             raise ValueError(f"member_timeout_s {self.member_timeout_s:g} is longer than timeout_s "
                              f"{self.timeout_s:g}: a missing member could never count as missing")
+        if self.reliability_min_items > self.reliability_window:
+            raise ValueError(f"reliability_min_items {self.reliability_min_items} exceeds reliability_window "
+                             f"{self.reliability_window}: the rolling fit could never be used")
         return self
+
+    def reliability_table(self, base_dir: Path | None = None) -> ReliabilityTable | None:
+        """The configured table (read from its file, or inline), or None."""
+        from verinet.serve.reliability import load_table
+
+        if self.reliabilities is None:
+            return None
+        try:
+            if isinstance(self.reliabilities, dict):
+                return ReliabilityTable.from_dict(self.reliabilities)
+            return load_table(self.reliabilities, base_dir)
+        except ValueError as e:
+            raise ServeConfigError(str(e)) from None
 
     def ensemble_config(self, base_dir: Path | None = None, check_models: bool = True) -> EnsembleConfig:
         """The members: the inline config, or the YAML read from the working directory or ``base_dir``."""
@@ -160,9 +185,12 @@ class ServeConfig(_Strict):
 
 
 def load_serve_config(path: str | Path, *, check_models: bool = True) -> ServeConfig:
-    """Read and validate a serve YAML; the ensemble is resolved and put inline."""
+    """Read and validate a serve YAML; the ensemble and the reliability table are resolved and put inline."""
     cfg = load_yaml_config(path, ServeConfig, ServeConfigError, "see configs/serve-local.yaml")
-    return cfg.with_ensemble(cfg.ensemble_config(resolve_config_path(path).parent, check_models=check_models))
+    base = resolve_config_path(path).parent
+    cfg = cfg.with_ensemble(cfg.ensemble_config(base, check_models=check_models))
+    table = cfg.reliability_table(base)
+    return cfg if table is None else cfg.model_copy(update={"reliabilities": table.to_dict()})
 
 
 def is_loopback(host: str) -> bool:

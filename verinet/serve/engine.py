@@ -9,7 +9,7 @@ A request's chain is authored by the client, so every member may verify it: the 
 picks which (``all_pairs``: all, ``ring``: one, ``k_random``: k). The members are called
 concurrently, each with ``member_timeout_s``; a member that fails (died, timed out, raised)
 is left out and named in ``missing``. Fewer answers than the quorum (the ensemble's, capped
-at the number assigned) is a :class:`QuorumMiss`. Members the health loop (or a failed call)
+at the number assigned) is a :class:`~verinet.orchestration.QuorumError`. Members the health loop (or a failed call)
 found down are skipped while the others can still make the quorum.
 """
 
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,17 +29,21 @@ from typing import Any
 from verinet.backends.config import MemberSpec
 from verinet.backends.formats import VerifyItem
 from verinet.graph.agreement import fleiss
+from verinet.graph.build import collect_ratings
 from verinet.graph.pipeline import verify_batch
-from verinet.graph.topology import assign_verifiers
+from verinet.graph.topology import assign_verifiers, max_k
 from verinet.schema import Verdict
 from verinet.serve.api import (
-    Agreement, BatchRequest, MemberReport, ModelInfo, PairAgreement, StepResult, VerifyRequest,
+    Agreement, BatchRequest, MemberReport, ModelInfo, PairAgreement, ReliabilityInfo, StepResult, VerifyRequest,
     VerifyResponse,
 )
 from verinet.serve.chains import ClientChain, RequestError, checker_report, client_chain
 from verinet.serve.config import ServeConfig
-from verinet.serve.members import MemberAnswer, MemberClient, MemberFailure, reserved_tokens
+from verinet.orchestration.protocol import MemberFailure, QuorumError, check_quorum
+from verinet.orchestration.verify import verdicts_from_scores
+from verinet.serve.members import MemberAnswer, MemberClient, reserved_tokens
 from verinet.serve.metrics import ServiceMetrics, item_votes
+from verinet.serve.reliability import Reliabilities
 
 AUTHOR = "client"
 HEALTH_STRIKES = 2  # failed health checks in a row before a member that did not die counts as down
@@ -50,17 +55,12 @@ class Overloaded(Exception):
     """More requests in flight than ``max_queue``."""
 
 
-class QuorumMiss(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 @dataclass
 class _Job:
     req: VerifyRequest
     chain: ClientChain
     topology: str
+    seed: int
     aggregation: str
     threshold: float
     verifiers: list[str]
@@ -102,6 +102,8 @@ class VerifyEngine:
         self._last_failure: dict[str, float] = {}  # member -> when a call or health check last failed
         self._probed: dict[str, float] = {}  # member -> when its replicas were last looked up
         self.health_errors: dict[str, str] = {}  # member -> why its latest health check failed
+        self.reliabilities = Reliabilities(config.reliability_table(), window=config.reliability_window,
+                                           min_items=config.reliability_min_items)
         fleiss({0: {"a": 1, "b": 0}, 1: {"a": 1, "b": 1}})  # imports statsmodels now, not in a request
 
     # ---- admission ---------------------------------------------------------------------------
@@ -149,12 +151,12 @@ class VerifyEngine:
         t_members = time.perf_counter()
         for j, job in enumerate(jobs):
             answered = [v for v in job.verifiers if results[v].answer is not None]
-            if len(answered) < job.quorum:
+            try:
+                check_quorum(answered, job.verifiers, job.quorum,
+                             {v: results[v].error or "no answer" for v in job.verifiers})
+            except QuorumError:
                 self.metrics.quorum_misses.inc()
-                why = "; ".join(f"{v}: {results[v].error}" for v in job.verifiers
-                                if results[v].answer is None)
-                raise QuorumMiss(f"{len(answered)} of {len(job.verifiers)} members answered, the quorum is "
-                                 f"{job.quorum} ({why})")
+                raise
         responses = await asyncio.to_thread(self._decide, jobs, results)
         t_end = time.perf_counter()
         for r in responses:
@@ -164,8 +166,8 @@ class VerifyEngine:
 
     @property
     def max_k(self) -> int:
-        """The largest ``k`` a request may ask for (topology k_random draws k of the other members)."""
-        return max(1, len(self.names) - 1)
+        """The largest ``k`` a request may ask for: the client is not a member, so every member is eligible."""
+        return max(1, max_k([AUTHOR], self.names))
 
     def _job(self, req: VerifyRequest, where: str) -> _Job:
         d = self.config.defaults
@@ -176,12 +178,14 @@ class VerifyEngine:
         if req.k is not None and req.k > self.max_k:  # checked for every topology, as the schema states
             raise RequestError(422, "bad_k", f"{where}k: {req.k} verifiers asked, at most {self.max_k} "
                                f"({len(self.names)} members)", field=f"{where}k", limit=self.max_k)
+        seed = secrets.randbelow(2**53) if req.seed is None else req.seed
         try:
-            verifiers = assign_verifiers([AUTHOR], self.names, topology, k=req.k or d.k)[AUTHOR]
+            verifiers = assign_verifiers([AUTHOR], self.names, topology, k=min(req.k or d.k, self.max_k),
+                                         seed=seed)[AUTHOR]
         except ValueError as e:
             raise RequestError(422, "bad_topology", f"{where}topology: {e}",
                                field=f"{where}topology") from None
-        return _Job(req, chain, topology, aggregation, threshold, verifiers, min(self.quorum, len(verifiers)))
+        return _Job(req, chain, topology, seed, aggregation, threshold, verifiers, min(self.quorum, len(verifiers)))
 
     def _skippable(self, jobs: list[_Job]) -> set[str]:
         """Members known down that every job they are assigned to can do without."""
@@ -239,12 +243,16 @@ class VerifyEngine:
             r = results[v]
             if r.answer is None:
                 continue
-            row = r.answer.p_valid[r.offsets[j]]
-            verdicts += [Verdict(verifier=v, chain_id=c.chain.id, step_index=i, p_valid=p)
-                         for i, p in enumerate(row)]
+            verdicts += verdicts_from_scores(v, c.chain.id, r.answer.p_valid[r.offsets[j]])
         family = c.family.name if c.family is not None else None
-        batch = verify_batch([(c.problem_id, [c.chain], verdicts)], aggregation=job.aggregation,
-                             threshold=job.threshold, family=family, include_graph=job.req.include_graph)
+        choice = self.reliabilities.choose(job.aggregation)
+        if choice.source != "none":
+            self.metrics.used_reliabilities(choice.source)
+        batch = verify_batch([(c.problem_id, [c.chain], verdicts)], aggregation=choice.aggregation,
+                             threshold=job.threshold, family=family, include_graph=job.req.include_graph,
+                             reliabilities=choice.table)
+        self.reliabilities.observe(collect_ratings([c.chain], verdicts).means())
+        self.metrics.reliability_window.set(len(self.reliabilities.window))
         rep = batch.reports[0]
         self.metrics.agreement.observe(rep, threshold=job.threshold)
         post = {p.step_index: p for p in rep.posteriors}
@@ -254,14 +262,15 @@ class VerifyEngine:
         steps = []
         for i in range(c.n_items):
             p = post[i]
+            missing: list[str] = []
             if i < len(c.steps):
-                premises = c.chain.steps[i].premises
+                premises, missing = c.chain.steps[i].premises, c.chain.steps[i].missing_premises
             else:  # the answer line depends on the last step, as in the graph
                 premises = [len(c.steps) - 1] if c.steps else []
             steps.append(StepResult(index=i, kind="step" if i < len(c.steps) else "answer",
                                     text=c.item_text(i), p_valid=p.p_valid, p_supported=p.p_supported,
                                     verdict="valid" if p.p_valid >= job.threshold else "invalid",
-                                    premises=premises, scores=scores.get(i, {})))
+                                    premises=premises, missing_premises=list(missing), scores=scores.get(i, {})))
         accepted = c.chain.id in rep.accepted
         members = []
         for v in job.verifiers:
@@ -274,7 +283,9 @@ class VerifyEngine:
         return VerifyResponse(
             id=c.problem_id, steps=steps, earliest_error=rep.earliest_error[c.chain.id], answer=c.answer,
             supported_answer=c.answer if accepted else None, accepted=accepted,
-            agreement=_agreement(rep.agreement, verdicts), topology=job.topology, aggregation=job.aggregation,
+            agreement=_agreement(rep.agreement, verdicts), topology=job.topology, seed=job.seed,
+            aggregation=job.aggregation,
+            reliability=ReliabilityInfo(source=choice.source, aggregation=choice.aggregation, n_items=choice.n_items),
             threshold=job.threshold, verifiers=list(job.verifiers),
             missing=[v for v in job.verifiers if results[v].answer is None], members=members,
             checker=checker_report(c), graph=rep.graph,
@@ -415,4 +426,4 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-__all__ = ["AUTHOR", "Overloaded", "QuorumMiss", "VerifyEngine"]
+__all__ = ["AUTHOR", "Overloaded", "VerifyEngine"]

@@ -45,7 +45,8 @@ from verinet.serve.api import (
     BatchRequest, BatchResponse, ErrorBody, ModelsResponse, Status, VerifyRequest, VerifyResponse,
 )
 from verinet.serve.chains import RequestError
-from verinet.serve.engine import Overloaded, QuorumMiss, VerifyEngine
+from verinet.orchestration.protocol import QuorumError
+from verinet.serve.engine import Overloaded, VerifyEngine
 
 log = logging.getLogger("verinet.serve")
 
@@ -244,7 +245,7 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
                          headers={"Retry-After": str(cfg.retry_after_s)})
         except asyncio.TimeoutError:
             return error(504, "timeout", f"not verified within {limit:g}s", limit=limit)
-        except QuorumMiss as e:
+        except QuorumError as e:
             return error(503, "quorum_miss", f"too few members answered: {e.message}",
                          headers={"Retry-After": str(cfg.retry_after_s)})
 

@@ -21,14 +21,7 @@ from typing import Any, Protocol
 
 from verinet.backends.config import MemberSpec
 from verinet.backends.formats import VerifyItem
-
-
-class MemberFailure(Exception):
-    """A member call that gave no verdicts: ``reason`` is timeout, died or error."""
-
-    def __init__(self, reason: str, message: str, replica: str | None = None) -> None:
-        super().__init__(message)
-        self.reason, self.message, self.replica = reason, message, replica
+from verinet.orchestration.protocol import MemberFailure
 
 
 @dataclass

@@ -183,9 +183,22 @@ class ServiceMetrics:
                                  registry=r)
         self.members_ready = Gauge("verinet_members_ready", "Members that answered the latest health check.",
                                    registry=r)
+        self.reliability_source = Gauge("verinet_reliability_source", "Where the Dawid-Skene reliabilities of "
+                                        "the latest such request came from (1 for that source): table (learned "
+                                        "on labelled data), rolling (recent traffic), logodds (not enough "
+                                        "traffic yet: log-odds ran instead).", ["source"], registry=r)
+        self.reliability_window = Gauge("verinet_reliability_window_items", "Recent verified items in the "
+                                        "rolling reliability window.", registry=r)
+        for source in ("table", "rolling", "logodds"):
+            self.reliability_source.labels(source=source).set(0)
         for m in members:
             self.member_duration.labels(member=m)
             self.member_restarts.labels(member=m)
+
+    def used_reliabilities(self, source: str) -> None:
+        """Mark ``source`` (table, rolling or logodds) as the one behind the latest Dawid-Skene request."""
+        for s in ("table", "rolling", "logodds"):
+            self.reliability_source.labels(source=s).set(float(s == source))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
