@@ -152,6 +152,7 @@ def test_ci_runs_lint_wheel_and_marked_steps_without_tolerating_no_tests():
     assert "-ne 5" not in CI and "rc -eq 5" not in CI, "pytest's exit 5 (no tests) must fail a step"
     for mark in ("promtool", "slow"):
         assert f"run_marked {mark}" in cmds
+    assert any(c.startswith("run_marked multinode") for c in cmds)
 
 
 def test_ci_install_uses_the_constraints():

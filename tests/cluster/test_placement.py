@@ -62,6 +62,46 @@ def test_impossible_resources_say_what_to_change(members, cluster, match):
         plan(members, cluster)
 
 
+def _zoo(name: str, **custom) -> MemberSpec:
+    return MemberSpec(name=name, backend="hf", model="zoo-xs-s0", resources=Resources(num_cpus=0.5, custom=custom))
+
+
+def test_custom_resources_pin_members_to_the_nodes_that_declare_them():
+    from verinet.cluster import actor_options
+
+    members = [_zoo("a", node_b=1), _zoo("b", node_a=1), _zoo("c")]
+    assert len({*members, _zoo("a", node_b=1.0)}) == 3  # specs stay hashable with a custom dict
+    nodes = [{"CPU": 4.0}, {"CPU": 1.0, "node_a": 4.0}, {"CPU": 1.0, "node_b": 4.0}]
+    p = plan(members, nodes)
+    assert [p[m].node for m in "abc"] == [2, 1, 0] and p["a"].custom == (("node_b", 1.0),)
+    assert "1 node_b" in p.summary()
+    assert actor_options(p["a"])["resources"] == {"node_b": 1.0} and "resources" not in actor_options(p["c"])
+    # a tensor-parallel member takes its custom resources in bundle 0, where its actor runs
+    tp = MemberSpec(name="tp", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", format="chat",
+                    resources=Resources(num_cpus=1, num_gpus=1, tensor_parallel_size=2, custom={"big": 1}))
+    assert plan([tp], [{"CPU": 2, "GPU": 2, "big": 1}])["tp"].bundles == ({"GPU": 1.0, "CPU": 1.0, "big": 1.0},
+                                                                         {"GPU": 1.0})
+
+
+@pytest.mark.parametrize("members, cluster, match", [
+    ([_zoo("a", node_b=1)], [{"CPU": 2, "node_a": 1}],
+     r"custom resource 'node_b' \(a 1\) but no live node .*ray start --resources '\{\"node_b\": 1\}'"),
+    ([_zoo("a", node_a=1), _zoo("b", node_a=1)], [{"CPU": 2, "node_a": 1}],
+     r"2 of the custom resource 'node_a' in all \(a 1, b 1\) but the Ray cluster's live nodes declare 1"),
+    ([_zoo("a", node_a=1)], [{"CPU": 2}, {"CPU": 0.25, "node_a": 1}],
+     r"member a \(num_gpus 0, num_cpus 0.5, node_a 1\) fits on no node"),
+])
+def test_impossible_custom_resources_say_what_to_change(members, cluster, match):
+    with pytest.raises(EnsembleConfigError, match=match):
+        plan(members, cluster)
+
+
+@pytest.mark.parametrize("custom, match", [({"CPU": 1}, "use num_cpus / num_gpus"), ({"node_a": 0}, "positive")])
+def test_custom_resources_are_checked(custom, match):
+    with pytest.raises(ValueError, match=match):
+        Resources(custom=custom)
+
+
 # ---- real scheduling on declared GPUs ------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu_cluster():

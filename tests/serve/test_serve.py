@@ -160,6 +160,10 @@ def test_app_builder_and_member_options(tmp_path, monkeypatch):
     assert opts["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     one = member_options(cfg.ensemble.members[0], cfg)
     assert "placement_group_bundles" not in one and one["autoscaling_config"]["max_replicas"] == 1
+    assert "resources" not in one["ray_actor_options"]
+    pinned = member_options(MemberSpec(name="p", backend="hf", model="zoo-xs-s0",
+                                       resources=Resources(num_cpus=0.5, custom={"node_a": 1})), cfg)
+    assert pinned["ray_actor_options"]["resources"] == {"node_a": 1.0}  # only nodes declaring node_a host it
 
 
 @pytest.mark.promtool

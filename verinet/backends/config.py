@@ -12,6 +12,7 @@ from verinet.schema import load_yaml_config
 
 BACKENDS = ("hf", "vllm", "openai")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_RAY_BUILTIN = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 
 
 class EnsembleConfigError(ValueError):
@@ -28,9 +29,20 @@ class Resources(_Strict):
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs for the actor")
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs; a fraction shares one GPU between members")
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs of one tensor-parallel group")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources, e.g. {node_a: 1}: the member runs only on nodes that declare them "
+                    "(`ray start --resources '{\"node_a\": 1}'`); a member whose node dies restarts only where "
+                    "they are free")
 
     @model_validator(mode="after")
     def _possible(self) -> Resources:
+        for k, v in self.custom.items():
+            if k in _RAY_BUILTIN or not k:
+                raise ValueError(f"custom resource {k!r}: use num_cpus / num_gpus for Ray's built-in resources, "
+                                 "custom names only here")
+            if not v > 0:
+                raise ValueError(f"custom resource {k!r}: the amount must be positive, got {v}")
         if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             raise ValueError(f"num_gpus {self.num_gpus}: above 1 it must be a whole number")
         if self.tensor_parallel_size > 1:
@@ -42,6 +54,9 @@ class Resources(_Strict):
     @property
     def gpus_total(self) -> float:
         return float(self.tensor_parallel_size) if self.tensor_parallel_size > 1 else self.num_gpus
+
+    def __hash__(self) -> int:  # frozen, and hashable as before ``custom`` (a dict) was added
+        return hash((self.num_cpus, self.num_gpus, self.tensor_parallel_size, tuple(sorted(self.custom.items()))))
 
 
 class MemberSpec(_Strict):

@@ -3,7 +3,8 @@
 Actor options (see :func:`actor_options`):
 
 * ``num_cpus`` / ``num_gpus`` from the member's Resources (fractional GPUs share a device;
-  Ray sets ``CUDA_VISIBLE_DEVICES`` to the one the share is on);
+  Ray sets ``CUDA_VISIBLE_DEVICES`` to the one the share is on), and its custom resources
+  (``resources.custom``: only nodes that declare them take the actor);
 * ``max_restarts`` (default 3): a crashed or killed actor is recreated, which reloads its model;
 * ``max_task_retries=0``: Ray does not re-run a call on the restarted actor by itself — the
   :class:`~verinet.cluster.ensemble.Ensemble` owns retries (``config.retries``), so a failure is
@@ -53,6 +54,8 @@ def actor_options(mp: MemberPlacement, *, name: str | None = None, max_restarts:
                             "max_restarts": max_restarts, "max_task_retries": 0, "max_concurrency": 1}
     if name:
         opts["name"] = name
+    if mp.custom:  # Ray custom resources: the nodes that declare them (inside bundle 0 for a TP group)
+        opts["resources"] = dict(mp.custom)
     if mp.uses_group:
         if group is None:
             raise ValueError(f"member {mp.name}: tensor parallelism needs its placement group (create_group)")

@@ -9,7 +9,9 @@ to (no Ray import here, so the logic is testable on any machine):
 * a member asking ``num_gpus`` >= 1 needs that many whole GPUs of one node;
 * a fractional member (``num_gpus`` < 1) must fit inside one GPU, which it shares with other
   fractional members (Ray gives each a share of the same device);
-* CPUs are counted per node.
+* CPUs are counted per node, and so are custom resources (``resources.custom``, e.g. ``{node_a: 1}``):
+  a member asking for one goes only to nodes that declare it (``ray start --resources``), which
+  is how members are pinned to nodes of a multi-node cluster.
 
 Anything the cluster can never satisfy raises :class:`EnsembleConfigError` saying what to
 change, instead of leaving actors pending forever.
@@ -38,6 +40,7 @@ class MemberPlacement:
     strategy: str | None = None
     node: int = 0  # index into the plan's nodes
     gpus: tuple[int, ...] = ()  # GPU slots of that node the plan counted this member on
+    custom: tuple[tuple[str, float], ...] = ()  # Ray custom resources (name, amount), sorted by name
 
     @property
     def gpus_total(self) -> float:
@@ -78,7 +81,8 @@ class PlacementPlan:
         for m in self.members:
             where = f"node {m.node}" + (f", GPU slot(s) {list(m.gpus)}" if m.gpus else "")
             group = f", group of {len(m.bundles)} bundles ({m.strategy})" if m.bundles else ""
-            lines.append(f"  {m.name}: {_num(m.num_cpus)} CPU, {_num(m.gpus_total)} GPU{group} -> {where}")
+            custom = "".join(f", {_num(v)} {k}" for k, v in m.custom)
+            lines.append(f"  {m.name}: {_num(m.num_cpus)} CPU, {_num(m.gpus_total)} GPU{custom}{group} -> {where}")
         return "\n".join(lines)
 
 
@@ -86,19 +90,22 @@ class PlacementPlan:
 class _Node:
     cpu: float
     gpu_free: list[float] = field(default_factory=list)
+    custom: dict[str, float] = field(default_factory=dict)
 
 
 def member_request(spec: MemberSpec) -> MemberPlacement:
     """The Ray request of one member, before it is placed on a node."""
     r = spec.resources
+    custom = tuple(sorted((k, float(v)) for k, v in r.custom.items()))
     if r.tensor_parallel_size > 1:
         first: dict[str, float] = {"GPU": 1.0}
         if r.num_cpus > 0:
             first["CPU"] = float(r.num_cpus)
+        first.update(custom)  # the actor runs in bundle 0 and takes its custom resources from there
         bundles = (first,) + tuple({"GPU": 1.0} for _ in range(r.tensor_parallel_size - 1))
         return MemberPlacement(spec.name, float(r.num_cpus), 0.0, r.tensor_parallel_size, bundles,
-                               TP_STRATEGY)
-    return MemberPlacement(spec.name, float(r.num_cpus), float(r.num_gpus))
+                               TP_STRATEGY, custom=custom)
+    return MemberPlacement(spec.name, float(r.num_cpus), float(r.num_gpus), custom=custom)
 
 
 def plan(config: EnsembleConfig | Sequence[MemberSpec],
@@ -115,7 +122,8 @@ def plan(config: EnsembleConfig | Sequence[MemberSpec],
     reqs = [member_request(s) for s in specs]
     _check_totals(reqs, node_res)
 
-    nodes = [_Node(float(n.get("CPU", 0.0)), _gpu_slots(float(n.get("GPU", 0.0)))) for n in node_res]
+    nodes = [_Node(float(n.get("CPU", 0.0)), _gpu_slots(float(n.get("GPU", 0.0))),
+                   {k: float(n.get(k, 0.0)) for m in reqs for k, _ in m.custom}) for n in node_res]
     placed: dict[str, MemberPlacement] = {}
 
     def kind(m: MemberPlacement) -> tuple[int, float]:
@@ -173,6 +181,20 @@ def _check_totals(reqs: list[MemberPlacement], nodes: list[dict[str, float]]) ->
             f"the members ask for {_num(need_g)} GPUs in all ({parts}) but the Ray cluster has {_num(gpus)}: "
             "lower resources.num_gpus (fractions such as 0.25 share one GPU), lower tensor_parallel_size, "
             "or remove members")
+    for name in sorted({k for m in reqs for k, _ in m.custom}):
+        askers = [(m.name, v) for m in reqs for k, v in m.custom if k == name]
+        have = sum(float(n.get(name, 0.0)) for n in nodes)
+        need = sum(v for _, v in askers)
+        who = ", ".join(f"{n} {_num(v)}" for n, v in askers)
+        if have < EPS:
+            raise EnsembleConfigError(
+                f"members ask for the custom resource {name!r} ({who}) but no live node of the Ray cluster declares "
+                f"it: start a node with `ray start --resources '{{\"{name}\": {_num(need)}}}'` (or bring back the "
+                f"node that had it), or remove {name} from their resources.custom")
+        if need > have + EPS:
+            raise EnsembleConfigError(
+                f"members ask for {_num(need)} of the custom resource {name!r} in all ({who}) but the Ray cluster's "
+                f"live nodes declare {_num(have)}: lower the amounts in resources.custom or declare more")
     need_c = sum(m.num_cpus for m in reqs)
     if need_c > cpus + EPS:
         parts = ", ".join(f"{m.name} {_num(m.num_cpus)}" for m in reqs)
@@ -184,6 +206,8 @@ def _check_totals(reqs: list[MemberPlacement], nodes: list[dict[str, float]]) ->
 def _place(m: MemberPlacement, nodes: list[_Node]) -> MemberPlacement:
     for i, node in enumerate(nodes):
         if node.cpu + EPS < m.num_cpus:
+            continue
+        if any(node.custom.get(k, 0.0) + EPS < v for k, v in m.custom):
             continue
         if m.uses_group or m.num_gpus >= 1 - EPS:
             k = m.tensor_parallel_size if m.uses_group else int(m.num_gpus + EPS)
@@ -203,8 +227,11 @@ def _place(m: MemberPlacement, nodes: list[_Node]) -> MemberPlacement:
         else:
             take = ()
         node.cpu -= m.num_cpus
+        for k, v in m.custom:
+            node.custom[k] -= v
         return replace(m, node=i, gpus=take)
     free = "; ".join(f"node {i}: {_num(n.cpu)} CPU free, GPUs free {[_num(f) for f in n.gpu_free]}"
+                     + "".join(f", {_num(v)} {k} free" for k, v in sorted(n.custom.items()) if v > EPS)
                      for i, n in enumerate(nodes))
     raise EnsembleConfigError(
         f"member {m.name} ({_ask(m)}) fits on no node once the members before it are placed ({free}): "
@@ -212,9 +239,10 @@ def _place(m: MemberPlacement, nodes: list[_Node]) -> MemberPlacement:
 
 
 def _ask(m: MemberPlacement) -> str:
+    custom = "".join(f", {k} {_num(v)}" for k, v in m.custom)
     if m.uses_group:
-        return f"tensor_parallel_size {m.tensor_parallel_size}, num_cpus {_num(m.num_cpus)}"
-    return f"num_gpus {_num(m.num_gpus)}, num_cpus {_num(m.num_cpus)}"
+        return f"tensor_parallel_size {m.tensor_parallel_size}, num_cpus {_num(m.num_cpus)}{custom}"
+    return f"num_gpus {_num(m.num_gpus)}, num_cpus {_num(m.num_cpus)}{custom}"
 
 
 def _num(x: float) -> str:

@@ -158,6 +158,8 @@ def member_options(spec: MemberSpec, cfg: ServeConfig) -> dict[str, Any]:
         "ray_actor_options": {"num_cpus": mp.num_cpus, "num_gpus": mp.num_gpus},
         "health_check_period_s": max(1.0, min(10.0, cfg.health_interval_s)),
     }
+    if mp.custom:  # pinned to the nodes that declare them (bundle 0's for a tensor-parallel member)
+        opts["ray_actor_options"]["resources"] = dict(mp.custom)
     if mp.uses_group:  # tensor parallel: the replica runs in bundle 0 of a STRICT_PACK group
         opts["placement_group_bundles"] = [dict(b) for b in mp.bundles]
         opts["placement_group_strategy"] = mp.strategy
