@@ -68,3 +68,21 @@ def test_sources_in_order():
     assert fixed.choose("one_coin").source == "table"
     with pytest.raises(ValueError, match="exceeds"):
         Reliabilities(window=10, min_items=20)
+
+
+def test_cutoffs_are_fitted_per_verifier_and_drive_the_votes():
+    """A likelihood verifier scores right steps ~0.1-0.5 and wrong ones ~0.001: its vote cutoff is
+    fitted on labelled items, not fixed at 0.5, and the table's posteriors use it."""
+    from verinet.graph.aggregate import dawid_skene, fit_cutoffs
+
+    gold = {i: i % 3 != 0 for i in range(60)}
+    ratings = {i: {"lik": (0.3 if gold[i] else 0.002), "half": (0.8 if gold[i] else 0.2)} for i in gold}
+    cut = fit_cutoffs(ratings, gold)
+    assert 0.002 < cut["lik"] < 0.3 and 0.2 < cut["half"] < 0.8
+    fitted = dawid_skene(ratings, gold=gold, cutoffs=cut).table
+    assert fitted.verifiers["lik"].sensitivity > 0.9 and fitted.verifiers["lik"].cutoff == cut["lik"]
+    at_half = dawid_skene(ratings, gold=gold).table  # every "lik" vote says invalid at 0.5
+    assert at_half.verifiers["lik"].sensitivity < 0.1
+    assert fitted.posterior({"lik": 0.3}) > 0.9 > 0.1 > fitted.posterior({"lik": 0.002})
+    assert ReliabilityTable.from_dict(fitted.to_dict()).verifiers["lik"].cutoff == cut["lik"]
+    assert fit_cutoffs({0: {"a": 0.9}}, {0: True}) == {"a": 0.5}  # one class only

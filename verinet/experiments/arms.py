@@ -20,7 +20,7 @@ from typing import Any
 from verinet.backends.formats import PromptFormat
 from verinet.experiments.config import CompareConfig
 from verinet.experiments.cost import usage_cost
-from verinet.graph.aggregate import ReliabilityTable, dawid_skene
+from verinet.graph.aggregate import ReliabilityTable, dawid_skene, fit_cutoffs
 from verinet.graph.build import collect_ratings
 from verinet.graph.pipeline import gold_labels, verify_batch
 from verinet.graph.select import select_answer
@@ -127,7 +127,8 @@ def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: 
 @dataclass
 class Calibration:
     """What a labelled dev split teaches an arm: its earliest-error threshold, and its members'
-    reliabilities (Dawid-Skene with every labelled item clamped to the exact checker's label)."""
+    reliabilities (Dawid-Skene with every labelled item clamped to the exact checker's label, each
+    member voting "valid" above its own fitted cutoff)."""
 
     threshold: float
     reliabilities: ReliabilityTable
@@ -147,8 +148,9 @@ def calibrate(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence
     for p, (_, cs, vs) in zip(dev, by_problem):
         gold.update(gold_labels(p, cs, p.family))
         ratings.update(collect_ratings(cs, vs).means())
-    table = dawid_skene({k: ratings.get(k, {}) for k in gold}, gold=gold,
-                        one_coin=aggregation == "one_coin").table
+    labelled = {k: ratings.get(k, {}) for k in gold}
+    table = dawid_skene(labelled, gold=gold, one_coin=aggregation == "one_coin",
+                        cutoffs=fit_cutoffs(labelled, gold)).table
     if aggregation != "mean":
         batch = verify_batch(by_problem, aggregation=aggregation, threshold=0.5, selection="weighted",
                              family=get_family(dev[0].family), include_graph=False, reliabilities=table)

@@ -82,6 +82,7 @@ class Reliability:
     specificity: float  # P(says invalid | invalid)
     accuracy: float
     n_items: int
+    cutoff: float = 0.5  # its P(valid) >= cutoff is a "valid" vote (see fit_cutoffs)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class ReliabilityTable:
             r = self.verifiers.get(name)
             if r is None:
                 continue
-            y = float(p) if self.soft else float(p >= 0.5)
+            y = float(p) if self.soft else float(p >= r.cutoff)
             se, sp = _clip(r.sensitivity), _clip(r.specificity)
             la += y * math.log(se) + (1 - y) * math.log(1 - se)
             lb += y * math.log(1 - sp) + (1 - y) * math.log(sp)
@@ -116,7 +117,7 @@ class ReliabilityTable:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per verifier, for printing or JSON."""
         return [{"verifier": v, "sensitivity": r.sensitivity, "specificity": r.specificity,
-                 "accuracy": r.accuracy, "n_items": r.n_items} for v, r in self.verifiers.items()]
+                 "accuracy": r.accuracy, "n_items": r.n_items, "cutoff": r.cutoff} for v, r in self.verifiers.items()]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: what :meth:`from_dict` reads back (a run's ``reliabilities.json``)."""
@@ -136,8 +137,8 @@ class ReliabilityTable:
             verifiers = {}
             for row in d["verifiers"]:
                 r = Reliability(float(row["sensitivity"]), float(row["specificity"]), float(row["accuracy"]),
-                                int(row["n_items"]))
-                if not all(0.0 <= x <= 1.0 for x in (r.sensitivity, r.specificity, prior)):
+                                int(row["n_items"]), float(row.get("cutoff", 0.5)))
+                if not all(0.0 <= x <= 1.0 for x in (r.sensitivity, r.specificity, prior, r.cutoff)):
                     raise ValueError(f"verifier {row['verifier']!r}: probabilities must lie in [0, 1]")
                 verifiers[str(row["verifier"])] = r
         except (KeyError, TypeError) as e:
@@ -168,6 +169,7 @@ def dawid_skene(
     max_iter: int = 500,
     tol: float = 1e-8,
     clamp_gold: bool = True,
+    cutoffs: Mapping[str, float] | None = None,
 ) -> DSResult:
     """Fit binary Dawid-Skene (or one-coin) by EM without labels; return posteriors and reliabilities.
 
@@ -183,6 +185,10 @@ def dawid_skene(
     items' posteriors stay fixed at their labels throughout. Without gold, EM starts from the
     majority-vote shares, as crowd-kit does, which assumes verifiers are better than chance
     on average.
+
+    ``cutoffs`` (verifier -> P(valid) cutoff, default 0.5) say where each verifier's vote turns
+    "valid": a likelihood verifier scores right steps far below 0.5, so its cutoff is fitted on
+    labelled items (:func:`fit_cutoffs`). The table records them; its posteriors use them.
     """
     if smoothing < 0:
         raise ValueError(f"smoothing must be >= 0, got {smoothing}")
@@ -194,12 +200,13 @@ def dawid_skene(
         prior = float(np.mean([float(v) for v in gold.values()])) if gold else 0.5
         return DSResult({it: prior for it in items}, ReliabilityTable(method, prior, {}, soft))
     w_index = {w: j for j, w in enumerate(workers)}
+    cut = dict(cutoffs or {})
     oi, ow, oy = [], [], []
     for i, it in enumerate(items):
         for w, p in ratings[it].items():
             oi.append(i)
             ow.append(w_index[w])
-            oy.append(float(p) if soft else float(p >= 0.5))
+            oy.append(float(p) if soft else float(p >= cut.get(w, 0.5)))
     oi_a, ow_a, y = np.asarray(oi), np.asarray(ow), np.asarray(oy)
     n_items, n_workers = len(items), len(workers)
     rated = np.bincount(oi_a, minlength=n_items) > 0
@@ -278,10 +285,35 @@ def dawid_skene(
     table = ReliabilityTable(
         method=method, prior=prior, soft=soft, n_items=int(rated.sum()), n_iter=it, converged=converged,
         log_likelihood=history[-1] if history else float("nan"),
-        verifiers={w: Reliability(float(se[j]), float(sp[j]), float(acc[j]), int(n_per_worker[j]))
-                   for j, w in enumerate(workers)},
+        verifiers={w: Reliability(float(se[j]), float(sp[j]), float(acc[j]), int(n_per_worker[j]),
+                                  float(cut.get(w, 0.5))) for j, w in enumerate(workers)},
     )
     return DSResult({it_: float(q[i]) for i, it_ in enumerate(items)}, table, history)
+
+
+def fit_cutoffs(ratings: Mapping[Hashable, Mapping[str, float]], gold: Mapping[Hashable, bool]
+                ) -> dict[str, float]:
+    """Per verifier, the P(valid) cutoff that best separates its scores on labelled items (Youden's J:
+    sensitivity + specificity - 1, the midpoint between adjacent scores; 0.5 when its items hold one
+    class only). A verifier's votes then mean "valid" where its own scores say so."""
+    by_w: dict[str, list[tuple[float, bool]]] = {}
+    for it, per in ratings.items():
+        if it in gold:
+            for w, p in per.items():
+                by_w.setdefault(w, []).append((float(p), bool(gold[it])))
+    out = {}
+    for w, rows in by_w.items():
+        pos = np.sort([p for p, y in rows if y])
+        neg = np.sort([p for p, y in rows if not y])
+        if not len(pos) or not len(neg):
+            out[w] = 0.5
+            continue
+        scores = np.unique([p for p, _ in rows])
+        cands = np.concatenate([(scores[:-1] + scores[1:]) / 2, [0.5]]) if len(scores) > 1 else np.array([0.5])
+        se = 1 - np.searchsorted(pos, cands, side="left") / len(pos)  # share of valid items scored >= cutoff
+        sp = np.searchsorted(neg, cands, side="left") / len(neg)  # share of invalid items scored < cutoff
+        out[w] = float(cands[int(np.argmax(se + sp))])
+    return out
 
 
 # ---- records ---------------------------------------------------------------------------------
@@ -337,7 +369,7 @@ def _sigmoid(z: float) -> float:
 
 __all__ = [
     "DSResult",
-    "ITEM_METHODS",
+    "ITEM_METHODS", "fit_cutoffs",
     "METHODS",
     "Method",
     "Reliability",

@@ -103,7 +103,8 @@ class VerifyEngine:
         self._probed: dict[str, float] = {}  # member -> when its replicas were last looked up
         self.health_errors: dict[str, str] = {}  # member -> why its latest health check failed
         self.reliabilities = Reliabilities(config.reliability_table(), window=config.reliability_window,
-                                           min_items=config.reliability_min_items)
+                                           min_items=config.reliability_min_items,
+                                           cutoff=config.defaults.threshold)
         fleiss({0: {"a": 1, "b": 0}, 1: {"a": 1, "b": 1}})  # imports statsmodels now, not in a request
 
     # ---- admission ---------------------------------------------------------------------------

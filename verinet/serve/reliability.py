@@ -6,8 +6,8 @@ A chain has 3-6 items: fitting verifier reliabilities on one request is noise. S
   (Dawid-Skene clamped to the exact checker's labels on its labelled dev split), named by the
   serve config's ``reliabilities``;
 * ``rolling`` -- without one, a fit over the most recent ``reliability_window`` verified items of
-  live traffic (unsupervised, refitted every ``REFIT_EVERY`` new items), once it holds
-  ``reliability_min_items``;
+  live traffic (unsupervised, refitted every ``REFIT_EVERY`` new items, votes cut at the serve
+  config's default threshold), once it holds ``reliability_min_items``;
 * ``logodds`` -- until then, plain log-odds pooling (no reliabilities at all).
 
 Requests asking for another aggregation use none (``none``). The source is in every response
@@ -74,13 +74,14 @@ def load_table(spec: str | Path, base_dir: Path | None = None) -> ReliabilityTab
 class Reliabilities:
     """The endpoint's reliabilities: a loaded table, or a rolling fit over a bounded window of traffic."""
 
-    def __init__(self, table: ReliabilityTable | None = None, *, window: int = 2000, min_items: int = 200
-                 ) -> None:
+    def __init__(self, table: ReliabilityTable | None = None, *, window: int = 2000, min_items: int = 200,
+                 cutoff: float = 0.5) -> None:
         if min_items > window:
             raise ValueError(f"reliability_min_items {min_items} exceeds reliability_window {window}")
         self.table = table
         self.window: deque[Mapping[str, float]] = deque(maxlen=window)
         self.min_items = min_items
+        self.cutoff = cutoff  # where a member's vote turns "valid" in the rolling fit (no labels to fit one)
         self._rolling: dict[str, ReliabilityTable] = {}
         self._since_fit = 0
         self._lock = threading.Lock()
@@ -106,7 +107,9 @@ class Reliabilities:
                 items = dict(enumerate(self.window))
                 for method in ("dawid_skene", "one_coin"):
                     self._rolling.pop(method, None)
-                self._rolling[aggregation] = dawid_skene(items, one_coin=aggregation == "one_coin").table
+                members = {w for per in self.window for w in per}
+                self._rolling[aggregation] = dawid_skene(items, one_coin=aggregation == "one_coin",
+                                                         cutoffs=dict.fromkeys(members, self.cutoff)).table
                 self._since_fit = 0
             return Choice(aggregation, self._rolling[aggregation], "rolling", n)
 
