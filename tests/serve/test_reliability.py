@@ -86,3 +86,19 @@ def test_cutoffs_are_fitted_per_verifier_and_drive_the_votes():
     assert fitted.posterior({"lik": 0.3}) > 0.9 > 0.1 > fitted.posterior({"lik": 0.002})
     assert ReliabilityTable.from_dict(fitted.to_dict()).verifiers["lik"].cutoff == cut["lik"]
     assert fit_cutoffs({0: {"a": 0.9}}, {0: True}) == {"a": 0.5}  # one class only
+
+
+def test_a_table_must_name_every_member():
+    from verinet.serve.engine import VerifyEngine
+
+    cfg = serve_config(reliabilities=table().to_dict())  # rows for "a" and "b" only
+    specs = cfg.ensemble_config(check_models=False).members
+    with pytest.raises(ServeConfigError, match="no row for members"):
+        VerifyEngine(cfg, {s.name: object() for s in specs}, specs, quorum=2)
+
+
+def test_mixed_methods_do_not_refit_each_other():
+    r = Reliabilities(window=100, min_items=10)
+    r.observe({i: {"a": 0.9, "b": 0.8 if i % 4 else 0.1} for i in range(40)})
+    ds, oc = r.choose("dawid_skene").table, r.choose("one_coin").table
+    assert r.choose("dawid_skene").table is ds and r.choose("one_coin").table is oc

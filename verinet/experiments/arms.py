@@ -103,7 +103,8 @@ def _correct(problem: Problem, answer: str | None) -> bool:
 
 
 def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
-                 kinds: Sequence[str] | None, aggregation: str, threshold: float, selection: str, seed: int):
+                 kinds: Sequence[str] | None, aggregation: str, threshold: float, selection: str, seed: int,
+                 reliabilities: ReliabilityTable | None = None):
     """Every member of ``caller`` verifies the shared labelled chains (gold + the ``kinds`` of injected
     errors; every kind the family supports when ``kinds`` is None).
 
@@ -118,7 +119,8 @@ def labelled_run(caller: Caller, formats: Mapping[str, PromptFormat], problems: 
         ids = {c.id for c in cs}
         by_problem.append((p.id, cs, [v for v in verdicts if v.chain_id in ids]))
     batch = verify_batch(by_problem, aggregation=aggregation, threshold=threshold, selection=selection,
-                         family=get_family(problems[0].family), include_graph=False)
+                         family=get_family(problems[0].family), include_graph=False,
+                         reliabilities=reliabilities)
     usage = {m: {"labelled": u} for m, u in res.usage.items()}
     seconds = {m: {"labelled": s} for m, s in res.wall_s.items()}
     return by_problem, batch, usage, seconds
@@ -172,14 +174,18 @@ def calibrate_threshold(caller: Caller, formats: Mapping[str, PromptFormat], dev
 def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
               topology: str, aggregation: str = "mean", threshold: float | None = None, selection: str = "weighted",
               dev: Sequence[Problem] = (), seed: int = 0) -> ArmResult:
-    """Score one arm. With ``threshold=None`` it is calibrated on the labelled ``dev`` problems first."""
+    """Score one arm. With ``threshold=None`` it is calibrated on the labelled ``dev`` problems first, and
+    the reliabilities learned there are used wherever the aggregation is Dawid-Skene or one-coin."""
     fam = get_family(problems[0].family)
+    table = None
     if threshold is None:
         if not dev:
             raise ValueError("threshold=None needs dev problems to calibrate it on")
-        threshold = calibrate_threshold(caller, formats, dev, aggregation=aggregation, seed=seed + 1)
+        cal = calibrate(caller, formats, dev, aggregation=aggregation, seed=seed + 1)
+        threshold, table = cal.threshold, cal.reliabilities
     run = run_verification(caller, formats, problems, topology=topology, aggregation=aggregation,
-                           threshold=threshold, selection=selection, seed=seed, include_graph=False)
+                           threshold=threshold, selection=selection, seed=seed, include_graph=False,
+                           reliabilities=table)
     preds, labels, valid, steps = [], [], 0, 0
     correct = 0
     for i, (p, rep) in enumerate(zip(problems, run.batch.reports)):
@@ -193,7 +199,8 @@ def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], pro
             valid += check.n_valid
             steps += len(check.steps)
     by_problem, injected, usage, _ = labelled_run(caller, formats, problems, kinds=None, aggregation=aggregation,
-                                                  threshold=threshold, selection=selection, seed=seed)
+                                                  threshold=threshold, selection=selection, seed=seed,
+                                                  reliabilities=table)
     inj_preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(injected.reports, by_problem) for c in cs]
     inj_labels = [c.first_error for _, cs, _ in by_problem for c in cs]
     tokens = sum(u.total for phases in run.usage.values() for u in phases.values())
@@ -254,7 +261,7 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
     t0 = time.perf_counter()
     ens_lab, ens_lab_batch, ens_lab_usage, ens_lab_s = labelled_run(
         ens, formats, problems, kinds=kinds, aggregation=e.aggregation, threshold=thresholds["ensemble"],
-        selection=e.selection, seed=seed)
+        selection=e.selection, seed=seed, reliabilities=reliabilities)
     ens_lab_wall = time.perf_counter() - t0
     ens_usage = _merge(ens_run.usage, ens_lab_usage)
     ens_s = _merge(ens_run.member_s, ens_lab_s)

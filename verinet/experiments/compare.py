@@ -75,6 +75,11 @@ def _check_out_dir(config: CompareConfig, out: Path) -> dict[str, Any]:
     cfg_path = out / "config.yaml"
     if cfg_path.exists():
         previous = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        try:  # read back through the model, so fields added since (with their defaults) compare equal
+            previous = CompareConfig.model_validate(previous).model_dump(mode="json")
+        except Exception as e:  # noqa: BLE001 - unreadable: refuse rather than mix results
+            raise ConfigError(f"{cfg_path}: cannot read the config of the earlier run ({e}); choose another "
+                              "--out, or delete that directory to start over") from None
         if previous != {**resolved, "out_dir": previous.get("out_dir")}:
             raise ConfigError(
                 f"{out} holds results of a different config ({cfg_path}); "
@@ -125,14 +130,23 @@ def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, pr
         if key in done:
             continue
         kinds = list(config.inject)
+        if config.threshold is None and not dev:
+            raise ConfigError(f"tasks.{i}: no dev problems to calibrate on (every one repeated a test problem); "
+                              "raise dev_n or fix `threshold`")
+        cal = None
         if dev:
             cal = calibrate(ens, formats, dev, aggregation=config.ensemble.aggregation, seed=config.seed + 1,
                             kinds=kinds)
+            absent = sorted(set(ens.members) - set(cal.reliabilities.verifiers))
+            if absent:
+                raise ConfigError(f"tasks.{i}: members {absent} gave no verdicts on the dev split, so no "
+                                  "reliabilities could be learned for them; check their logs and rerun")
             tables[key] = cal.reliabilities.to_dict()
             _write_json(rpath, tables)
         if config.threshold is not None:
             done[key] = {"ensemble": config.threshold, "baseline": config.threshold}
         else:
+            assert cal is not None
             done[key] = {
                 "ensemble": cal.threshold,
                 "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1,
@@ -198,7 +212,8 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
                         progress("problems", done, total)
             records = [log.records[p.id] for _, t, _ in slices for p in t]
 
-        faith = _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress)
+        faith = _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress,
+                              reliabilities)
         sweep = _frontier(config, out, slices, caller, formats, thresholds, parameters, member_shares, records,
                           progress)
         infos = _infos(caller, config)  # peak memory after the work
@@ -209,7 +224,8 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
     return write_report(config, summary, records, faith, out)
 
 
-def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress) -> list[dict[str, Any]]:
+def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, progress,
+                  reliabilities=None) -> list[dict[str, Any]]:
     spec = config.faithfulness
     if spec.n == 0 or not spec.tests:
         return []
@@ -235,7 +251,8 @@ def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, p
                 else:
                     res = evaluate_pipeline(ens, formats, problems, seed=config.seed, n_boot=spec.n_boot,
                                             topology=e.topology, k=e.k, aggregation=e.aggregation,
-                                            threshold=thresholds[str(i)]["ensemble"], selection=e.selection)
+                                            threshold=thresholds[str(i)]["ensemble"], selection=e.selection,
+                                            reliabilities=(reliabilities or {}).get(str(i)))
                 log.append({"unit": unit, "slice": i, "family": problems[0].family, "arm": arm, "kind": kind,
                             "summary": res.summary, "records": res.records})
                 done += 1

@@ -37,7 +37,7 @@ from verinet.faithfulness.calls import FaithfulnessError, Round
 from verinet.faithfulness.interventions import StepEdit, edit_rng, family_edits, forced_answer, with_mistake
 from verinet.faithfulness.runner import solve_tokens
 from verinet.faithfulness.summary import FaithfulnessResult, summarize_pipeline
-from verinet.orchestration import VerifyRun, run_verification
+from verinet.orchestration import VerifyRun, run_verification, verdicts_from_scores
 from verinet.graph.pipeline import verify_problem
 from verinet.schema import FORMAT_VERSION, Chain, Problem, Verdict, VerificationReport
 from verinet.tasks import TaskFamily, get_family
@@ -176,8 +176,7 @@ def _verify(caller: Any, formats: Mapping[str, PromptFormat], items: Sequence[tu
     out: dict[str, list[Verdict]] = defaultdict(list)
     for v, result in res.results.items():
         for (_, chain), probs in zip(todo[v], decoders[v](result)):
-            out[chain.id] += [Verdict(verifier=v, chain_id=chain.id, step_index=i, p_valid=min(1.0, max(0.0, pv)))
-                              for i, pv in enumerate(probs)]
+            out[chain.id] += verdicts_from_scores(v, chain.id, probs)
     return out
 
 

@@ -8,6 +8,7 @@ half, behind the endpoint (:func:`verdicts_from_scores`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -89,8 +90,13 @@ def cross_verify(caller: Caller, formats: Mapping[str, PromptFormat], problems: 
 def verdicts_from_scores(verifier: str, chain_id: str, p_valid: Sequence[float]) -> list[Verdict]:
     """One verifier's P(valid) per line of one chain (steps, then the answer line) as verdicts, clipped
     to [0, 1]: the one place where member scores enter the graph, for the job and the endpoint alike."""
-    return [Verdict(verifier=verifier, chain_id=chain_id, step_index=i, p_valid=min(1.0, max(0.0, float(p))))
-            for i, p in enumerate(p_valid)]
+    out = []
+    for i, p in enumerate(p_valid):
+        p = float(p)
+        if not math.isfinite(p):  # a broken score is no verdict, not a confident "invalid"
+            raise ValueError(f"verifier {verifier!r} gave a non-finite P(valid) ({p}) for line {i} of {chain_id}")
+        out.append(Verdict(verifier=verifier, chain_id=chain_id, step_index=i, p_valid=min(1.0, max(0.0, p))))
+    return out
 
 
 def run_verification(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,

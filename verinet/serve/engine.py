@@ -38,7 +38,7 @@ from verinet.serve.api import (
     VerifyResponse,
 )
 from verinet.serve.chains import ClientChain, RequestError, checker_report, client_chain
-from verinet.serve.config import ServeConfig
+from verinet.serve.config import ServeConfig, ServeConfigError
 from verinet.orchestration.protocol import MemberFailure, QuorumError, check_quorum
 from verinet.orchestration.verify import verdicts_from_scores
 from verinet.serve.members import MemberAnswer, MemberClient, reserved_tokens
@@ -102,7 +102,13 @@ class VerifyEngine:
         self._last_failure: dict[str, float] = {}  # member -> when a call or health check last failed
         self._probed: dict[str, float] = {}  # member -> when its replicas were last looked up
         self.health_errors: dict[str, str] = {}  # member -> why its latest health check failed
-        self.reliabilities = Reliabilities(config.reliability_table(), window=config.reliability_window,
+        table = config.reliability_table()
+        absent = sorted(set(self.names) - set(table.verifiers)) if table is not None else []
+        if absent:
+            raise ServeConfigError(f"reliabilities: the table has no row for members {absent} (it has "
+                                   f"{sorted(table.verifiers)}); learn one with these members (`verinet compare`) "
+                                   "or drop `reliabilities` to fit over recent traffic")
+        self.reliabilities = Reliabilities(table, window=config.reliability_window,
                                            min_items=config.reliability_min_items,
                                            cutoff=config.defaults.threshold)
         fleiss({0: {"a": 1, "b": 0}, 1: {"a": 1, "b": 1}})  # imports statsmodels now, not in a request

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -80,7 +81,10 @@ class Scorer:
         call = self.format.verify_call(items)
         with self._lock:
             result = getattr(self.backend, call.method)(*call.args, **call.kwargs)
-        return [[min(1.0, max(0.0, float(p))) for p in row] for row in call.decode(result)]
+        rows = [[float(p) for p in row] for row in call.decode(result)]
+        if any(not math.isfinite(p) for row in rows for p in row):  # the member failed; not an "invalid" vote
+            raise ValueError(f"{self.spec.name}: the backend returned a non-finite P(valid)")
+        return [[min(1.0, max(0.0, p)) for p in row] for row in rows]
 
     def describe(self) -> dict[str, Any]:
         return {"member": self.spec.name, "model": self.spec.model, "backend": self.spec.backend,

@@ -82,8 +82,8 @@ class Reliabilities:
         self.window: deque[Mapping[str, float]] = deque(maxlen=window)
         self.min_items = min_items
         self.cutoff = cutoff  # where a member's vote turns "valid" in the rolling fit (no labels to fit one)
-        self._rolling: dict[str, ReliabilityTable] = {}
-        self._since_fit = 0
+        self._rolling: dict[str, tuple[int, ReliabilityTable]] = {}  # method -> (items observed then, table)
+        self._observed = 0
         self._lock = threading.Lock()
 
     def observe(self, ratings: Mapping[Hashable, Mapping[str, float]]) -> None:
@@ -92,7 +92,7 @@ class Reliabilities:
             for per in ratings.values():
                 if per:
                     self.window.append(dict(per))
-                    self._since_fit += 1
+                    self._observed += 1
 
     def choose(self, aggregation: str) -> Choice:
         if aggregation not in ("dawid_skene", "one_coin"):
@@ -100,18 +100,19 @@ class Reliabilities:
         if self.table is not None:
             return Choice(aggregation, self.table, "table", self.table.n_items)
         with self._lock:
-            n = len(self.window)
+            n, observed = len(self.window), self._observed
             if n < self.min_items:
                 return Choice("logodds", None, "logodds", n)
-            if aggregation not in self._rolling or self._since_fit >= REFIT_EVERY:
-                items = dict(enumerate(self.window))
-                for method in ("dawid_skene", "one_coin"):
-                    self._rolling.pop(method, None)
-                members = {w for per in self.window for w in per}
-                self._rolling[aggregation] = dawid_skene(items, one_coin=aggregation == "one_coin",
-                                                         cutoffs=dict.fromkeys(members, self.cutoff)).table
-                self._since_fit = 0
-            return Choice(aggregation, self._rolling[aggregation], "rolling", n)
+            cached = self._rolling.get(aggregation)
+            if cached is not None and observed - cached[0] < REFIT_EVERY:
+                return Choice(aggregation, cached[1], "rolling", n)
+            items = dict(enumerate(self.window))  # a snapshot: the fit runs outside the lock
+        members = {w for per in items.values() for w in per}
+        table = dawid_skene(items, one_coin=aggregation == "one_coin",
+                            cutoffs=dict.fromkeys(members, self.cutoff)).table
+        with self._lock:
+            self._rolling[aggregation] = (observed, table)
+        return Choice(aggregation, table, "rolling", n)
 
     def describe(self) -> dict[str, Any]:
         return {"table": self.table.to_dict() if self.table else None, "window_items": len(self.window),

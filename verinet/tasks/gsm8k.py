@@ -94,10 +94,11 @@ def flexible_number(text: str) -> str | None:
     """The number a free-form answer states: the whole text when it is one, else the first number after
     any leading enumeration ("1: 4 books" -> "4"), like lm-evaluation-harness's flexible extract for
     GSM8K (which takes the last number of a whole response; a forced answer states it first)."""
+    text = _ENUMERATION.sub("", text, count=1)  # "1. 7" is "7", not 1.7
     whole = canon_number(text.strip().rstrip("."))
     if whole is not None:
         return whole
-    m = _NUMBER.search(_ENUMERATION.sub("", text, count=1))
+    m = _NUMBER.search(text)
     return canon_number(m.group().rstrip(",")) if m else None
 
 
@@ -290,9 +291,15 @@ def stated_numbers(text: str) -> set[Fraction]:
         c = canon_number(m[0]) if len(m[0]) <= _MAX_NUM_CHARS else None
         if c is not None:
             out.add(Fraction(c))
-            if text[m.end():m.end() + 2].lstrip().startswith("%"):
-                out.add(Fraction(c) / 100)
+            if text[m.end():m.end() + 2].lstrip().startswith("%"):  # 10% also states 0.1, 1.1 and 0.9
+                out |= {Fraction(c) / 100, 1 + Fraction(c) / 100, 1 - Fraction(c) / 100}
+    for m in _FRACTION.finditer(text):  # "1/2 of $40" states 0.5
+        if int(m[2]) != 0 and len(m[0]) <= _MAX_NUM_CHARS:
+            out.add(Fraction(int(m[1]), int(m[2])))
     return out
+
+
+_FRACTION = re.compile(r"(?<![\d.])(\d{1,6})\s*/\s*(\d{1,6})(?![\d.])")
 
 
 def _read_line(line: str, j: int, seen: dict[Fraction, int],
