@@ -45,7 +45,7 @@ def test_learned_reliabilities_are_fitted_on_labels(setup):
 def test_job_and_endpoint_give_identical_posteriors(setup, aggregation):
     specs, caller, formats, cal = setup
     fam = get_family("arith")
-    problems = fam.sample(3, seed=17, params={"steps": 3})
+    problems = fam.sample(2, seed=17, params={"steps": 3})
     cfg = ServeConfig(ensemble=EnsembleConfig(members=specs, quorum=3), reliabilities=cal.reliabilities.to_dict())
     engine = local_engine(cfg)
     for p in problems:
