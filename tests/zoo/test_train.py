@@ -87,3 +87,61 @@ def test_solve_first_trains_solving_alone_before_the_mixture():
     assert early == {"solve"} and late == {"solve", "verify", "force"}
     with pytest.raises(ValueError, match="solve_first"):
         Objectives(solve_first=1.0)
+
+
+def test_answer_objective_writes_the_answer_line_and_no_steps():
+    from tests.zoo.conftest import micro_config
+    from verinet.zoo.config import Objectives
+    from verinet.zoo.data import IGNORE, ExampleBuilder
+    from verinet.zoo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = micro_config().model_copy(update={"objectives": Objectives(solve=0.0, verify=0.0, force=0.0, answer=1.0)})
+    batch = ExampleBuilder(cfg, tok).batch(3)
+    assert {e.objective for e in batch} == {"answer"}
+    for e in batch:
+        target = tok.decode([t for t in e.targets if t != IGNORE])
+        prompt = tok.decode(e.ids[: e.targets.index(next(t for t in e.targets if t != IGNORE)) + 1])
+        assert target.startswith("#### ") and target.endswith("<eos>") and "\n" not in target, target
+        assert prompt.endswith("\n") and "####" not in prompt  # the solve prompt: the question alone
+
+
+def test_init_from_starts_from_the_checkpoint_and_refuses_another_size(tmp_path):
+    import torch
+
+    from tests.zoo.conftest import micro_config
+    from verinet.zoo.config import ModelSize, ZooError
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.train import train
+
+    def still(**kw):  # one step at a negligible learning rate: the weights stay where they started
+        cfg = micro_config(steps=1, **kw)
+        return cfg.model_copy(update={"training": cfg.training.model_copy(update={"lr": 1e-9, "warmup": 0.0})})
+
+    base = tmp_path / "base"
+    train(micro_config(steps=6), base)
+    train(still(init_from=str(base)), tmp_path / "tuned")
+    a, _ = load_checkpoint(base)
+    b, _ = load_checkpoint(tmp_path / "tuned")
+    train(still(), tmp_path / "fresh")
+    c, _ = load_checkpoint(tmp_path / "fresh")
+    w = "model.layers.0.mlp.up_proj.weight"
+    assert torch.allclose(a.state_dict()[w], b.state_dict()[w], atol=1e-5)  # started from base, barely moved
+    assert not torch.allclose(a.state_dict()[w], c.state_dict()[w], atol=1e-3)
+    other = micro_config(steps=1, init_from=str(base)).model_copy(
+        update={"size": ModelSize(hidden=32, layers=1, heads=1, intermediate=64, max_len=256)})
+    with pytest.raises(ZooError, match="init_from.*another size"):
+        train(other, tmp_path / "other")
+
+
+def test_problems_longer_than_max_len_are_an_error_not_a_hang():
+    from tests.zoo.conftest import micro_config
+    from verinet.zoo.config import ModelSize, ZooError
+    from verinet.zoo.data import ExampleBuilder
+    from verinet.zoo.tokenizer import build_tokenizer
+
+    cfg = micro_config().model_copy(update={"size": ModelSize(hidden=32, layers=1, heads=1, intermediate=64,
+                                                              max_len=64)})
+    with pytest.raises(ZooError, match="fit size.max_len = 64"):
+        for step in range(20):
+            ExampleBuilder(cfg, build_tokenizer()).batch(step)

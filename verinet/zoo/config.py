@@ -66,6 +66,9 @@ class Objectives(_Strict):
     solve: float = Field(default=0.5, ge=0)
     verify: float = Field(default=0.3, ge=0)
     force: float = Field(default=0.2, ge=0)
+    answer: float = Field(default=0.0, ge=0,
+                          description="answer-only examples: the solve prompt followed by the answer line alone "
+                                      "(no steps), the data of answer-only fine-tuning")
     solve_first: float = Field(
         default=0.0, ge=0, lt=1,
         description="share of the training steps that learn to solve only, before verifying and answer "
@@ -73,8 +76,8 @@ class Objectives(_Strict):
 
     @model_validator(mode="after")
     def _some(self) -> Objectives:
-        if self.solve + self.verify + self.force <= 0:
-            raise ValueError("at least one of solve, verify, force must be > 0")
+        if self.solve + self.verify + self.force + self.answer <= 0:
+            raise ValueError("at least one of solve, verify, force, answer must be > 0")
         return self
 
 
@@ -90,6 +93,9 @@ class Training(_Strict):
     checkpoint_every: int = Field(default=200, ge=1, description="steps between resumable checkpoints")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; None = all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_from: str | None = Field(
+        default=None, description="a zoo checkpoint (name or directory) whose weights start this run: fine-tuning; "
+                                  "its size must equal this config's size")
     dtype: Literal["float32", "bfloat16"] = Field(
         default="float32", description="autocast dtype on GPU; CPU trains in float32"
     )

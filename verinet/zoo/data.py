@@ -14,8 +14,8 @@ import torch
 from verinet.schema import Problem
 from verinet.tasks import InjectionUnsupported, get_family
 from verinet.zoo import formats
-from verinet.zoo.config import TaskMix, ZooConfig
-from verinet.zoo.tokenizer import INVALID, TAG, VALID
+from verinet.zoo.config import TaskMix, ZooConfig, ZooError
+from verinet.zoo.tokenizer import ANSWER_CUE, INVALID, TAG, VALID
 
 IGNORE = -100
 FORCE_KINDS = ("wrong_result", "wrong_premise", "dropped_step")
@@ -36,7 +36,8 @@ class ExampleBuilder:
         self.valid_id = tokenizer.convert_tokens_to_ids(VALID)
         self.invalid_id = tokenizer.convert_tokens_to_ids(INVALID)
         obj = config.objectives
-        self.objectives = [("solve", obj.solve), ("verify", obj.verify), ("force", obj.force)]
+        self.objectives = [("solve", obj.solve), ("verify", obj.verify), ("force", obj.force),
+                           ("answer", obj.answer)]
 
     def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
@@ -84,9 +85,16 @@ class ExampleBuilder:
             answer = chain.answer if k == len(steps) else problem.answer
         return self.completion(prompt, formats.force_target(answer or problem.answer), "force")
 
+    def answer(self, problem: Problem) -> Example:
+        """Answer-only data: asked to solve, the model writes the answer line and no steps."""
+        return self.completion(formats.solve_prompt(problem.question),
+                               formats.solve_target(f"{ANSWER_CUE} {problem.answer}"), "answer")
+
     def example(self, problem: Problem, objective: str, rng: random.Random) -> Example:
         if objective == "solve":
             return self.solve(problem)
+        if objective == "answer":
+            return self.answer(problem)
         if objective == "verify":
             return self.verify(problem, rng)
         return self.force(problem, rng)
@@ -100,13 +108,19 @@ class ExampleBuilder:
         fam = get_family(mix.family)
         names, weights = zip(*self.objectives)
         if step < self.config.objectives.solve_first * self.config.training.steps:
-            weights = (1.0, 0.0, 0.0)
+            weights = (1.0, 0.0, 0.0, 0.0)
         out: list[Example] = []
+        tries = 0
         while len(out) < size:
             problem = fam.generate(rng.getrandbits(31), rng.choice(mix.params))
             ex = self.example(problem, rng.choices(names, weights=weights)[0], rng)
             if len(ex.ids) <= self.config.size.max_len:
                 out.append(ex)
+            tries += 1
+            if tries >= 50 * size and len(out) < tries // 50:
+                raise ZooError(f"tasks ({mix.family} {mix.params}): only {len(out)} of {tries} examples fit "
+                               f"size.max_len = {self.config.size.max_len} tokens; raise max_len or choose "
+                               "shorter problems")
         return out
 
 

@@ -64,11 +64,15 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
-          on_step: Callable[[int, float, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, float, float], None] | None = None,
+          builder: Callable[[ZooConfig, object], ExampleBuilder] | None = None) -> TrainResult:
     """Train (or resume) ``config`` into ``out_dir``; returns what happened.
 
     ``stop_after`` ends the run early after that many steps of this call (used to test
     resumption); ``on_step(step, loss, tokens_per_s)`` is called after each step.
+    ``builder(config, tokenizer)`` replaces the default :class:`ExampleBuilder` (the probes train
+    on other chain formats or on another model's chains); its ``batch(step)`` must stay a pure
+    function of the step, or a resumed run leaves the trajectory.
     """
     tc = config.training
     out = Path(out_dir)
@@ -84,8 +88,11 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     if tc.threads:
         torch.set_num_threads(tc.threads)
     tok = build_tokenizer()
-    builder = ExampleBuilder(config, tok)
-    model = build_model(config.size, tok, tc.seed).to(device)
+    builder = (builder or ExampleBuilder)(config, tok)
+    model = build_model(config.size, tok, tc.seed)
+    if tc.init_from:
+        _init_weights(model, tc.init_from)
+    model = model.to(device)
     opt = _optimizer(model, tc)
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
     state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
@@ -142,6 +149,20 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     losses = state["losses"] + ([sum(window) / len(window)] if window else [])
     return TrainResult(state["step"], state["tokens"], state["wall_s"], losses[-1] if losses else float("nan"),
                        losses, device)
+
+
+def _init_weights(model: torch.nn.Module, init_from: str) -> None:
+    """Start from a trained checkpoint's weights (fine-tuning); the sizes must match."""
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    base, _ = load_checkpoint(resolve(init_from))
+    theirs, ours = base.state_dict(), model.state_dict()
+    wrong = sorted(k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape)
+    if wrong:
+        raise ZooError(f"training.init_from: {init_from} has another size than this config's size "
+                       f"(first differing weight: {wrong[0]}); set size to the checkpoint's (see its config.json)")
+    model.load_state_dict({k: theirs[k] for k in ours})
 
 
 def read_training_info(out: Path) -> dict | None:
