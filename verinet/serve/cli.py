@@ -49,7 +49,11 @@ def serve_command(
     # SIGTERM (docker stop, kubectl, systemd) stops the endpoint exactly as Ctrl-C does: Serve's app, then
     # the Ray this command started with every process of it (raylet, dashboard agent, runtime-env agent).
     # Left to Python's default, SIGTERM ends this process at once and Ray's helpers outlive it.
+    # SIGINT gets the same handler, set explicitly and unblocked: a parent that ignored or blocked it (a CI
+    # runner, a supervisor) would otherwise leave Ctrl-C without effect and the endpoint running.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     srv = None
     started_ray = False
     try:
@@ -68,6 +72,7 @@ def serve_command(
             # ray.init installs its own SIGTERM handler in the driver (it logs and aborts): take it back
             # (a joined cluster too; init_ray does it for the local one).
             signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGINT, _interrupt)
         console.print(f"verinet serving at {url}  (docs {url}/docs, metrics {url}/metrics, auth {auth})",
                       highlight=False)
         console.print("press Ctrl-C to stop", style="dim")
@@ -77,10 +82,12 @@ def serve_command(
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts the stop
         try:
             _stop(cfg, srv, local=local, started_ray=started_ray)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     console.print("stopped", style="dim")
 
 
