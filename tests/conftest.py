@@ -1,0 +1,16 @@
+"""Suite-wide collection rules."""
+
+from __future__ import annotations
+
+
+def pytest_collection_modifyitems(config, items):
+    """Real-model tests (marker ``smollm2``) run only when ``-m`` names the marker: the fast suite's
+    ``-m "not slow and ..."`` does not, so they are deselected there rather than collected and skipped."""
+    if "smollm2" in (config.getoption("-m") or ""):
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("smollm2") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
