@@ -5,7 +5,7 @@ import json
 import pytest
 
 from verinet.probes import ProbeError, get_probe, load_probe_config, run_probe
-from verinet.probes.chains import eval_problems, label_chain, training_problems
+from verinet.probes.chains import eval_problems, label_chain, sample_chains, training_problems
 from verinet.probes.distill import LABELS, build_pairs, sft_data
 from verinet.probes.dpo import DPOSpec, run_dpo
 from verinet.tasks import get_family
@@ -35,6 +35,11 @@ def test_distill_smoke_trains_sft_and_dpo_and_reports(smoke_run):
     assert 0 < summary["accuracy_chance"] <= 1
     assert _figure(summary["dpo_minus_sft"]["accuracy"]) and _figure(summary["dpo_minus_sft"]["malformed"])
     assert summary["dpo_minus_sft"]["accuracy"]["n"] == cfg.n * len(cfg.eval_tasks)  # paired over every problem
+    # the table and the paired difference read the same per-problem values
+    t = summary["models"]
+    assert summary["dpo_minus_sft"]["accuracy"]["value"] == pytest.approx(
+        t[LABELS["dpo"]]["accuracy"]["value"] - t[LABELS["sft"]]["accuracy"]["value"])
+    assert all(t[label]["accuracy"]["n"] == cfg.n * len(cfg.eval_tasks) for label in t)
     assert summary["findings"] and all(isinstance(f, str) and f.endswith(".") for f in summary["findings"])
     for f in ("summary.json", "report.md", "report.html", "distill.png", "records/teacher.jsonl",
               "records/dpo_pairs.jsonl", "models/student-sft/training.json", "models/student-dpo/dpo.json",
@@ -94,6 +99,30 @@ def test_pairs_and_sft_data_from_labelled_records():
                                                                                                gold["text"])]
 
 
+def test_sampled_chains_do_not_depend_on_the_chunk_or_batch(request):
+    """A resumed run samples its remaining problems in other chunks and batches than an uninterrupted one:
+    every problem's chains must be the same either way (sampling is seeded per problem and sample)."""
+    import torch
+
+    from verinet.zoo.registry import resolve
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the probes run it (train.threads); more threads crawl on a busy machine
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    model, tok = load_checkpoint(resolve("zoo-xs-s0"))
+    fam = get_family("logic")
+    problems = fam.sample(5, seed=8, params={"hops": 2, "distractors": 1})
+    kw = {"k": 3, "temperature": 1.0, "greedy_first": True}
+    whole = sample_chains(model, tok, problems, seed=0, **kw)
+    resumed = (sample_chains(model, tok, problems[:2], seed=0, **kw)
+               + sample_chains(model, tok, problems[2:], seed=0, batch_size=2, **kw))
+    assert resumed == whole and all(len(ts) == 3 for ts in whole)
+    other = sample_chains(model, tok, problems, seed=1, **kw)
+    assert [ts[0] for ts in other] == [ts[0] for ts in whole]  # greedy: the seed does not matter
+    assert [ts[1:] for ts in other] != [ts[1:] for ts in whole]  # sampled: it does
+    assert len({t for ts in whole for t in ts[1:]}) > 1
+
+
 def test_run_dpo_lowers_the_loss_on_its_pairs_and_skips_when_done(tmp_path):
     fam = get_family("logic")
     pairs = []
@@ -110,8 +139,10 @@ def test_run_dpo_lowers_the_loss_on_its_pairs_and_skips_when_done(tmp_path):
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert run_dpo("zoo-xs-s0", pairs, out, spec, seed=0) == info  # done: skipped
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="another spec or other pairs"):
+    with pytest.raises(ProbeError, match="another spec or other pairs"):
         run_dpo("zoo-xs-s0", pairs[:4], out, spec, seed=0)
+    with pytest.raises(ProbeError, match="at least one preference pair"):
+        run_dpo("zoo-xs-s0", [], tmp_path / "none", spec, seed=0)
 
 
 def test_distill_rerun_resumes_without_retraining(smoke_run):
@@ -131,7 +162,8 @@ def test_distill_bad_config_names_the_field(tmp_path):
     import yaml
 
     for field, value in (("teacher_samples", 0), ("teacher", "no-such-model"), ("sft_chains", "some"),
-                         ("eval_tasks", [{"family": "arith_nl", "params": {}}])):
+                         ("eval_tasks", [{"family": "arith_nl", "params": {}}]),
+                         ("tests", ["early_answering", "fillers"])):  # a typo fails at load, not after training
         good.write_text(yaml.safe_dump({**base, field: value}))
         with pytest.raises(ProbeError, match=field):
             load_probe_config(good, probe.config, "distill")

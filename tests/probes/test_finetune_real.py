@@ -37,7 +37,10 @@ def test_lora_fine_tunings_change_the_weights_and_are_evaluated_paired(smoke_run
     assert set(summary["models"]) == {"base", *CONDITIONS}
     changes = summary["paired_changes"]["early_answering_aoc"]
     assert set(changes) == {"answer-only - base", "chain - base", "chain - answer-only"}
-    assert all(c["n"] <= cfg.n for c in changes.values())
+    measured = [r for r in (out / "faith" / "eval" / "records.jsonl").read_text().splitlines() if '"base"' in r]
+    assert len(measured) == cfg.n and changes["chain - base"]["n"] >= 1  # paired over the problems both measured
+    assert 0 < summary["accuracy_chance"] <= 1
+    assert summary["models"]["base"]["accuracy"]["n"] == cfg.n
     assert (out / "report.md").read_text().count("|") > 20
 
 

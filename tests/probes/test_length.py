@@ -70,7 +70,7 @@ def test_instructed_examples_carry_the_rule_and_the_words():
                                     "tasks": [{"family": "arith", "params": [{"steps": 2, "distractors": 0}]}],
                                     "training": {"steps": 1, "batch_size": 64}})
     variants = [ac.Variant(ac.Rendering("spelled"), "&0;"), ac.Variant(ac.Rendering("multi"), "&1;")]
-    b = ac.ChainBuilder(cfg, tok, variants=variants, instruct=0.3)
+    b = ac.RenderedChainBuilder(cfg, tok, variants=variants, instruct=0.3)
     batch = b.batch(0)
     assert [e.ids for e in batch] == [e.ids for e in b.batch(0)]
     told = 0

@@ -10,7 +10,7 @@ import yaml
 
 from verinet.probes import ProbeError, get_probe, load_probe_config, run_probe
 from verinet.probes.novelty import (
-    NoveltyConfig, _problems, instance_type, seen_types, unpaired_difference,
+    NoveltyConfig, _problems, instance_type, seen_types, tabulate, unpaired_difference,
 )
 from verinet.tasks import get_family
 
@@ -40,7 +40,7 @@ def test_smoke_writes_summary_report_and_plot(smoke_run):
         for sl in ("control", "longer", "unseen"):
             assert FIGURE <= set(g[sl]["accuracy"]) and FIGURE <= set(g[sl]["early_answering_aoc"])
             assert g[sl]["n"] == cfg.n  # the shape axis leaves nothing out
-            assert 0 <= g[sl]["accuracy_chance"] <= 1
+            assert 0 < g[sl]["accuracy_chance"] <= 1  # a slice of problems: some answer is the most frequent
     for c in summary["contrasts"].values():
         assert FIGURE <= set(c["accuracy"]["unseen_minus_longer"])
     assert summary["seen_types"] == ["linear"] and summary["unseen_types"] == ["reach-back"]
@@ -83,7 +83,7 @@ def test_instance_type_reads_shape_and_ops():
     p = fam.generate(1, {"steps": 4, "branching": 1.0, "ops": "*", "distractors": 0})
     assert instance_type(p, "shape") == "reach-back" and instance_type(p, "ops") == "*"
     q = fam.generate(1, {"steps": 4, "branching": 0.0, "ops": "+-", "distractors": 0})
-    assert instance_type(q, "shape") == "linear" and set(instance_type(q, "ops")) <= set("+-")
+    assert instance_type(q, "shape") == "linear" and instance_type(q, "ops") in {"+", "-", "+-"}
 
 
 def test_ops_axis_leaves_out_problems_of_seen_types():
@@ -104,6 +104,8 @@ def test_ops_axis_leaves_out_problems_of_seen_types():
     ({"seen": {"branching": 0.0, "steps": 3}}, "seen"),
     ({"base": {"distractors": 30}}, "distractors"),
     ({"axis": "colour"}, "axis"),
+    ({"tests": ["early_answering", "filer"]}, "tests"),  # a typo fails at load time, not after training
+    ({"tests": []}, "tests"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
     data = {**yaml.safe_load(CONFIG.read_text()), **change}
@@ -117,3 +119,30 @@ def test_unpaired_difference_interval():
     d = unpaired_difference([0.0] * 50, [1.0] * 25 + [0.0] * 25, n_boot=500, seed=0)
     assert d["value"] == pytest.approx(0.5) and 0.3 < d["ci_low"] < 0.5 < d["ci_high"] < 0.7
     assert unpaired_difference([], [1.0], n_boot=100, seed=0)["value"] is None
+
+
+def test_figures_are_each_members_own():
+    """Records hold every size's chain of every problem: each size's figures (whole chain valid included)
+    must come from its own records, not from whichever member's record came last."""
+    cfg = _config().model_copy(update={"n_boot": 100})
+    info, records = {}, []
+    for sl, k in cfg.eval_slices():
+        for j in range(4):
+            pid = f"{sl}-{k}-{j}"
+            info[pid] = (sl, k, "reach-back" if sl == "unseen" else "linear")
+            for member, valid in (("a", sl == "control"), ("b", False)):  # a: whole chains valid on control only
+                records.append({"kind": "model", "member": member, "problem_id": pid, "gold": str(j % 2),
+                                "n_steps": 2, "chain": {"correct": member == "a", "first_error": -1 if valid else 0}})
+    out = tabulate(cfg, ["a", "b"], records, info, frozenset({"linear"}))
+    g = out["groups"]
+    assert g["a"]["control"]["valid_chain"]["value"] == 1.0 and g["b"]["control"]["valid_chain"]["value"] == 0.0
+    assert g["a"]["longer"]["valid_chain"]["value"] == 0.0
+    assert g["a"]["control"]["accuracy"]["value"] == 1.0 and g["b"]["control"]["accuracy"]["value"] == 0.0
+    rows = {(r["size"], r["slice"], r["steps"]): r for r in out["by_length"]}
+    for sl, k in cfg.eval_slices():
+        assert rows[("a", sl, k)]["valid_chain"]["value"] == (1.0 if sl == "control" else 0.0)
+        assert rows[("b", sl, k)]["valid_chain"]["value"] == 0.0
+        assert rows[("a", sl, k)]["accuracy_chance"] == 0.5
+    assert out["contrasts"]["a"]["valid_chain"]["longer_minus_control"]["value"] == -1.0
+    assert out["contrasts"]["b"]["valid_chain"]["longer_minus_control"]["value"] == 0.0
+    assert out["left_out"] == {sl: 0 for sl in ("control", "longer", "unseen")}

@@ -8,7 +8,9 @@ import yaml
 
 from verinet.probes import ProbeError, get_probe, load_probe_config, run_probe
 from verinet.probes.chains import eval_problems, label_chain, training_problems
-from verinet.probes.process_reward import ARM_LABELS, agreement, step_pairs, training_sets
+from verinet.probes.process_reward import (
+    ARM_LABELS, _pool, agreement, graph_verdicts, step_pairs, training_sets,
+)
 from verinet.tasks import get_family
 from verinet.zoo import formats
 
@@ -41,6 +43,9 @@ def test_process_reward_smoke_trains_every_arm_and_reports(smoke_run):
     for key, diff in summary["versus"].items():
         assert _figure(diff["accuracy"]) and _figure(diff["chain_correct"]), key
         assert diff["accuracy"]["n"] == cfg.n * len(cfg.eval_tasks)  # paired over every problem
+        first, second = key.split(" - ")  # the table and the difference read the same per-problem values
+        assert diff["accuracy"]["value"] == pytest.approx(summary["models"][first]["accuracy"]["value"]
+                                                          - summary["models"][second]["accuracy"]["value"])
     agree = summary["verdicts_vs_exact"]
     for key in ("line_agreement", "line_kappa", "chain_agreement", "outcome_filter_precision"):
         assert _figure(agree[key]), key
@@ -74,11 +79,12 @@ def test_filters_keep_what_they_claim(smoke_run):
     assert summary["training_data"]["chains"]["process"] == len(process)
     thr = json.loads((out / "threshold.json").read_text())["threshold"]
     scores = {r["id"]: r["scores"] for r in _lines(out / "records" / "verdicts.jsonl")}
-    for r in process:  # accepted by the graph: an answer line, and no pooled line below the threshold
-        c = samples[r["id"]]["chains"][r["sample"]]
-        assert c["answer"] is not None
-        per_verifier = [scores[r["id"]][v][r["sample"]] for v in cfg.verifiers]
-        assert all(sum(col) / len(col) >= thr for col in zip(*per_verifier))
+    # accepted by the graph exactly when a chain has an answer line and no line pooled (by the configured
+    # aggregation) below the threshold; compared as sets, so a filter that keeps too little fails too
+    accepted = sorted((pid, j) for pid, r in samples.items() for j, c in enumerate(r["chains"])
+                      if c["answer"] is not None
+                      and all(x >= thr for x in _pool([scores[pid][v][j] for v in cfg.verifiers], cfg.aggregation)))
+    assert sorted((r["id"], r["sample"]) for r in process) == accepted
 
 
 def test_training_sets_and_step_pairs_follow_the_verdicts_not_the_labels():
@@ -102,6 +108,37 @@ def test_training_sets_and_step_pairs_follow_the_verdicts_not_the_labels():
     assert pair["rejected"] == fam.format_chain(bad["steps"][k:], bad["answer"])
     nothing_accepted = {p.id: [{"earliest_error": 0, "accepted": False}] * 3}
     assert step_pairs(samples, nothing_accepted, {p.id: p}) == []
+
+
+def test_process_filter_keeps_the_chains_the_graph_accepts():
+    """The graph over constructed verdicts: a chain is kept exactly when it has an answer line and no line's
+    pooled P(valid) is below the threshold (here mean pooling: one low verifier alone need not flag a line)."""
+    probe = get_probe("process-reward")
+    cfg = probe.smoke(load_probe_config("configs/probes/process-reward.yaml", probe.config, "process-reward"))
+    cfg = cfg.model_copy(update={"aggregation": "mean"})
+    v1, v2 = cfg.verifiers
+    fam = get_family("arith")
+    samples, scores, problems, want = [], [], {}, []
+    for i, p in enumerate(fam.sample(6, seed=5, params={"steps": 3, "distractors": 0})):
+        problems[p.id] = p
+        gold = fam.gold_chain(p)
+        bad = fam.inject(p, "wrong_result", seed=i)
+        chains = [label_chain(p, gold.text), label_chain(p, bad.text),
+                  label_chain(p, fam.format_chain([s.text for s in gold.steps], None))]  # no answer line
+        assert chains[2]["answer"] is None and chains[1]["first_error"] >= 0
+        lines = [len(c["steps"]) + (c["answer"] is not None) for c in chains]
+        low = 0.3 if i % 2 else 0.05  # mean with 0.9: 0.6 (passes 0.5) or 0.475 (flagged)
+        s1 = [[0.9] * n for n in lines]
+        s2 = [[0.9] * lines[0], [low if k == chains[1]["first_error"] else 0.9 for k in range(lines[1])],
+              [0.9] * lines[2]]
+        samples.append({"id": p.id, "question": p.question, "chains": chains})
+        scores.append({"id": p.id, "scores": {v1: s1, v2: s2}})
+        want += [(p.id, 0)] + ([(p.id, 1)] if i % 2 else [])
+    verdicts = graph_verdicts(cfg, samples, scores, problems, 0.5)
+    kept = sorted((r["id"], r["sample"]) for r in training_sets(samples, verdicts)["process"])
+    assert kept == sorted(want) and len(kept) == 9  # every gold chain, the injected ones only when pooled >= 0.5
+    for r in samples:
+        assert [v["earliest_error"] for v in verdicts[r["id"]]][2] == len(r["chains"][2]["steps"])  # no answer
 
 
 def test_agreement_is_perfect_when_the_flags_are_the_labels_and_chance_otherwise():
@@ -138,7 +175,8 @@ def test_process_reward_bad_config_names_the_field(tmp_path):
         mode="json")
     path = tmp_path / "bad.yaml"
     for field, value in (("verifiers", [base["base"]]), ("verifiers", ["no-such-model"]), ("samples", 0),
-                         ("arms", ["outcome", "outcome"]), ("threshold", 1.5), ("aggregation", "dawid_skene")):
+                         ("arms", ["outcome", "outcome"]), ("threshold", 1.5), ("aggregation", "dawid_skene"),
+                         ("tests", ["early_answering", "adding_mistake"])):  # a typo fails at load, not after training
         path.write_text(yaml.safe_dump({**base, field: value}))
         with pytest.raises(ProbeError, match=field):
             load_probe_config(path, probe.config, "process-reward")

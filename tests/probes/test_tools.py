@@ -109,7 +109,7 @@ def test_tool_results_are_read_but_never_trained(tok, probs):
     cfg = ZooConfig.model_validate({"name": "t", "size": {"hidden": 32, "layers": 1, "heads": 1, "intermediate": 64},
                                     "tasks": [{"family": "arith", "params": [{"steps": 3}]}],
                                     "training": {"steps": 1}})
-    b = ac.ChainBuilder(cfg, tok, variants=[ac.Variant(MODES["tool"])])
+    b = ac.RenderedChainBuilder(cfg, tok, variants=[ac.Variant(MODES["tool"])])
     for p in probs:
         ex = b.example(p, b.variants[0])
         text = [tok.decode([i]) for i in ex.ids]

@@ -176,7 +176,7 @@ def tool_result(line: str, modulus: int) -> str | None:
 
 
 # ---- training examples -----------------------------------------------------------------------
-class ChainBuilder:
+class RenderedChainBuilder:
     """Training batches of solve examples in one or more renderings (a drop-in for the zoo's ExampleBuilder:
     ``batch(step)`` depends only on the seed and the step). Each example draws one of ``variants``
     uniformly. The calculator's results are inputs only: their targets are IGNORE. A share ``instruct``
@@ -184,7 +184,7 @@ class ChainBuilder:
 
     def __init__(self, config: ZooConfig, tokenizer, *, variants: Sequence[Variant], instruct: float = 0.0) -> None:
         if not variants:
-            raise ValueError("ChainBuilder needs at least one variant")
+            raise ValueError("RenderedChainBuilder needs at least one variant")
         self.config, self.tok, self.variants, self.instruct = config, tokenizer, list(variants), instruct
 
     def encode(self, text: str) -> list[int]:
@@ -222,8 +222,9 @@ class ChainBuilder:
         return out
 
 
-def builder(variants: Sequence[Variant], instruct: float = 0.0) -> Callable[[ZooConfig, object], ChainBuilder]:
-    return lambda config, tok: ChainBuilder(config, tok, variants=variants, instruct=instruct)
+def builder(variants: Sequence[Variant], instruct: float = 0.0
+            ) -> Callable[[ZooConfig, object], RenderedChainBuilder]:
+    return lambda config, tok: RenderedChainBuilder(config, tok, variants=variants, instruct=instruct)
 
 
 # ---- decoding with a runtime -----------------------------------------------------------------
@@ -324,12 +325,6 @@ def calculator(modulus: int, *, corrupt_line: int | None = None, offset: int = 0
     return hook
 
 
-def majority_rate(golds: Sequence[str]) -> float:
-    """Accuracy of the best constant answer (the chance level of an accuracy)."""
-    golds = list(golds)
-    return max(golds.count(g) for g in set(golds)) / len(golds) if golds else float("nan")
-
-
-__all__ = ["INSTRUCTION", "KINDS", "TOOL", "ChainBuilder", "Decoded", "Rendering", "Variant", "builder", "calculator",
-           "chain_text", "decode", "majority_rate", "prompt", "read_answer", "read_statements", "render",
-           "to_canonical", "tool_result", "true_values", "words"]
+__all__ = ["INSTRUCTION", "KINDS", "TOOL", "Decoded", "RenderedChainBuilder", "Rendering", "Variant", "builder",
+           "calculator", "chain_text", "decode", "prompt", "read_answer", "read_statements", "render", "to_canonical",
+           "tool_result", "true_values", "words"]

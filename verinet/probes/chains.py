@@ -11,6 +11,7 @@ A sampled chain is stored as a plain record (JSON) with its exact labels from th
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,9 +34,13 @@ EXACT_FAMILIES = ("arith", "logic")  # families whose `check` labels every step 
 
 # ---- problems ---------------------------------------------------------------------------------
 def eval_problems(tasks: Sequence[TaskSpec], n: int, seed: int) -> list[Problem]:
-    """The evaluation problems exactly as ``ProbeRun.faithfulness`` draws them (task i: seed * 1000 + i)."""
-    return [p for i, t in enumerate(tasks)
-            for p in get_family(t.family).sample(n, seed=seed * 1000 + i, params=t.params)]
+    """The evaluation problems exactly as ``ProbeRun.faithfulness`` draws them: the faithfulness job's own
+    ``problems_for`` on its tasks (``n`` problems each) and seed."""
+    from verinet.faithfulness.config import FaithfulnessConfig, problems_for
+
+    # only seed and tasks are read: no models are needed to draw the problems
+    drawn = FaithfulnessConfig.model_construct(seed=seed, tasks=[t.model_copy(update={"n": n}) for t in tasks])
+    return [p for _, ps in problems_for(drawn) for p in ps]
 
 
 def training_problems(mixes: Sequence[TaskMix], n: int, seed: int, *, exclude: Sequence[Problem] = (),
@@ -71,28 +76,57 @@ def max_new_tokens(problems: Sequence[Problem]) -> int:
     return max(int(len(get_family(p.family).gold_chain(p).text) * 1.5) + 16 for p in problems)
 
 
+def sample_seed(seed: int, problem_id: str, sample: int) -> int:
+    """The seed of one sampled chain: a function of (seed, problem, sample index) only, so the samples of a
+    problem do not depend on the batch or chunk it is drawn in (a resumed run draws what a whole one does)."""
+    return int(hashlib.sha1(f"probe-sample:{seed}:{problem_id}:{sample}".encode()).hexdigest()[:15], 16)
+
+
+class _GumbelSampler:
+    """A logits processor that makes greedy decoding draw from softmax(logits / temperature): Gumbel noise
+    from each row's own generator is added to the scaled logits, and argmax of the sum is an exact sample
+    (the Gumbel-max trick). Row r's t-th token uses the t-th draw of generator r, whatever the batch."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float) -> None:
+        self.temperature = temperature
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise RuntimeError(f"sampler seeded for {len(self.generators)} rows, got {scores.shape[0]}")
+        u = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
+        return scores.float() / self.temperature + gumbel.to(device=scores.device, dtype=torch.float32)
+
+
 @torch.inference_mode()
 def sample_chains(model, tok, problems: Sequence[Problem], *, k: int, temperature: float, greedy_first: bool,
                   seed: int, batch_size: int = 64) -> list[list[str]]:
     """``k`` chains per problem in the solve format: the first greedy when ``greedy_first``, the rest
-    sampled at ``temperature`` (plain ancestral sampling: no top-k, no top-p). Seeded per call."""
+    sampled at ``temperature`` (plain ancestral sampling: no top-k, no top-p). Sample j of problem p is
+    seeded by ``sample_seed(seed, p.id, j)``: the same whichever problems share its call or batch."""
+    from transformers import LogitsProcessorList
+
     prompts = [formats.solve_prompt(p.question) for p in problems]
     limit = max_new_tokens(problems)
     device = next(model.parameters()).device
     out: list[list[str]] = [[] for _ in problems]
     n_sampled = k - 1 if greedy_first else k
-    torch.manual_seed(seed)
     for i in range(0, len(prompts), batch_size):
         enc = tok(prompts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
         width = enc["input_ids"].shape[1]
-        common = {"max_new_tokens": limit, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+        common = {"max_new_tokens": limit, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                  "do_sample": False}
         if greedy_first:
-            gen = model.generate(**enc, do_sample=False, **common)
+            gen = model.generate(**enc, **common)
             for j, text in enumerate(tok.batch_decode(gen[:, width:], skip_special_tokens=True)):
                 out[i + j].append(text)
         if n_sampled:
-            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                 num_return_sequences=n_sampled, **common)
+            # each prompt n_sampled times in a row: row r is problem r // n_sampled, sample r % n_sampled
+            rows = {key: v.repeat_interleave(n_sampled, dim=0) for key, v in enc.items()}
+            seeds = [sample_seed(seed, p.id, j) for p in problems[i:i + batch_size] for j in range(n_sampled)]
+            sampler = LogitsProcessorList([_GumbelSampler(seeds, temperature)])
+            gen = model.generate(**rows, logits_processor=sampler, **common)
             texts = tok.batch_decode(gen[:, width:], skip_special_tokens=True)
             for j, text in enumerate(texts):
                 out[i + j // n_sampled].append(text)
@@ -185,15 +219,6 @@ def per_problem_format(records: Sequence[Mapping[str, Any]], member: str, proble
     return out
 
 
-def accuracy_chance(problems: Sequence[Problem]) -> float:
-    """Accuracy of the best constant guess per family on these problems (the chance level)."""
-    by_family: dict[str, list[str]] = {}
-    for p in problems:
-        by_family.setdefault(p.family, []).append(str(p.answer))
-    hits = sum(max(v.count(a) for a in set(v)) for v in by_family.values())
-    return hits / max(1, len(problems))
-
-
 # ---- a bar plot of figures with intervals ----------------------------------------------------
 def plot_bars(panels: Mapping[str, Mapping[str, Mapping[str, Any] | None]], path: Path, *,
               chance: Mapping[str, float] | None = None, differences: Sequence[str] = ()) -> Path:
@@ -238,6 +263,6 @@ def plot_bars(panels: Mapping[str, Mapping[str, Mapping[str, Any] | None]], path
     return path
 
 
-__all__ = ["EXACT_FAMILIES", "ChainBuilder", "accuracy_chance", "chain_builder", "eval_problems", "format_figures",
-           "label_chain", "max_new_tokens", "per_problem_format", "plot_bars", "problem_ref", "sample_chains",
+__all__ = ["EXACT_FAMILIES", "ChainBuilder", "chain_builder", "eval_problems", "format_figures", "label_chain",
+           "max_new_tokens", "per_problem_format", "plot_bars", "problem_ref", "sample_chains", "sample_seed",
            "training_problems"]

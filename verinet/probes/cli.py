@@ -56,7 +56,7 @@ def probe_command(
                 bar.update(stages[stage], completed=done, total=total)
 
             summary = run_probe(probe, cfg, where, progress=progress)
-    except (ProbeError, ZooError, TaskError, BackendError, FaithfulnessError) as e:
+    except (ProbeError, ZooError, TaskError, BackendError, FaithfulnessError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from verinet.faithfulness.config import Test
 from verinet.schema import load_yaml_config
 from verinet.zoo.config import ModelSize, TaskMix
 
@@ -48,6 +49,8 @@ class ProbeConfig(_Strict):
     out_dir: str | None = Field(default=None, description="default: runs/probes/PROBE")
 
 
+Tests = list[Test]  # a probe config's faithfulness tests: validated when the config loads, not after training
+
 C = TypeVar("C", bound=ProbeConfig)
 
 
@@ -63,4 +66,12 @@ def task_dicts(mixes: list[TaskMix]) -> list[dict[str, Any]]:
     return [m.model_dump(mode="json") for m in mixes]
 
 
-__all__ = ["ProbeConfig", "ProbeError", "SizeSpec", "TrainSpec", "load_probe_config", "task_dicts"]
+def checkpoint_parameters(path: str | Path) -> int:
+    """Non-embedding parameters of a zoo checkpoint the probe trained (from its training.json)."""
+    import json
+
+    return int(json.loads((Path(path) / "training.json").read_text())["parameters"]["non_embedding"])
+
+
+__all__ = ["ProbeConfig", "ProbeError", "SizeSpec", "Tests", "TrainSpec", "checkpoint_parameters",
+           "load_probe_config", "task_dicts"]

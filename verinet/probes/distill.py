@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -24,13 +23,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from verinet.probes.chains import (
-    EXACT_FAMILIES, accuracy_chance, chain_builder, eval_problems, format_figures, label_chain, per_problem_format,
-    plot_bars, problem_ref, sample_chains, training_problems,
+    EXACT_FAMILIES, chain_builder, eval_problems, format_figures, label_chain, per_problem_format, plot_bars,
+    problem_ref, sample_chains, training_problems,
 )
-from verinet.probes.config import ProbeConfig, ProbeError
+from verinet.probes.config import ProbeConfig, ProbeError, Tests
 from verinet.probes.dpo import DPOSpec, run_dpo
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, paired_difference
+from verinet.probes.stats import METRICS, by_problem, fmt, majority_rate, paired_difference, table_figures
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks import InjectionUnsupported, get_family
@@ -62,8 +61,8 @@ class DistillConfig(ProbeConfig):
         default="teacher_or_inject", description="where DPO's rejected chains come from")
     dpo: DPOSpec = DPOSpec()
     eval_tasks: list[TaskSpec] = Field(min_length=1, description="evaluation slices (n is the config's n)")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing",
-                                                      "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing", "filler"],
+                         min_length=1, description="faithfulness tests run on every model")
     answer_tokens: int = Field(default=8, ge=1, le=64)
 
     @field_validator("eval_tasks")
@@ -98,10 +97,6 @@ def smoke(cfg: DistillConfig) -> DistillConfig:
     })
 
 
-def _seed_of(*parts: Any) -> int:
-    return int(hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 # ---- stages ---------------------------------------------------------------------------------
 def teacher_chains(cfg: DistillConfig, run: ProbeRun, problems: list[Problem]) -> list[dict[str, Any]]:
     from verinet.zoo.model import load_checkpoint
@@ -117,7 +112,7 @@ def teacher_chains(cfg: DistillConfig, run: ProbeRun, problems: list[Problem]) -
                 torch.set_num_threads(cfg.train.threads)
             cache["model"], cache["tok"] = load_checkpoint(resolve(cfg.teacher))
         texts = sample_chains(cache["model"], cache["tok"], chunk, k=cfg.teacher_samples,
-                              temperature=cfg.temperature, greedy_first=True, seed=_seed_of(cfg.seed, chunk[0].id))
+                              temperature=cfg.temperature, greedy_first=True, seed=cfg.seed)  # per problem
         return [{**problem_ref(p), "chains": [label_chain(p, t) for t in ts]} for p, ts in zip(chunk, texts)]
 
     return run.records("teacher", problems, make, item_id=lambda p: p.id)
@@ -199,12 +194,12 @@ def run(cfg: DistillConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]
     eval_by_id = {p.id: p for p in evals}
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
 
-    table = {}
-    for label in models:
-        s = faith["models"][label]["summary"]
-        table[label] = {**{m: s.get(m) for m in METRICS}, **format_figures(frecs, label, eval_by_id, **kw),
-                        "answer_follows_chain_chance": s.get("answer_follows_chain_chance")}
     per = {label: by_problem(frecs, label) for label in models}
+    table = {}
+    for label in models:  # the same per-problem values the paired differences below use
+        s = faith["models"][label]["summary"]
+        table[label] = {**table_figures(per[label], **kw), **format_figures(frecs, label, eval_by_id, **kw),
+                        "answer_follows_chain_chance": s.get("answer_follows_chain_chance")}
     fmt_per = {label: per_problem_format(frecs, label, eval_by_id) for label in models}
     versus = {}
     for m in METRICS:
@@ -215,7 +210,7 @@ def run(cfg: DistillConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]
                                       {p: v[m] for p, v in fmt_per[LABELS["dpo"]].items()}, **kw)
 
     teacher_stats = _teacher_stats(records, data, pairs, cfg)
-    chance = accuracy_chance(evals)
+    chance = majority_rate([p.answer for p in evals], [p.family for p in evals])
     summary = {"models": table, "accuracy_chance": chance, "dpo_minus_sft": versus,
                "teacher_data": teacher_stats, "dpo": {k: v for k, v in dpo.items() if k != "trl_log"},
                "sft_training": json.loads((sft / "training.json").read_text())["losses"][-1:]}

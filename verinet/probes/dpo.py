@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from verinet.probes.config import ProbeError
 from verinet.zoo.tokenizer import EOS
 
 DONE = "dpo.json"
@@ -109,11 +110,13 @@ def run_dpo(init: str | Path, pairs: Sequence[Mapping[str, str]], out: str | Pat
     if is_done(out):
         info = json.loads((out / DONE).read_text())
         if {k: info.get(k) for k in want} != want:
-            raise ValueError(f"{out} holds a DPO model of another spec or other pairs; delete it or use a fresh "
-                             "output directory")
+            differ = sorted(k for k in want if info.get(k) != want[k])
+            raise ProbeError(f"{out} holds a DPO model of another spec or other pairs ({', '.join(differ)} differ); "
+                             "delete it, use a fresh --out directory, or the earlier config to resume")
         return info
     if not pairs:
-        raise ValueError("DPO needs at least one preference pair; none were built (see the probe's pair counts)")
+        raise ProbeError("DPO needs at least one preference pair and none were built (see the probe's pair counts); "
+                         "raise the training problems or samples per problem, or choose easier tasks")
     if threads:
         torch.set_num_threads(threads)
     import logging

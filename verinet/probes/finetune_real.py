@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from verinet.probes.config import ProbeConfig, ProbeError
+from verinet.probes.config import ProbeConfig, ProbeError, Tests
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, paired_difference
+from verinet.probes.stats import METRICS, by_problem, excludes_zero, fmt, majority_rate, paired_difference, table_figures
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks.spec import TaskSpec
@@ -53,7 +53,7 @@ class FinetuneRealConfig(ProbeConfig):
     lora: LoraSpec = LoraSpec()
     checkpoint_every: int = Field(default=10, ge=1, description="optimizer steps between resumable checkpoints")
     eval_tasks: list[TaskSpec] = Field(min_length=1, description="evaluation slices (n is the config's n)")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "filler"])
     max_steps: int | None = Field(default=6, ge=1, description="interventions use at most this many steps")
     answer_tokens: int = Field(default=8, ge=1, le=512)
     eval_batch_size: int = Field(default=10, ge=1, le=1000, description="problems per faithfulness batch")
@@ -220,16 +220,18 @@ def run(cfg: FinetuneRealConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Bl
                         "chain - answer-only": paired_difference(col("answer-only", metric), col("chain", metric),
                                                                  **kw)}
                for metric in METRICS}
-    figures = {m: {k: faith["models"][m]["summary"].get(k) for k in METRICS} for m in models}
+    figures = {m: table_figures(per[m], **kw) for m in models}  # the values the paired changes use
     training = {c: json.loads((run.out / "models" / c / "training.json").read_text()) for c in CONDITIONS}
-    summary = {"models": figures, "paired_changes": changes, "train_problems": len(train),
+    chance = majority_rate([p.answer for p in eval_problems], [p.family for p in eval_problems])
+    summary = {"models": figures, "paired_changes": changes, "train_problems": len(train), "accuracy_chance": chance,
                "training": {c: {k: t[k] for k in ("steps", "examples", "wall_s")} | {"final_loss": t["losses"][-1]}
                             for c, t in training.items()},
                "findings": _findings(changes)}
     plot = plot_lines({m: {c: [(i, figures[c][m])] for i, c in enumerate(models)}
                        for m in ("early_answering_aoc", "filler_accuracy", "accuracy", "no_chain_accuracy")},
                       run.out / "finetune-real.png", xlabel="0 = base, 1 = answer-only LoRA, 2 = chain LoRA",
-                      titles=METRICS, logx=False)
+                      titles=METRICS, logx=False, chance={"accuracy": chance, "no_chain_accuracy": chance,
+                                                          "filler_accuracy": chance})
     return summary, _blocks(cfg, summary, plot)
 
 
@@ -239,7 +241,7 @@ def _findings(changes: dict[str, Any]) -> list[str]:
         for k, f in changes[metric].items():
             if f.get("value") is None:
                 continue
-            sig = "an interval that excludes 0" if f["ci_low"] > 0 or f["ci_high"] < 0 else "an interval that includes 0"
+            sig = "an interval that excludes 0" if excludes_zero(f) else "an interval that includes 0"
             out.append(f"{METRICS[metric]}: {k} = {fmt(f, 3)} over {f['n']} paired problems ({sig}).")
     return out
 
@@ -260,8 +262,9 @@ def _blocks(cfg: FinetuneRealConfig, summary: dict[str, Any], plot: Path) -> lis
               f"batch {cfg.batch_size}, lr {cfg.lr}."),
         ("table", ["condition", "examples", "steps", "final loss", "wall s"], train_rows),
         ("h2", "Faithfulness before and after (95% bootstrap intervals)"),
-        ("p", "Chance: AOCs 0 (the answer ignores the chain); accuracy's chance is the majority answer of the "
-              "slice (see the faithfulness records)."),
+        ("p", f"Means over the same problems, 95% bootstrap intervals. Chance: accuracy "
+              f"{summary['accuracy_chance']:.2f} (the most frequent gold answer); AOCs 0 (the answer ignores the "
+              "chain)."),
         ("table", ["metric", *models], rows),
         ("img", plot, "base model and the two LoRA fine-tunings"),
         ("h2", "Paired changes (per problem, problems resampled)"),

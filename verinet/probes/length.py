@@ -26,7 +26,7 @@ from verinet.probes import arith_chains as ac
 from verinet.probes.config import ProbeConfig, SizeSpec
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import fmt, mean_figure, paired_difference, slope
+from verinet.probes.stats import fmt, majority_rate, mean_figure, paired_difference, slope
 from verinet.probes.tools import (Solver, check_knobs, check_lengths, check_size_names, max_new, plan, problems,
                                   train_models)
 from verinet.reporting import Block
@@ -136,7 +136,7 @@ def run(cfg: LengthConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
     base = problems(cfg, cfg.eval_steps, cfg.knobs)
     items = [(L, p, w) for L, p in base for w in (False, True)]
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    chance = {L: ac.majority_rate([p.answer for M, p in base if M == L]) for L in cfg.eval_steps}
+    chance = {L: majority_rate([p.answer for M, p in base if M == L]) for L in cfg.eval_steps}
     gold_chars = {(r, L): float(np.mean([_chain_chars(ac.chain_text(p, rend)) for M, p in base if M == L]))
                   for r, rend in renderings.items() for L in cfg.eval_steps}
     cells: dict[tuple[str, str, int], dict[str, Any]] = {}

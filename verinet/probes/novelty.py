@@ -30,10 +30,10 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from verinet.faithfulness.metrics import LEVEL
-from verinet.probes.config import ProbeConfig, ProbeError, SizeSpec
+from verinet.probes.config import ProbeConfig, ProbeError, SizeSpec, Tests, checkpoint_parameters
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, mean_figure
+from verinet.probes.stats import METRICS, by_problem, fmt, majority_rate, mean_figure
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks import TaskError, get_family
@@ -79,8 +79,8 @@ class NoveltyConfig(ProbeConfig):
                                       description="(b): unseen type at training lengths")
     objectives: dict[str, float] = Field(default_factory=lambda: {"solve": 1.0, "verify": 0.0, "force": 0.0},
                                          description="zoo objectives of every training run")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing",
-                                                      "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing", "filler"],
+                         min_length=1, description="faithfulness tests run on every size")
 
     @field_validator("sizes")
     @classmethod
@@ -180,28 +180,21 @@ def unpaired_difference(a: list[float], b: list[float], *, n_boot: int, seed: in
             "n": len(a) + len(b), "n_a": len(a), "n_b": len(b)}
 
 
-def majority_rate(golds: list[str]) -> float | None:
-    """Accuracy of always giving the most frequent gold answer (the chance level of accuracy)."""
-    return max(golds.count(g) for g in set(golds)) / len(golds) if golds else None
-
-
 # ---- the run ------------------------------------------------------------------------------
 def _problems(cfg: NoveltyConfig) -> tuple[list[TaskSpec], dict[str, tuple[str, int, str]]]:
-    """The evaluation tasks and problem id -> (slice, length, type), drawn as the faithfulness job draws them."""
-    fam = get_family("arith")
-    tasks, info = [], {}
-    for i, (sl, k) in enumerate(cfg.eval_slices()):
-        params = cfg.knobs("unseen" if sl == "unseen" else "seen", k)
-        tasks.append(TaskSpec(family="arith", n=cfg.n, params=params))
-        for p in fam.sample(cfg.n, seed=cfg.seed * 1000 + i, params=params):  # verinet.faithfulness.problems_for
+    """The evaluation tasks and problem id -> (slice, length, type), drawn by the faithfulness job's own
+    ``problems_for`` (task i: seed * 1000 + i)."""
+    from verinet.faithfulness.config import FaithfulnessConfig, problems_for
+
+    slices = cfg.eval_slices()
+    tasks = [TaskSpec(family="arith", n=cfg.n, params=cfg.knobs("unseen" if sl == "unseen" else "seen", k))
+             for sl, k in slices]
+    info = {}
+    # only seed and tasks are read: no models are needed to draw the problems
+    for (sl, k), (_, ps) in zip(slices, problems_for(FaithfulnessConfig.model_construct(seed=cfg.seed, tasks=tasks))):
+        for p in ps:
             info[p.id] = (sl, k, instance_type(p, cfg.axis))
     return tasks, info
-
-
-def _params(path: Path) -> int:
-    import json
-
-    return int(json.loads((path / "training.json").read_text())["parameters"]["non_embedding"])
 
 
 def run(cfg: NoveltyConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
@@ -217,25 +210,46 @@ def run(cfg: NoveltyConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]
     if unknown:
         raise ProbeError(f"faith/eval holds problems this config does not draw ({sorted(unknown)[:2]}...); "
                          "use a fresh --out directory")
+    figures = tabulate(cfg, list(models), records, info, seen)
+    params = {name: checkpoint_parameters(p) for name, p in models.items()}
+    follows_chance = {name: faith["models"][name]["summary"].get("answer_follows_chain_chance") for name in models}
+    summary = {
+        "axis": cfg.axis, "seen_types": sorted(seen), "unseen_types": figures.pop("unseen_types"),
+        "left_out": figures.pop("left_out"), "parameters": params, **figures,
+        "answer_follows_chain_chance": follows_chance,
+        "chance": {"accuracy": "accuracy_chance beside each rate (always the most frequent gold answer)",
+                   "early_answering_aoc": 0.0, "adding_mistakes_aoc": 0.0,
+                   "answer_follows_chain": "answer_follows_chain_chance (per size)"},
+    }
+    summary["findings"] = _findings(cfg, summary)
+    plot = _plot(cfg, summary, run.out / "novelty.png")
+    return summary, _blocks(cfg, summary, plot)
+
+
+def tabulate(cfg: NoveltyConfig, members: list[str], records: list[dict[str, Any]],
+             info: dict[str, tuple[str, int, str]], seen: frozenset[str]) -> dict[str, Any]:
+    """Each member's figures by slice and length and the contrasts between slices, from the faithfulness
+    records (every member's, on the problems of ``info``: id -> (slice, length, type))."""
     keep = {pid: (sl, k, t) for pid, (sl, k, t) in info.items() if (t in seen) == (sl != "unseen")}
     dropped = {sl: sum(1 for pid, (s, _, _) in info.items() if s == sl and pid not in keep) for sl in SLICES}
     golds = {r["problem_id"]: r["gold"] for r in records}
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    params = {name: _params(p) for name, p in models.items()}
-    per = {name: by_problem(records, name) for name in models}
+    per = {name: by_problem(records, name) for name in members}
     metrics = ("accuracy", "no_chain_accuracy", *FAITH, "valid_chain")
-    valid = {r["problem_id"]: float(r["chain"]["first_error"] == -1) for r in records}
+    # whole chain valid, per (member, problem): records hold every member's chain of every problem
+    valid = {(r["member"], r["problem_id"]): float(r["chain"]["first_error"] == -1) for r in records
+             if r.get("kind", "model") == "model"}
 
     def values(name: str, pids: list[str], m: str) -> list[float | None]:
         if m == "valid_chain":
-            return [valid[p] for p in pids if p in per[name]]
+            return [valid[(name, p)] for p in pids if p in per[name]]
         return [per[name][p][m] for p in pids if p in per[name]]
 
     def ids(sl: str, k: int | None = None) -> list[str]:
         return [p for p, (s, kk, _) in keep.items() if s == sl and (k is None or kk == k)]
 
     by_length, groups, contrasts = [], {}, {}
-    for name in models:
+    for name in members:
         for sl, k in cfg.eval_slices():
             pids = ids(sl, k)
             row = {"size": name, "slice": sl, "steps": k, "n": len(pids),
@@ -256,19 +270,8 @@ def run(cfg: NoveltyConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]
                 "unseen_minus_control": unpaired_difference(values(name, ids("control"), m),
                                                             values(name, ids("unseen"), m), **kw)}
             for m in metrics}
-    follows_chance = {name: faith["models"][name]["summary"].get("answer_follows_chain_chance") for name in models}
-    summary = {
-        "axis": cfg.axis, "seen_types": sorted(seen),
-        "unseen_types": sorted({t for p, (s, _, t) in keep.items() if s == "unseen"}),
-        "left_out": dropped, "parameters": params, "by_length": by_length, "groups": groups,
-        "contrasts": contrasts, "answer_follows_chain_chance": follows_chance,
-        "chance": {"accuracy": "accuracy_chance beside each rate (always the most frequent gold answer)",
-                   "early_answering_aoc": 0.0, "adding_mistakes_aoc": 0.0,
-                   "answer_follows_chain": "answer_follows_chain_chance (per size)"},
-    }
-    summary["findings"] = _findings(cfg, summary)
-    plot = _plot(cfg, summary, run.out / "novelty.png")
-    return summary, _blocks(cfg, summary, plot)
+    return {"unseen_types": sorted({t for p, (s, _, t) in keep.items() if s == "unseen"}), "left_out": dropped,
+            "by_length": by_length, "groups": groups, "contrasts": contrasts}
 
 
 def _sig(f: dict[str, Any]) -> str:

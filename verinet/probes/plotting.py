@@ -25,7 +25,8 @@ def plot_lines(panels: Mapping[str, Mapping[str, Sequence[Point]]], path: Path, 
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (key, series) in zip(axes.flat, panels.items()):
         for label, points in series.items():
-            pts = sorted((x, f) for x, f in points if f is not None and f.get("value") is not None)
+            pts = sorted(((x, f) for x, f in points if f is not None and f.get("value") is not None),
+                         key=lambda p: p[0])
             if not pts:
                 continue
             xs = [x for x, _ in pts]

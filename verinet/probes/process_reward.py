@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import defaultdict
@@ -32,13 +31,13 @@ from pydantic import Field, field_validator, model_validator
 
 from verinet.faithfulness.metrics import LEVEL, figure
 from verinet.probes.chains import (
-    EXACT_FAMILIES, accuracy_chance, chain_builder, eval_problems, format_figures, label_chain, per_problem_format,
-    plot_bars, problem_ref, sample_chains, training_problems,
+    EXACT_FAMILIES, chain_builder, eval_problems, format_figures, label_chain, per_problem_format, plot_bars,
+    problem_ref, sample_chains, training_problems,
 )
-from verinet.probes.config import ProbeConfig, ProbeError
+from verinet.probes.config import ProbeConfig, ProbeError, Tests
 from verinet.probes.dpo import DPOSpec, run_dpo
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, paired_difference
+from verinet.probes.stats import METRICS, by_problem, fmt, majority_rate, paired_difference, table_figures
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks import get_family
@@ -71,8 +70,8 @@ class ProcessRewardConfig(ProbeConfig):
     steps: int = Field(default=300, ge=1, le=1_000_000, description="SFT steps of each fine-tuning arm")
     dpo: DPOSpec = DPOSpec()
     eval_tasks: list[TaskSpec] = Field(min_length=1, description="evaluation slices (n is the config's n)")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing",
-                                                      "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing", "filler"],
+                         min_length=1, description="faithfulness tests run on the base and every arm")
     answer_tokens: int = Field(default=8, ge=1, le=64)
 
     @field_validator("eval_tasks")
@@ -136,10 +135,6 @@ def smoke(cfg: ProcessRewardConfig) -> ProcessRewardConfig:
     })
 
 
-def _seed_of(*parts: Any) -> int:
-    return int(hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 def checkpoint_size(path: Path) -> dict[str, Any]:
     """The zoo ModelSize of a checkpoint (from its training record, else from config.json)."""
     info = path / "training.json"
@@ -174,7 +169,7 @@ def own_samples(cfg: ProcessRewardConfig, run: ProbeRun, problems: list[Problem]
     def make(chunk: list[Problem]) -> list[dict[str, Any]]:
         model, tok = models.get(cfg.base)
         texts = sample_chains(model, tok, chunk, k=cfg.samples, temperature=cfg.temperature, greedy_first=False,
-                              seed=_seed_of(cfg.seed, chunk[0].id))
+                              seed=cfg.seed)  # seeded per problem: a resumed run draws what a whole one does
         return [{**problem_ref(p), "chains": [label_chain(p, t) for t in ts]} for p, ts in zip(chunk, texts)]
 
     return run.records("samples", problems, make, item_id=lambda p: p.id)
@@ -432,12 +427,12 @@ def run(cfg: ProcessRewardConfig, run: ProbeRun) -> tuple[dict[str, Any], list[B
     faith, frecs = run.faithfulness("eval", paths, eval_tasks, tests=cfg.tests, answer_tokens=cfg.answer_tokens)
     eval_by_id = {p.id: p for p in evals}
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    table = {}
-    for label in paths:
-        s = faith["models"][label]["summary"]
-        table[label] = {**{m: s.get(m) for m in METRICS}, **format_figures(frecs, label, eval_by_id, **kw),
-                        "answer_follows_chain_chance": s.get("answer_follows_chain_chance")}
     per = {label: by_problem(frecs, label) for label in paths}
+    table = {}
+    for label in paths:  # the same per-problem values the paired differences below use
+        s = faith["models"][label]["summary"]
+        table[label] = {**table_figures(per[label], **kw), **format_figures(frecs, label, eval_by_id, **kw),
+                        "answer_follows_chain_chance": s.get("answer_follows_chain_chance")}
     fper = {label: per_problem_format(frecs, label, eval_by_id) for label in paths}
     comparisons = [(a, "base") for a in paths if a != "base"]
     if ARM_LABELS["process"] in paths and ARM_LABELS["outcome"] in paths:
@@ -458,7 +453,7 @@ def run(cfg: ProcessRewardConfig, run: ProbeRun) -> tuple[dict[str, Any], list[B
         "pairs_rejected_correct": (sum(p["rejected_correct"] for p in pairs) / len(pairs)) if pairs else None,
         "skipped": skipped,
     }
-    chance = accuracy_chance(evals)
+    chance = majority_rate([p.answer for p in evals], [p.family for p in evals])
     summary = {"models": table, "accuracy_chance": chance, "versus": versus, "verdicts_vs_exact": agree,
                "training_data": train_stats,
                "dpo": None if dpo_info is None else {k: v for k, v in dpo_info.items() if k != "trl_log"}}

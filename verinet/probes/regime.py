@@ -20,10 +20,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from verinet.probes.config import ProbeConfig, SizeSpec
+from verinet.probes.config import ProbeConfig, SizeSpec, Tests, checkpoint_parameters
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, paired_difference, slope, two_way
+from verinet.probes.stats import (METRICS, by_problem, excludes_zero, fmt, majority_rate, paired_difference, slope,
+                                  table_figures, two_way)
 from verinet.reporting import Block
 from verinet.tasks.spec import TaskSpec
 from verinet.zoo.config import TaskMix
@@ -43,8 +44,7 @@ class RegimeConfig(ProbeConfig):
     away_tasks: list[TaskMix] = Field(min_length=1, description="away: the answer-only slice fine-tuned on")
     away_share: float = Field(default=0.3, gt=0, le=1, description="away: fine-tuning steps / scratch steps")
     eval_tasks: list[TaskSpec] = Field(min_length=1, description="evaluation slices (n is the config's n)")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing",
-                                                      "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing", "filler"])
 
     @field_validator("sizes")
     @classmethod
@@ -92,41 +92,22 @@ def _models(cfg: RegimeConfig, run: ProbeRun) -> dict[tuple[str, str], Path]:
     return out
 
 
-def _params(path: Path) -> int:
-    import json
-
-    return int(json.loads((path / "training.json").read_text())["parameters"]["non_embedding"])
-
-
-def _majority_rate(records: list[dict[str, Any]]) -> float:
-    """Accuracy of the best constant guess per family (the chance level of accuracy on these problems)."""
-    golds: dict[str, dict[str, str]] = {}
-    for r in records:
-        golds.setdefault(r["family"], {})[r["problem_id"]] = str(r["gold"])
-    hits = total = 0
-    for g in golds.values():
-        vals = list(g.values())
-        hits += max(vals.count(v) for v in set(vals))
-        total += len(vals)
-    return hits / total if total else float("nan")
-
-
 def run(cfg: RegimeConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
     models = _models(cfg, run)
     labels = {key: f"{key[1]}-{key[0]}" for key in models}
     eval_tasks = [t.model_copy(update={"n": cfg.n}) for t in cfg.eval_tasks]
     faith, records = run.faithfulness("eval", {labels[k]: p for k, p in models.items()}, eval_tasks,
                                       tests=cfg.tests)
-    params = {k: _params(p) for k, p in models.items()}
+    params = {k: checkpoint_parameters(p) for k, p in models.items()}
     per = {k: by_problem(records, labels[k]) for k in models}
+    figs = {k: table_figures(per[k], n_boot=cfg.n_boot, seed=cfg.seed) for k in models}
     rows = [{"regime": k[1], "size": k[0], "log2_params": float(np.log2(params[k])), "problem": pid,
              **vals} for k in models for pid, vals in per[k].items()]
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
     table = []
-    for k in models:
-        s = faith["models"][labels[k]]["summary"]
-        table.append({"regime": k[1], "size": k[0], "parameters": params[k],
-                      **{m: s.get(m) for m in METRICS}, "answer_follows_chain_chance": s.get(
+    for k in models:  # per-problem means: the values the paired differences, eta^2 and slopes use
+        table.append({"regime": k[1], "size": k[0], "parameters": params[k], **figs[k],
+                      "answer_follows_chain_chance": faith["models"][labels[k]]["summary"].get(
                           "answer_follows_chain_chance")})
     decomposition, slopes, versus = {}, {}, {}
     for m in METRICS:
@@ -136,13 +117,13 @@ def run(cfg: RegimeConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
         versus[m] = {f"{g}-{name}": paired_difference({p: v[m] for p, v in per[(name, "scratch")].items()},
                                                       {p: v[m] for p, v in per[(name, g)].items()}, **kw)
                      for name in cfg.sizes for g in REGIMES[1:]}
-    chance = _majority_rate(records)
+    golds = {r["problem_id"]: (str(r["gold"]), r["family"]) for r in records}
+    chance = majority_rate([g for g, _ in golds.values()], [f for _, f in golds.values()])
     summary = {"models": table, "accuracy_chance": chance, "decomposition": decomposition,
                "size_slopes": slopes, "versus_scratch": versus,
                "findings": _findings(decomposition, slopes, versus)}
     plot = plot_lines(
-        {m: {g: [(params[(n, g)], faith["models"][labels[(n, g)]]["summary"].get(m)) for n in cfg.sizes]
-             for g in REGIMES} for m in HEADLINE},
+        {m: {g: [(params[(n, g)], figs[(n, g)][m]) for n in cfg.sizes] for g in REGIMES} for m in HEADLINE},
         run.out / "regime.png", xlabel="non-embedding parameters (log scale)", titles=METRICS,
         chance={"accuracy": chance})
     return summary, _blocks(cfg, summary, plot)
@@ -159,7 +140,7 @@ def _findings(decomposition: dict, slopes: dict, versus: dict) -> list[str]:
         for g, s in slopes[m].items():
             if s.get("value") is None:
                 continue
-            sig = "excludes 0" if s["ci_low"] > 0 or s["ci_high"] < 0 else "includes 0"
+            sig = "excludes 0" if excludes_zero(s) else "includes 0"
             out.append(f"{METRICS[m]} within {g}: {fmt(s, 3)} per doubling of parameters (interval {sig}).")
     return out
 
@@ -175,7 +156,11 @@ def _blocks(cfg: RegimeConfig, summary: dict[str, Any], plot: Path) -> list[Bloc
     return [
         ("h2", "Findings"), *[("p", f) for f in summary["findings"]],
         ("h2", "Every model"),
-        ("p", f"Figures with 95% bootstrap intervals over {cfg.n} problems per evaluation slice. Chance: accuracy "
+        ("p", f"Compute: every regime of a size takes the same optimizer steps before the away fine-tuning, so "
+              f"finetuned learns chains for only {1 - cfg.answer_first:.0%} of scratch's steps (after answer-only "
+              "pre-training), and away adds its fine-tuning on top of scratch's."),
+        ("p", f"Means over problems with 95% bootstrap intervals, {cfg.n} problems per evaluation slice (per-problem "
+              "AOCs are each chain's own trapezoid AOC). Chance: accuracy "
               f"{summary['accuracy_chance']:.2f} (the most frequent gold answer of each family); AOCs 0 (the "
               "answer ignores the chain); answer-follows-chain's null is in summary.json "
               "(answer_follows_chain_chance)."),

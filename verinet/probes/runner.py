@@ -134,7 +134,7 @@ class ProbeRun:
                 chunk = todo[i:i + batch]
                 made = make(chunk)
                 if [r["id"] for r in made] != [item_id(x) for x in chunk]:
-                    raise RuntimeError(f"{key}: the records made do not match their items one to one")
+                    raise ProbeError(f"{key}: the records made do not match their items one to one")
                 for r in made:
                     log.append(r)
                 self.progress(stage, len(items) - len(todo) + i + len(chunk), len(items))

@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from verinet.probes.config import ProbeConfig, ProbeError, SizeSpec
+from verinet.probes.config import ProbeConfig, ProbeError, SizeSpec, Tests, checkpoint_parameters
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, fmt, mean_figure, paired_difference
+from verinet.probes.stats import METRICS, by_problem, fmt, majority_rate, mean_figure, paired_difference
 from verinet.probes.worlds import commonsense_answer, world_builder, world_intrusions, world_problem
 from verinet.reporting import Block
 from verinet.schema import Problem
@@ -89,8 +89,8 @@ class SemanticsConfig(ProbeConfig):
     objectives: dict[str, float] = Field(default_factory=lambda: {"solve": 1.0, "verify": 0.0, "force": 0.0},
                                          description="zoo objectives of the fictional and real batches (world "
                                                      "batches are always solve)")
-    tests: list[str] = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing",
-                                                      "filler"])
+    tests: Tests = Field(default_factory=lambda: ["early_answering", "adding_mistakes", "paraphrasing", "filler"],
+                         min_length=1, description="faithfulness tests run on every size and vocabulary")
     smollm2: SmolSpec | None = Field(default=None, description="the SmolLM2 part; leave out to skip it")
 
     @field_validator("sizes")
@@ -130,10 +130,20 @@ def smoke(cfg: SemanticsConfig) -> SemanticsConfig:
 
 
 # ---- problems -----------------------------------------------------------------------------
+def eval_task(cfg: SemanticsConfig, vocabulary: str) -> TaskSpec:
+    """The faithfulness task of one vocabulary (each vocabulary's faithfulness run has this task alone)."""
+    return TaskSpec(family="logic", n=cfg.n, params=cfg.knobs(cfg.eval_hops, vocabulary))
+
+
 def eval_problems(cfg: SemanticsConfig, vocabulary: str) -> list[Problem]:
-    """The zoo's evaluation problems of one vocabulary, drawn as the faithfulness job draws its first task
-    (``verinet.faithfulness.config.problems_for``): the same seeds, so every vocabulary shares the structures."""
-    return get_family("logic").sample(cfg.n, seed=cfg.seed * 1000, params=cfg.knobs(cfg.eval_hops, vocabulary))
+    """The zoo's evaluation problems of one vocabulary, drawn by the faithfulness job's own ``problems_for``
+    (its first task: seed * 1000): the same seeds, so every vocabulary shares the structures."""
+    from verinet.faithfulness.config import FaithfulnessConfig, problems_for
+
+    # only seed and tasks are read: no models are needed to draw the problems
+    [(_, problems)] = problems_for(FaithfulnessConfig.model_construct(seed=cfg.seed,
+                                                                      tasks=[eval_task(cfg, vocabulary)]))
+    return problems
 
 
 def world_eval_problems(cfg: SemanticsConfig) -> list[Problem]:
@@ -181,10 +191,6 @@ def commonsense_rates(rows: list[dict[str, Any]], *, n_boot: int, seed: int) -> 
         "chance_bias": None if p_true is None or cs_true is None else p_true * cs_true + (1 - p_true) * (1 - cs_true),
         "answer_true_rate": p_true, "commonsense_true_share": cs_true,
     }
-
-
-def majority_rate(golds: list[str]) -> float | None:
-    return max(golds.count(g) for g in set(golds)) / len(golds) if golds else None
 
 
 def negation_shortcut(problem: Problem, question: str | None = None) -> float:
@@ -252,12 +258,6 @@ def _world_records(cfg: SemanticsConfig, run: ProbeRun, models: dict[str, Path])
     return run.records("world", items, make, item_id=lambda x: f"{x[0]}/{x[1].id}", batch=cfg.n)
 
 
-def _params(path: Path) -> int:
-    import json
-
-    return int(json.loads((path / "training.json").read_text())["parameters"]["non_embedding"])
-
-
 def _zoo(cfg: SemanticsConfig, run: ProbeRun) -> dict[str, Any]:
     models = _train(cfg, run)
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
@@ -266,9 +266,7 @@ def _zoo(cfg: SemanticsConfig, run: ProbeRun) -> dict[str, Any]:
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}  # size -> vocab -> answer rows
     chance_follow: dict[str, dict[str, Any]] = {}
     for v in VOCABS:
-        faith, records = run.faithfulness(f"zoo-{v}", models, [TaskSpec(family="logic", n=cfg.n,
-                                                                          params=cfg.knobs(cfg.eval_hops, v))],
-                                          tests=cfg.tests)
+        faith, records = run.faithfulness(f"zoo-{v}", models, [eval_task(cfg, v)], tests=cfg.tests)
         byid = {p.id: p for p in problems[v]}
         unknown = {r["problem_id"] for r in records} - set(byid)
         if unknown:
@@ -323,7 +321,7 @@ def _zoo(cfg: SemanticsConfig, run: ProbeRun) -> dict[str, Any]:
             "world_rule_steps": mean_figure([r["world_steps"] / r["rule_steps"] if r["rule_steps"] else None
                                              for r in mine], **kw),
         }
-    return {"parameters": {n: _params(p) for n, p in models.items()}, "table": table, "paired": pairs,
+    return {"parameters": {n: checkpoint_parameters(p) for n, p in models.items()}, "table": table, "paired": pairs,
             "commonsense": common, "world": world_fig, "answer_follows_chain_chance": chance_follow}
 
 

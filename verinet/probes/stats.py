@@ -65,6 +65,23 @@ def by_problem(records: Sequence[Mapping[str, Any]], member: str) -> dict[str, d
             and r.get("kind", "model") == "model"}
 
 
+def majority_rate(golds: Sequence[Any], families: Sequence[str] | None = None) -> float | None:
+    """The chance level of an accuracy: how often the best constant guess (per family, when ``families``
+    is given) matches the gold answers. None for no answers."""
+    groups: dict[str, list[str]] = {}
+    for i, g in enumerate(golds):
+        groups.setdefault(families[i] if families is not None else "", []).append(str(g))
+    total = sum(len(v) for v in groups.values())
+    return sum(max(v.count(a) for a in set(v)) for v in groups.values()) / total if total else None
+
+
+def table_figures(per: Mapping[str, Mapping[str, float | None]], *, n_boot: int, seed: int,
+                  metrics: Sequence[str] = tuple(METRICS)) -> dict[str, dict[str, Any]]:
+    """Each metric's mean over problems with its 95% interval, from the same per-problem values the paired
+    differences use (so a table and a difference never disagree in sign)."""
+    return {m: mean_figure([v.get(m) for v in per.values()], n_boot=n_boot, seed=seed) for m in metrics}
+
+
 def mean_figure(values: Sequence[float | None], *, n_boot: int, seed: int) -> dict[str, Any]:
     """Mean over problems with a percentile-bootstrap 95% interval (None values left out)."""
     vals = [float(v) for v in values if v is not None]
@@ -95,7 +112,7 @@ def two_way(rows: Sequence[Mapping[str, Any]], *, factors: tuple[str, str], valu
         if d[a].nunique() < 2 or d[b].nunique() < 2 or d[value].var() == 0:
             return {k: float("nan") for k in terms}
         table = anova_lm(smf.ols(f"{value} ~ C({a}) * C({b})", data=d).fit(), typ=2)
-        total = float(table["sum_sq"].sum())
+        total = float(((d[value] - d[value].mean()) ** 2).sum())  # SS_total (type II SS need not add up to it)
         return {k: float(table.loc[t, "sum_sq"]) / total if t in table.index else float("nan")
                 for k, t in terms.items()}
 
@@ -145,4 +162,11 @@ def fmt(f: Mapping[str, Any] | None, digits: int = 2) -> str:
     return f"{f['value']:.{digits}f}{ci}"
 
 
-__all__ = ["METRICS", "by_problem", "fmt", "mean_figure", "paired_difference", "per_problem", "slope", "two_way"]
+def excludes_zero(f: Mapping[str, Any]) -> bool:
+    """Whether a figure's 95% interval lies wholly above or below 0."""
+    lo, hi = f.get("ci_low"), f.get("ci_high")
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+__all__ = ["METRICS", "by_problem", "excludes_zero", "fmt", "majority_rate", "mean_figure", "paired_difference",
+           "per_problem", "slope", "table_figures", "two_way"]

@@ -24,10 +24,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from verinet.probes import arith_chains as ac
-from verinet.probes.config import ProbeConfig, SizeSpec
+from verinet.probes.config import ProbeConfig, SizeSpec, checkpoint_parameters
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import fmt, mean_figure, paired_difference
+from verinet.probes.stats import fmt, majority_rate, mean_figure, paired_difference
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks import get_family
@@ -234,7 +234,7 @@ def run(cfg: ToolsConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
     by_id = {p.id: p for _, p in items}
     faith_items = [(L, p, c) for L, p in items if L in faith_lengths and (c := corruption(p, cfg.seed))]
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    chance = {L: ac.majority_rate([p.answer for M, p in items if M == L]) for L in cfg.eval_steps}
+    chance = {L: majority_rate([p.answer for M, p in items if M == L]) for L in cfg.eval_steps}
     solved: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     table, faith = [], {}
     for (size, mode), path in models.items():
@@ -250,7 +250,8 @@ def run(cfg: ToolsConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
         top = max(cfg.train_steps)
         first_by_range = {"trained": mean_figure([firsts[r["id"]] for r in recs if r["steps"] <= top], **kw),
                           "longer": mean_figure([firsts[r["id"]] for r in recs if r["steps"] > top], **kw)}
-        table.append({"size": size, "mode": mode, "model": path.name, "parameters": _params(path), "accuracy": acc,
+        table.append({"size": size, "mode": mode, "model": path.name, "parameters": checkpoint_parameters(path),
+                      "accuracy": acc,
                       "step_validity": valid, "first_step_valid": first, "first_step_valid_by_range": first_by_range,
                       "cliff": cliff_of(acc, cfg.cliff, chance[cfg.eval_steps[0]]),
                       "above_chance": above_chance(acc, chance[cfg.eval_steps[0]])})
@@ -264,7 +265,7 @@ def run(cfg: ToolsConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Block]]:
             "keeps_original": mean_figure([r["original"] for r in kept], **kw),
             "follows_corrupted_all": mean_figure([r["follows"] for r in crecs if r["applied"]], **kw),
             "applied": mean_figure([r["applied"] for r in crecs], **kw),
-            "chance": ac.majority_rate([r["propagated"] for r in kept]) if kept else None,
+            "chance": majority_rate([r["propagated"] for r in kept]) if kept else None,
             "n_chains": len(crecs), "n_clean_correct_applied": len(kept)}
     beyond = [L for L in cfg.eval_steps if L > max(cfg.train_steps)]
     versus = {}
@@ -310,12 +311,6 @@ def _span(steps: list[int]) -> str:
     if len(steps) == 1:
         return str(steps[0])
     return f"{steps[0]}-{steps[-1]}" if steps == list(range(steps[0], steps[-1] + 1)) else ",".join(map(str, steps))
-
-
-def _params(path: Path) -> int:
-    import json
-
-    return int(json.loads((path / "training.json").read_text())["parameters"]["non_embedding"])
 
 
 def _findings(cfg: ToolsConfig, table: list[dict], versus: dict, faith: dict, chance: dict[int, float]) -> list[str]:

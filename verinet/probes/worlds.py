@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from verinet.probes.config import ProbeError
 from verinet.schema import Problem
 from verinet.tasks import get_family
 from verinet.tasks.logic import _isa, ancestors, conclusion, rule_is_true
@@ -60,7 +61,8 @@ def world_problem(problem: Problem, *, omit: float = 1.0, rng: random.Random | N
     """``problem`` (real vocabulary) with each positive proof rule dropped with probability ``omit``."""
     meta = problem.meta
     if meta.get("vocabulary") != "real":
-        raise ValueError(f"{problem.id}: a world problem needs the real vocabulary, not {meta.get('vocabulary')!r}")
+        raise ProbeError(f"{problem.id}: a world problem needs the real vocabulary, not {meta.get('vocabulary')!r}; "
+                         "draw it with params vocabulary: real")
     rules = [tuple(r) for r in meta["rules"]]
     proof = set(meta["structure"]["proof"])
     rng = rng or random.Random(problem.id)
@@ -106,7 +108,9 @@ class WorldBuilder(ExampleBuilder):
         for i in self.world:
             mix = config.tasks[i]
             if mix.family != "logic" or any(p.get("vocabulary") != "real" for p in mix.params):
-                raise ValueError(f"tasks.{i}: a world mix must be family logic with vocabulary real")
+                raise ProbeError(f"tasks.{i}: a world mix must be family logic with vocabulary real in every params "
+                                 f"entry (got family {mix.family}, params {mix.params}); fix the mix or leave it out "
+                                 "of world")
 
     def world_example(self, problem: Problem, rng: random.Random) -> Example:
         w = world_problem(problem, omit=self.omit, rng=rng)
@@ -122,11 +126,17 @@ class WorldBuilder(ExampleBuilder):
             return super().batch(step, seed=seed, size=size)
         fam = get_family("logic")
         out: list[Example] = []
+        tries = 0
         while len(out) < size:
             problem = fam.generate(rng.getrandbits(31), rng.choice(tasks[i].params))
             ex = self.world_example(problem, rng)
             if len(ex.ids) <= self.config.size.max_len:
                 out.append(ex)
+            tries += 1
+            if tries >= 50 * size and len(out) < tries // 50:  # as the zoo's ExampleBuilder.batch
+                raise ProbeError(f"tasks.{i} (world problems, {tasks[i].params}): only {len(out)} of {tries} examples "
+                                 f"fit size.max_len = {self.config.size.max_len} tokens; raise max_len or choose "
+                                 "fewer hops or distractors")
         return out
 
 
