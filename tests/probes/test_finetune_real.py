@@ -89,4 +89,5 @@ def test_a_killed_lora_run_resumes_on_the_same_trajectory(tmp_path):
     resumed = json.loads((lora_finetune(cfg, examples, tmp_path / "killed").parent / "training.json").read_text())
     whole = json.loads((lora_finetune(cfg, examples, tmp_path / "whole").parent / "training.json").read_text())
     assert resumed["steps"] == whole["steps"] == 4
+    assert not (tmp_path / "killed" / "train_state").exists()  # a finished run keeps only its model
     assert resumed["losses"] == pytest.approx(whole["losses"], abs=1e-4)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from verinet.probes.config import ProbeConfig, ProbeError, Tests
 from verinet.probes.plotting import plot_lines
 from verinet.probes.runner import Probe, ProbeRun
-from verinet.probes.stats import METRICS, by_problem, excludes_zero, fmt, majority_rate, paired_difference, table_figures
+from verinet.probes.stats import (METRICS, by_problem, excludes_zero, fmt, majority_rate, mean_figure, paired_difference,
+                                  table_figures)
 from verinet.reporting import Block
 from verinet.schema import Problem
 from verinet.tasks.spec import TaskSpec
@@ -157,6 +159,7 @@ def lora_finetune(cfg: FinetuneRealConfig, examples: list[tuple[str, str]], out:
     done.write_text(json.dumps({"steps": state["step"], "examples": len(examples), "epochs": cfg.epochs,
                                 "losses": state["losses"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "lora": lora.model_dump(mode="json"), "lr": cfg.lr}, indent=1))
+    shutil.rmtree(state_dir, ignore_errors=True)
     backend.close()
     return out / "model"
 
@@ -221,12 +224,16 @@ def run(cfg: FinetuneRealConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Bl
                                                                  **kw)}
                for metric in METRICS}
     figures = {m: table_figures(per[m], **kw) for m in models}  # the values the paired changes use
+    for m in models:  # answer-only tuning can stop a model writing steps, which leaves its AOCs unmeasured
+        written = [float(r.get("n_steps_written", r.get("n_steps", 0))) for r in records if r.get("member") == m]
+        figures[m]["steps_written"] = mean_figure(written, **kw)
+        figures[m]["writes_steps"] = mean_figure([float(w > 0) for w in written], **kw)
     training = {c: json.loads((run.out / "models" / c / "training.json").read_text()) for c in CONDITIONS}
     chance = majority_rate([p.answer for p in eval_problems], [p.family for p in eval_problems])
     summary = {"models": figures, "paired_changes": changes, "train_problems": len(train), "accuracy_chance": chance,
                "training": {c: {k: t[k] for k in ("steps", "examples", "wall_s")} | {"final_loss": t["losses"][-1]}
                             for c, t in training.items()},
-               "findings": _findings(changes)}
+               "findings": _findings(changes, figures)}
     plot = plot_lines({m: {c: [(i, figures[c][m])] for i, c in enumerate(models)}
                        for m in ("early_answering_aoc", "filler_accuracy", "accuracy", "no_chain_accuracy")},
                       run.out / "finetune-real.png", xlabel="0 = base, 1 = answer-only LoRA, 2 = chain LoRA",
@@ -235,20 +242,29 @@ def run(cfg: FinetuneRealConfig, run: ProbeRun) -> tuple[dict[str, Any], list[Bl
     return summary, _blocks(cfg, summary, plot)
 
 
-def _findings(changes: dict[str, Any]) -> list[str]:
-    out = []
+MIN_PAIRS = 5  # fewer paired problems than this: a difference is reported, not judged
+
+
+def _findings(changes: dict[str, Any], figures: dict[str, Any]) -> list[str]:
+    out = [f"{m}: writes at least one step on {fmt(f['writes_steps'])} of the problems, "
+           f"{fmt(f['steps_written'], 1)} steps on average." for m, f in figures.items()]
     for metric in ("early_answering_aoc", "filler_accuracy", "accuracy"):
         for k, f in changes[metric].items():
             if f.get("value") is None:
                 continue
-            sig = "an interval that excludes 0" if excludes_zero(f) else "an interval that includes 0"
+            if f["n"] < MIN_PAIRS:
+                sig = "too few paired problems to judge: the metric is measured only where both models wrote steps"
+            else:
+                sig = "an interval that excludes 0" if excludes_zero(f) else "an interval that includes 0"
             out.append(f"{METRICS[metric]}: {k} = {fmt(f, 3)} over {f['n']} paired problems ({sig}).")
     return out
 
 
 def _blocks(cfg: FinetuneRealConfig, summary: dict[str, Any], plot: Path) -> list[Block]:
     models = list(summary["models"])
-    rows = [[METRICS[k], *[fmt(summary["models"][m][k]) for m in models]] for k in METRICS]
+    rows = [[label, *[fmt(summary["models"][m][k]) for m in models]]
+            for k, label in [*METRICS.items(), ("writes_steps", "writes at least one step"),
+                             ("steps_written", "steps written")]]
     keys = list(next(iter(summary["paired_changes"].values())))
     change_rows = [[METRICS[k], *[fmt(summary["paired_changes"][k][c], 3) for c in keys]] for k in METRICS]
     train_rows = [[c, t["examples"], t["steps"], f"{t['final_loss']:.3f}", t["wall_s"]]
