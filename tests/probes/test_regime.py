@@ -51,15 +51,17 @@ def test_regime_rerun_resumes_and_another_config_is_refused(smoke_run):
         run_probe(probe, cfg.model_copy(update={"seed": 1}), out)
 
 
-def test_probe_cli_lists_probes_and_explains_bad_configs(tmp_path):
+def test_probe_cli_lists_probes_and_explains_bad_configs(tmp_path, smoke_run):
     r = CliRunner().invoke(app, ["probe", "list"])
     assert r.exit_code == 0 and "regime" in r.output and "tools" in r.output, r.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("probe: regime\nsizes: {}\n")
     r = CliRunner().invoke(app, ["probe", "regime", "--config", str(bad)])
     assert r.exit_code == 2 and "sizes" in r.output, r.output
-    r = CliRunner().invoke(app, ["probe", "regime", "--config", "configs/probes/regime.yaml", "--out",
-                                 str(tmp_path / "x"), "--smoke"], catch_exceptions=False)
-    assert r.exit_code == 0 and (tmp_path / "x" / "report.md").is_file(), r.output
+    out = smoke_run[1]  # the fixture's finished smoke run: the CLI resumes it (nothing retrains)
+    (out / "report.md").unlink()
+    r = CliRunner().invoke(app, ["probe", "regime", "--config", "configs/probes/regime.yaml", "--out", str(out),
+                                 "--smoke"], catch_exceptions=False)
+    assert r.exit_code == 0 and (out / "report.md").is_file() and "wrote " in r.output, r.output
     r = CliRunner().invoke(app, ["probe", "nope"])
     assert r.exit_code == 2 and "no probe 'nope'" in r.output
