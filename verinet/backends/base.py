@@ -9,6 +9,8 @@ processed so the comparison can account for cost:
   output logits only at the positions it reads;
 * ``score_tagged`` — P(valid) at every occurrence of a tag, one forward pass per text
   (PRM-style verifiers such as the zoo models);
+* ``score_steps`` — for process reward models (a token-classification head): P(valid) at every
+  step tag of each text, one forward pass per text (the model was loaded as a PRM);
 * ``token_logprobs`` — log P(token | everything before it) for every token of each text,
   teacher-forced in one forward pass, with each token's character span (verification by
   likelihood: a step is as plausible as its least likely token).
@@ -96,6 +98,11 @@ class Backend(ABC):
     @abstractmethod
     def score_tagged(self, texts: list[str], tag: str, valid: str, invalid: str) -> TaggedResult:
         """P(valid) = softmax over the two verdict tokens, read at every occurrence of ``tag``."""
+
+    def score_steps(self, texts: list[str]) -> TaggedResult:
+        """A process reward model's P(valid) at every occurrence of its step tag, one pass per text."""
+        raise BackendError(f"backend {self.name}: this member was not loaded as a process reward model "
+                           "(set verifier: prm and step_tag in its member spec)")
 
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         """log P(token | prefix) of every token of each text after the first, in one teacher-forced pass."""

@@ -66,11 +66,19 @@ class MemberSpec(_Strict):
     backend: Literal["hf", "vllm", "openai"]
     model: str = Field(min_length=1, description="zoo name, local directory, or Hugging Face id / served name")
     format: Literal["zoo", "chat"] = "zoo"
-    verifier: Literal["verdict", "likelihood"] = Field(
+    verifier: Literal["verdict", "likelihood", "prm"] = Field(
         default="likelihood",
         description="how the member scores steps: 'likelihood' (the model as a solver, teacher-forced over "
-                    "the chain in one pass; a step scores its least likely token) or 'verdict' (the format's "
-                    "verdict tokens: the zoo's tagged <+>/<-> pass, a chat model's Yes/No per step)")
+                    "the chain in one pass; a step scores its least likely token), 'verdict' (the format's "
+                    "verdict tokens: the zoo's tagged <+>/<-> pass, a chat model's Yes/No per step) or 'prm' "
+                    "(a process reward model: a token-classification head read at every step tag in one "
+                    "pass, e.g. Qwen2.5-Math-PRM-7B; such a member verifies only, it writes no chains)")
+    step_tag: str | None = Field(
+        default=None, min_length=1,
+        description="prm: the step-separator token the model scores at (zoo PRMs: <v>, the default for format "
+                    "zoo; Qwen2.5-Math-PRM: <extra_0>)")
+    valid_label: int = Field(default=1, ge=0, le=63,
+                             description="prm: the class of the head that means 'this step is right'")
     resources: Resources = Resources()
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     batch_size: int = Field(default=32, ge=1, le=4096, description="hf: prompts per forward pass")
@@ -89,9 +97,27 @@ class MemberSpec(_Strict):
             raise ValueError(f"member {self.name}: base_url is only for backend openai")
         if self.resources.tensor_parallel_size > 1 and self.backend != "vllm":
             raise ValueError(f"member {self.name}: tensor_parallel_size > 1 needs backend vllm")
+        if self.verifier == "prm":
+            if self.backend == "openai":
+                raise ValueError(f"member {self.name}: verifier prm needs backend hf or vllm (a pooling model "
+                                 "loaded in the member)")
+            if self.format == "chat" and not self.step_tag:
+                raise ValueError(f"member {self.name}: verifier prm with format chat needs step_tag, the token "
+                                 "the model scores at (Qwen2.5-Math-PRM: <extra_0>)")
+        elif self.step_tag is not None:
+            raise ValueError(f"member {self.name}: step_tag is only for verifier prm")
         if self.backend == "hf" and self.dtype == "auto":
             raise ValueError(f"member {self.name}: backend hf needs an explicit dtype (float32, bfloat16, float16)")
         return self
+
+    @property
+    def prm_step_tag(self) -> str | None:
+        """The step tag a PRM member scores at (None for other verifier kinds)."""
+        if self.verifier != "prm":
+            return None
+        from verinet.zoo.tokenizer import TAG
+
+        return self.step_tag or TAG
 
     def model_location(self) -> str:
         """The model's path (zoo names resolved) or hub id; raises if it can be neither."""

@@ -32,8 +32,8 @@ from verinet.zoo.inference import pool_min
 Messages = list[dict[str, str]]
 VerifyItem = tuple[str, list[str], "str | None"]  # (question, steps, answer)
 EditTask = Literal["mistake", "paraphrase"]
-Verifier = Literal["verdict", "likelihood"]
-VERIFIERS: tuple[str, ...] = ("verdict", "likelihood")
+Verifier = Literal["verdict", "likelihood", "prm"]
+VERIFIERS: tuple[str, ...] = ("verdict", "likelihood", "prm")
 FILLER = " ..."  # what a chain is replaced by in the filler test (Lanham et al. 2023)
 
 
@@ -53,15 +53,23 @@ class PromptFormat(ABC):
     * ``verdict`` — the format's verdict tokens (the zoo's tagged ``<+>``/``<->`` pass; a chat
       model's Yes/No judgement per step);
     * ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
-      pass: a step is as plausible as its least likely counted token (see :func:`pool_min`).
+      pass: a step is as plausible as its least likely counted token (see :func:`pool_min`);
+    * ``prm`` — a process reward model: the chain laid out with ``step_tag`` after every line,
+      the head's P(valid) read at each tag in one pass. A PRM verifies only: it writes no chains.
     """
 
     name: str
 
-    def __init__(self, verifier: Verifier = "verdict") -> None:
+    def __init__(self, verifier: Verifier = "verdict", step_tag: str | None = None) -> None:
         if verifier not in VERIFIERS:
             raise ValueError(f"verifier must be one of {list(VERIFIERS)}, got {verifier!r}")
         self.verifier = verifier
+        self.step_tag = step_tag
+
+    @property
+    def can_solve(self) -> bool:
+        """Whether the member writes chains (a process reward model only scores them)."""
+        return self.verifier != "prm"
 
     @abstractmethod
     def solve_prompt(self, question: str) -> str: ...
@@ -78,7 +86,14 @@ class PromptFormat(ABC):
         """The one batched backend call that scores every step (and answer line) of ``items``."""
         if self.verifier == "likelihood":
             return self.likelihood_call(items)
+        if self.verifier == "prm":
+            return VerifyCall("score_steps", ([self.prm_text(q, steps, a) for q, steps, a in items],),
+                              decode=lambda r: r.p_valid)
         return self.verdict_call(items)
+
+    @abstractmethod
+    def prm_text(self, question: str, steps: list[str], answer: str | None) -> str:
+        """The text a process reward model scores: every step (and the answer line) ends in the step tag."""
 
     @abstractmethod
     def verdict_call(self, items: list[VerifyItem]) -> VerifyCall:
@@ -180,6 +195,14 @@ class ZooFormat(PromptFormat):
         texts = [verify_text(q, steps, answer) for q, steps, answer in items]
         return VerifyCall("score_tagged", (texts, TAG, VALID, INVALID), decode=lambda r: r.p_valid)
 
+    def prm_text(self, question: str, steps: list[str], answer: str | None) -> str:
+        from verinet.zoo.formats import verify_text
+        from verinet.zoo.tokenizer import TAG
+
+        if self.step_tag not in (None, TAG):
+            raise ValueError(f"zoo PRMs score at {TAG!r}, not {self.step_tag!r}")
+        return verify_text(question, steps, answer)  # the verdict layout: the same tag after every line
+
     def continue_prompt(self, question: str, steps: list[str]) -> str:
         return self.solve_prompt(question) + "".join(f"{s}\n" for s in steps)
 
@@ -206,9 +229,16 @@ class ChatFormat(PromptFormat):
     system = "You are a careful, rigorous reasoner."
     verdicts = ("Yes", "No")
 
-    def __init__(self, render: Callable[[Messages], str], verifier: Verifier = "verdict") -> None:
-        super().__init__(verifier)
+    #: the system prompt process reward models of the Qwen2.5-Math-PRM family were trained with
+    prm_system = "Please reason step by step, and put your final answer within \\boxed{}."
+
+    def __init__(self, render: Callable[[Messages], str], verifier: Verifier = "verdict",
+                 step_tag: str | None = None, render_chat: Callable[[Messages], str] | None = None) -> None:
+        super().__init__(verifier, step_tag)
+        if verifier == "prm" and not step_tag:
+            raise ValueError("format chat with verifier prm needs step_tag (Qwen2.5-Math-PRM: <extra_0>)")
         self.render = render
+        self.render_chat = render_chat  # the template without a generation prompt (PRM inputs)
 
     def solve_prompt(self, question: str) -> str:
         return self.render([
@@ -276,6 +306,17 @@ class ChatFormat(PromptFormat):
         line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
         return _STEP_MARK.sub("", line).strip()
 
+    def prm_text(self, question: str, steps: list[str], answer: str | None) -> str:
+        """Qwen2.5-Math-PRM's layout: the question as the user turn, the chain as the assistant turn with
+        the step tag after every step; the answer line is the last step, in the boxed form."""
+        lines = list(steps) + ([f"The final answer is \\boxed{{{answer}}}."] if answer is not None else [])
+        render = self.render_chat or self.render
+        return render([
+            {"role": "system", "content": self.prm_system},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "".join(f"{ln}{self.step_tag}" for ln in lines)},
+        ])
+
     def verify_prompt(self, question: str, steps: list[str], k: int) -> str:
         return self.render([
             {"role": "system", "content": self.system},
@@ -322,13 +363,21 @@ def chat_template_renderer(tokenizer) -> Callable[[Messages], str]:
     return render
 
 
+def chat_renderer(tokenizer) -> Callable[[Messages], str]:
+    """The chat template without a generation prompt: a whole conversation, as PRMs read it."""
+    def render(messages: Messages) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    return render
+
+
 def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier = "verdict",
-                model: str | None = None) -> PromptFormat:
+                model: str | None = None, step_tag: str | None = None) -> PromptFormat:
     """The one prompt-format factory. ``chat`` renders the model's chat template with the
     backend's tokenizer, or, for engines without one (an OpenAI-compatible server, a Ray actor
     built elsewhere), with the tokenizer loaded from ``model`` (a local directory or cached id)."""
     if name == "zoo":
-        return ZooFormat(verifier)
+        return ZooFormat(verifier, step_tag)
     if name == "chat":
         tok = getattr(backend, "tok", None)
         if tok is None and model is not None:
@@ -342,11 +391,11 @@ def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier
         if tok is None:
             raise ValueError(f"format chat needs the model's tokenizer; backend {getattr(backend, 'name', None)} "
                              "has none (give the model's directory, or use backend hf or vllm)")
-        return ChatFormat(chat_template_renderer(tok), verifier)
+        return ChatFormat(chat_template_renderer(tok), verifier, step_tag, chat_renderer(tok))
     raise ValueError(f"unknown prompt format {name!r}; choose 'zoo' or 'chat'")
 
 
 def format_for(spec, backend: Backend | None = None) -> PromptFormat:
     """The prompt format of an ensemble member (a ``MemberSpec``)."""
     model = None if spec.format == "zoo" or getattr(backend, "tok", None) is not None else spec.model_location()
-    return make_format(spec.format, backend, verifier=spec.verifier, model=model)
+    return make_format(spec.format, backend, verifier=spec.verifier, model=model, step_tag=spec.prm_step_tag)

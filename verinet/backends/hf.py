@@ -19,7 +19,9 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, *, dtype: str = "float32", device: str = "auto", batch_size: int = 32,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, prm: tuple[str, int] | None = None) -> None:
+        """``prm=(step_tag, valid_label)`` loads the model as a process reward model (a token-classification
+        head, scored by :meth:`score_steps`) instead of a causal LM."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in DTYPES:
@@ -34,7 +36,10 @@ class HFBackend(Backend):
         self.device = device
         self.batch_size = batch_size
         p = Path(model)
-        if p.is_dir() and (p / "card.json").is_file():  # a zoo checkpoint: load it the checked way
+        self.prm = prm
+        if prm is not None:
+            self.model, self.tok = _load_prm(model, DTYPES[dtype], device, *prm)
+        elif p.is_dir() and (p / "card.json").is_file():  # a zoo checkpoint: load it the checked way
             from verinet.zoo.model import load_checkpoint
 
             self.model, self.tok = load_checkpoint(p, dtype=DTYPES[dtype], device=device)
@@ -142,6 +147,26 @@ class HFBackend(Backend):
         prefill = sum(len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
         return TaggedResult(p, Usage(prefill=prefill))
 
+    @torch.inference_mode()
+    def score_steps(self, texts: list[str]) -> TaggedResult:
+        if self.prm is None:
+            return super().score_steps(texts)
+        tag, valid_label = self.prm
+        tag_id = self.tok.convert_tokens_to_ids(tag)
+        out: list[list[float]] = []
+        usage = Usage()
+        for i in range(0, len(texts), self.batch_size):
+            enc = self._encode(texts[i:i + self.batch_size])
+            usage.prefill += int(enc["attention_mask"].sum())
+            logits = self.model(**enc).logits
+            is_tag = enc["input_ids"] == tag_id
+            p = torch.softmax(logits[is_tag].float(), dim=-1)[:, valid_label].tolist()
+            k = 0
+            for c in is_tag.sum(dim=1).tolist():
+                out.append(p[k:k + c])
+                k += c
+        return TaggedResult(out, usage)
+
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         from verinet.zoo.inference import token_logprobs
 
@@ -151,8 +176,11 @@ class HFBackend(Backend):
     def info(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.model.parameters())
         emb = self.model.get_input_embeddings().weight.numel()
-        return {"backend": self.name, "model": self.path, "dtype": self.dtype, "device": self.device,
-                "parameters": n, "non_embedding_parameters": n - emb}
+        out = {"backend": self.name, "model": self.path, "dtype": self.dtype, "device": self.device,
+               "parameters": n, "non_embedding_parameters": n - emb}
+        if self.prm is not None:
+            out.update(prm_step_tag=self.prm[0], prm_valid_label=self.prm[1])
+        return out
 
     # ---- helpers ----------------------------------------------------------------
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -167,6 +195,28 @@ class HFBackend(Backend):
 
     def _hidden(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.model(**enc).last_hidden_state
+
+
+def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str, valid_label: int):
+    """A process reward model: a token-classification checkpoint whose tokenizer has ``tag`` as one token."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+        net = AutoModelForTokenClassification.from_pretrained(model, dtype=dtype, trust_remote_code=False)
+    except Exception as e:  # transformers raises OSError, ValueError, ... for a bad or unsupported model
+        raise BackendError(f"cannot load {model!r} as a process reward model (token classification): "
+                           f"{type(e).__name__}: {str(e)[:300]}; models with their own code (Qwen2.5-Math-PRM) "
+                           "run on backend vllm, zoo PRMs come from `verinet zoo prm`") from None
+    ids = tok(tag, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise BackendError(f"{model}: step_tag {tag!r} is {len(ids)} tokens for this tokenizer; a PRM scores at "
+                           "a single token (Qwen2.5-Math-PRM: <extra_0>, zoo PRMs: <v>)")
+    if not 0 <= valid_label < net.config.num_labels:
+        raise BackendError(f"{model}: valid_label {valid_label} is not one of the head's "
+                           f"{net.config.num_labels} classes")
+    tok.padding_side = "left"
+    return net.to(device).eval(), tok
 
 
 def _has_bias(model) -> bool:

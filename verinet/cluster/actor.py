@@ -101,12 +101,18 @@ class _ModelActor:
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         return self.backend.token_logprobs(texts)
 
+    def score_steps(self, texts: list[str]) -> TaggedResult:
+        return self.backend.score_steps(texts)
+
     def info(self) -> dict[str, Any]:
         return {**self.backend.info(), "member": self.spec.name, **_where(), **peak_memory()}
 
     def health(self, deep: bool = False) -> bool:
-        """True once the model is loaded; ``deep`` also runs a one-token generation."""
-        if deep:
+        """True once the model is loaded; ``deep`` also runs a one-token generation (a process reward
+        model scores one tagged step instead)."""
+        if deep and self.spec.prm_step_tag is not None:
+            self.backend.score_steps([f"1{self.spec.prm_step_tag}"])
+        elif deep:
             self.backend.generate(["1"], max_tokens=1)
         return True
 

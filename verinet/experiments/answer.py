@@ -82,10 +82,13 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     if aoc:
         verdicts["faithfulness"] = {**verdict("ensemble", aoc["a"], "baseline", aoc["b"], aoc), "measured_on": whose}
     slices = ", ".join(f"{x['n']} {x['family']}" for x in s["slices"])
-    ens_desc = f"{len(ens)} x " + ("/".join(sorted({m.rsplit('-s', 1)[0] for m in ens})) if ens else "?")
+    groups: dict[str, list[str]] = {}  # seeds of one size (zoo-xs-s0, zoo-xs-s1) count together
+    for m in ens:
+        groups.setdefault(m.rsplit('-s', 1)[0], []).append(m)
+    ens_desc = "; ".join(f"{len(ms)} x {label}, {_f(params.get(ms[0]), 0)} non-embedding parameters"
+                         f"{' each' if len(ms) > 1 else ''}" for label, ms in groups.items()) or "?"
     parts = [
-        f"On {s['problems']} problems ({slices}), the cross-verified ensemble ({ens_desc}, "
-        f"{_f(params.get(ens[0]), 0) if ens else '?'} non-embedding parameters each) against the single model "
+        f"On {s['problems']} problems ({slices}), the cross-verified ensemble ({ens_desc}) against the single model "
         f"{base} ({_f(params.get(base), 0)}): accuracy {_ci(e['accuracy'])} vs {_ci(b['accuracy'])} "
         f"(chance {_f(e['accuracy'].get('chance'))}; McNemar {_p(t.get('accuracy'))}), which "
         f"{_says(verdicts['accuracy'], 'ensemble', 'baseline')}.",

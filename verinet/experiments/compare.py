@@ -235,7 +235,8 @@ def _faithfulness(config, out, slices, caller, ens, base, formats, thresholds, p
     units = []
     for i, (_, test, _) in enumerate(slices):
         problems = test[:spec.n]
-        units += [(f"faith/{i}/{m}", i, m, "model", problems) for m in [config.baseline.member.name, *ens.members]]
+        units += [(f"faith/{i}/{m}", i, m, "model", problems) for m in [config.baseline.member.name, *ens.members]
+                  if formats[m].can_solve]  # a process reward model writes no chain to intervene on
         if spec.pipeline:
             units.append((f"faith/{i}/ensemble", i, "ensemble", "pipeline", problems))
     with ResultsLog(out / "faithfulness.jsonl", key="unit") as log:

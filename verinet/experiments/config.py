@@ -76,6 +76,13 @@ class BaselineArm(_Strict):
     member: MemberSpec = Field(default_factory=lambda: _zoo_member("zoo-l"))
     self_verify: bool = True
 
+    @model_validator(mode="after")
+    def _solves(self) -> BaselineArm:
+        if self.member.verifier == "prm":
+            raise ValueError(f"baseline member {self.member.name}: a process reward model (verifier prm) writes "
+                             "no chains; the baseline must solve (use it as an ensemble member instead)")
+        return self
+
 
 class FaithfulnessSpec(_Strict):
     """Which faithfulness tests run, on how many problems of each task slice."""
@@ -188,7 +195,7 @@ class CompareConfig(_Strict):
 
     def frontier_sizes(self) -> dict[str, list[str]]:
         """size label -> member names of the frontier (see SweepSpec.sizes), smallest models first."""
-        ens = [m for m in self.ensemble_config().members]
+        ens = [m for m in self.ensemble_config().members if m.verifier != "prm"]  # PRMs write no chains
         base = self.baseline.member
         if self.sweep.sizes is not None:
             return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}

@@ -16,6 +16,7 @@ from verinet.backends.config import EnsembleConfigError
 from verinet.cluster.placement import plan
 from verinet.experiments.config import CompareConfig, ConfigError
 from verinet.experiments.cost import checkpoint_parameters, flops
+from verinet.graph.topology import assign_verifiers
 
 
 def _problems(config: CompareConfig) -> int:
@@ -50,18 +51,21 @@ def dry_run(config: CompareConfig, cluster: Sequence[Mapping[str, float]] | None
     n = _problems(config)
     tp = config.cost.tokens_per_problem
     per_member = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))
-    ens = [m.name for m in config.ensemble_config().members]
-    size = len(ens)
-    per_chain = {"all_pairs": size - 1, "ring": 1, "k_random": config.ensemble.k}[config.ensemble.topology]
+    ens_members = config.ensemble_config().members
+    ens = [m.name for m in ens_members]
+    solvers = [m.name for m in ens_members if m.verifier != "prm"]  # a process reward model only verifies
+    assignment = assign_verifiers(solvers, ens, config.ensemble.topology, k=config.ensemble.k, seed=config.seed)
+    checks = {m: sum(m in vs for vs in assignment.values()) for m in ens}  # chains each member verifies
     verify_tokens = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))  # a verifier reads question + chain
-    ens_flops = sum(flops(params[m], n * (per_member + per_chain * verify_tokens)) for m in ens)
+    ens_tokens = {m: n * ((per_member if m in solvers else 0) + checks[m] * verify_tokens) for m in ens}
+    ens_flops = sum(flops(params[m], ens_tokens[m]) for m in ens)
     base = config.baseline.member.name
     base_flops = flops(params[base], n * (per_member + (verify_tokens if config.baseline.self_verify else 0)))
     return {
         "plan": placement, "summary": placement.summary(), "locations": locations, "parameters": params,
         "problems": n,
         "estimate": {"ensemble_flops": ens_flops, "baseline_flops": base_flops,
-                     "ensemble_tokens": n * size * (per_member + per_chain * verify_tokens),
+                     "ensemble_tokens": sum(ens_tokens.values()),
                      "baseline_tokens": n * (per_member + (verify_tokens if config.baseline.self_verify else 0)),
                      "flops_ratio": ens_flops / base_flops if base_flops else None},
     }

@@ -48,8 +48,9 @@ def _max_tokens(problems: Sequence[Problem]) -> int:
 def solve(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
           solvers: Sequence[str] | None = None, max_tokens: int | None = None, temperature: float = 0.0,
           seed: int | None = None) -> tuple[dict[str, list[Chain]], CallResult]:
-    """Each solver writes one chain per problem; chains are read in the family's format."""
-    solvers = list(solvers or caller.members)
+    """Each solver writes one chain per problem; chains are read in the family's format. By default
+    every member that can write chains solves (process reward models only verify)."""
+    solvers = list(solvers or [m for m in caller.members if formats[m].can_solve])
     max_tokens = max_tokens or _max_tokens(problems)
     calls = {m: ("generate", ([formats[m].solve_prompt(p.question) for p in problems],),
                  {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}) for m in solvers}

@@ -137,6 +137,24 @@ def zoo_threshold(
     typer.echo(json.dumps(r, indent=2, allow_nan=False))
 
 
+@zoo_app.command("prm")
+def zoo_prm(
+    name: Annotated[str, typer.Argument(help="A zoo checkpoint name (see `verinet zoo list`) or directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PRM checkpoint (a new one).")],
+) -> None:
+    """Export a zoo checkpoint as a process reward model: LlamaForTokenClassification scored at <v>, for
+    members with `verifier: prm` (transformers, or vLLM's pooling runner). Its P(valid) is the verdict kind's."""
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.prm import STEP_TAG, export_prm
+
+    try:
+        where = export_prm(name, out)
+    except ZooError as e:
+        raise _fail(str(e)) from None
+    console.print(f"PRM written to {where} (step tag {STEP_TAG}, valid label 1); use it as a member with "
+                  f"backend hf or vllm, format zoo, verifier prm, model {where}", highlight=False)
+
+
 def _checkpoint_with_card(name: str):
     import json
 
