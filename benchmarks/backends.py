@@ -6,9 +6,16 @@ Three ways to get one verdict per step, on the same gold + injected arith chains
 
 * tagged     — one forward pass per chain, P(valid) read at every ``<v>`` (PRM style);
 * per-step   — one prompt per step (the chain prefix up to that step), verdict log-probs;
-* generate   — per step, the judge writes up to 8 tokens that are then parsed (the usual
-               LLM-as-judge); zoo models write their verdict as a special token, so what is
-               measured here is the cost, which is what this path is compared on.
+* generate   — per step, the judge writes up to 8 tokens that are then parsed; zoo models write
+               their verdict as a special token, so this is the cheapest generate-then-parse.
+
+With ``--judge smollm2-135m-instruct`` (a real chat model, prepared with `verinet models prepare`)
+it also measures what users run as an LLM-as-judge, on the same chains in its chat format:
+
+* judge-rationale — per step, the judge writes a short rationale and then "Verdict: Yes/No"
+                    (greedy, up to ``--judge-tokens``), parsed from the text;
+* judge-verdict   — per step, the Yes/No log-probs right after the question (no rationale);
+* judge-likelihood — one teacher-forced pass per chain (verification by likelihood).
 
 It also measures the peak fp32 matmul rate of this machine and reports the roofline fraction
 of each path: achieved FLOP/s (2 x non-embedding parameters x tokens/s) over that peak.
@@ -87,6 +94,51 @@ def run_paths(call, texts: list[str], steps: int, non_embedding: int, peak: floa
     return out
 
 
+JUDGE_ASK = ("Check Step {k} against the problem and the steps before it. In one or two short sentences, "
+             "recompute what it claims; then end with a last line 'Verdict: Yes' if it is correct or "
+             "'Verdict: No' if it is not.")
+_JUDGED = re.compile(r"verdict\W*(yes|no)", re.IGNORECASE)
+
+
+def judge_paths(name: str, n_problems: int, max_tokens: int) -> dict:
+    """A real chat model as the judge: rationale-then-verdict against one-pass scoring, same steps."""
+    from verinet.backends.formats import format_for
+
+    spec = MemberSpec(name="judge", backend="hf", model=name, format="chat", batch_size=8)
+    backend = make_backend(spec)
+    fmt = format_for(spec, backend)
+    fam = get_family("arith")
+    items = []
+    for p in fam.sample(n_problems, seed=321, params={"steps": 2}):
+        for chain in [fam.gold_chain(p), fam.inject(p, "wrong_result")]:
+            items.append((p.question, [s.text for s in chain.steps], chain.answer))
+    steps = sum(len(s) + 1 for _, s, _ in items)
+    prompts = []
+    for q, ss, a in items:
+        lines = ss + [f"The final answer is {a}."]
+        for k in range(len(lines)):
+            ask = fmt.verify_prompt(q, lines, k)  # the verdict question; the rationale request replaces its ending
+            question = f"Is Step {k + 1} correct, given the problem and the steps before it? Answer Yes or No."
+            assert question in ask, "ChatFormat.verify_prompt changed: update the judge's request"
+            prompts.append(ask.replace(question, JUDGE_ASK.format(k=k + 1)))
+    out = {}
+    t0 = time.perf_counter()
+    r = backend.generate(prompts, max_tokens=max_tokens)
+    dt = time.perf_counter() - t0
+    parsed = [_JUDGED.search(t) for t in r.texts]
+    out["judge-rationale"] = {"seconds": dt, "steps_per_s": steps / dt, "tokens": r.usage.total,
+                              "decode_tokens": r.usage.decode, "parsed_share": sum(bool(m) for m in parsed) / len(parsed)}
+    for path, verifier in (("judge-verdict", "verdict"), ("judge-likelihood", "likelihood")):
+        f = format_for(spec.model_copy(update={"verifier": verifier}), backend)
+        call = f.verify_call(items)
+        t0 = time.perf_counter()
+        res = getattr(backend, call.method)(*call.args, **call.kwargs)
+        dt = time.perf_counter() - t0
+        out[path] = {"seconds": dt, "steps_per_s": steps / dt, "tokens": res.usage.total}
+    return {"model": name, "steps": steps, "chains": len(items), "max_tokens": max_tokens, "paths": out,
+            "sample": r.texts[0][:300]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [n for n, _, _ in list_checkpoints()]
@@ -94,6 +146,10 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray actor measurements")
+    ap.add_argument("--judge", default=None,
+                    help="a chat model (e.g. smollm2-135m-instruct) also measured as a rationale-then-verdict judge")
+    ap.add_argument("--judge-problems", type=int, default=6)
+    ap.add_argument("--judge-tokens", type=int, default=64, help="longest rationale the judge may write")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/backends.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,10 +189,21 @@ def main() -> None:
         if (name, "ray") in by:
             d, v = by[(name, "direct")]["tagged"], by[(name, "ray")]["tagged"]
             print(f"  {name:<12} tagged direct/ray {d['steps_per_s'] / v['steps_per_s']:6.2f}x")
+    judge = None
+    if args.judge:
+        judge = judge_paths(args.judge, args.judge_problems, args.judge_tokens)
+        jp = judge["paths"]
+        print(f"\njudge {judge['model']} on {judge['chains']} chat-format chains, {judge['steps']} steps "
+              f"(rationale up to {judge['max_tokens']} tokens; verdict parsed from {jp['judge-rationale']['parsed_share']:.0%})")
+        for path, row in jp.items():
+            print(f"  {path:<17} {row['steps_per_s']:>8.2f} steps/s  {row['tokens']:>7} tokens")
+        rat = jp["judge-rationale"]["steps_per_s"]
+        print(f"  ratios (same run): one-pass likelihood / rationale {jp['judge-likelihood']['steps_per_s'] / rat:.1f}x, "
+              f"per-step verdict / rationale {jp['judge-verdict']['steps_per_s'] / rat:.1f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": args.threads,
                                     "peak_flop_per_s": peak, "chains": len(texts), "steps": steps,
-                                    "results": results}, indent=2))
+                                    "results": results, "judge": judge}, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 
+def pytest_addoption(parser):
+    parser.addoption("--with-smollm2", action="store_true", default=False,
+                     help="keep the real-model tests (marker smollm2) even when -m does not name the marker "
+                          "(the vllm CI step runs its zoo and its SmolLM2 tests in one session)")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Real-model tests (marker ``smollm2``) run only when ``-m`` names the marker: the fast suite's
-    ``-m "not slow and ..."`` does not, so they are deselected there rather than collected and skipped."""
-    if "smollm2" in (config.getoption("-m") or ""):
+    """Real-model tests (marker ``smollm2``) run only when ``-m`` names the marker, or with
+    ``--with-smollm2``: the fast suite's ``-m "not slow and ..."`` does not, so they are deselected
+    there rather than collected and skipped."""
+    if "smollm2" in (config.getoption("-m") or "") or config.getoption("--with-smollm2"):
         return
     keep, drop = [], []
     for item in items:

@@ -318,10 +318,15 @@ def test_job_exports_the_agreement_metrics(tiny_run):
 
 
 @pytest.mark.promtool
-def test_job_metrics_pass_promtool(tiny_run):
+def test_job_metrics_pass_promtool(tmp_path):
     import shutil
 
-    text, _ = _job_metrics(tiny_run[1])
+    # the job's metrics come from results.jsonl alone: a run without faithfulness and frontier will do
+    micro = {**TINY, "tasks": [{"family": "arith", "n": 2, "params": {"steps": 2}},
+                               {"family": "logic", "n": 2, "params": {"hops": 2}}],
+             "faithfulness": {"n": 0}, "sweep": {"n": 0}, "dev_n": 2}
+    run_compare(_cfg(tmp_path, micro), out_dir=tmp_path / "out")
+    text, _ = _job_metrics(tmp_path / "out")
     exe = shutil.which("promtool")
     assert exe, "promtool is not installed: `apt-get install -y prometheus` provides it"
     r = subprocess.run([exe, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
