@@ -124,3 +124,11 @@ def test_the_chat_layout_is_qwen_math_prms():
     assert text.count("<extra_0>") == 2
     with pytest.raises(ValueError, match="needs step_tag"):
         ChatFormat(render, "prm")
+
+
+def test_the_endpoint_scores_with_a_prm_member(prm_dir, items):
+    from verinet.serve.members import Scorer
+
+    prm = Scorer(MemberSpec(name="p", backend="hf", model=str(prm_dir), verifier="prm")).score(items)
+    verdict = Scorer(MemberSpec(name="v", backend="hf", model=ZOO, verifier="verdict")).score(items)
+    assert max(abs(a - b) for ra, rb in zip(prm, verdict) for a, b in zip(ra, rb)) < 1e-5
