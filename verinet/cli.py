@@ -341,7 +341,7 @@ def verify(
             console.print(f"ensemble of {len(cfg.members)} ({topology}, {aggregation}, {selection}) on {n} {family} problems")
             rows.append(score_arm("ensemble", caller, fmts, problems, topology=topology, aggregation=aggregation,
                                   threshold=threshold, selection=selection, dev=dev, seed=seed).row())
-        singles = [m for m in cfg.members] + [
+        singles = [m for m in cfg.members if m.verifier != "prm"] + [  # a PRM writes no chain to self-verify
             MemberSpec(name=f"baseline-{Path(b).name}", backend="hf", model=b) for b in baseline]
         for spec in singles:
             one = EnsembleConfig(members=[spec], quorum=1, retries=cfg.retries, call_timeout_s=cfg.call_timeout_s)

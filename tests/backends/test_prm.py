@@ -77,7 +77,9 @@ def test_the_cli_exports_and_refuses_to_overwrite_its_source(tmp_path):
     res = runner.invoke(app, ["zoo", "prm", ZOO, "--out", str(tmp_path / "p")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p" / "model.safetensors").is_file()
-    with pytest.raises(ZooError, match="new directory"):
+    with pytest.raises(ZooError, match="new or empty directory"):
+        export_prm(ZOO, tmp_path / "p")  # not over another checkpoint either
+    with pytest.raises(ZooError, match="new or empty directory"):
         export_prm(ZOO, list_checkpoints()[0][1])
     res = runner.invoke(app, ["zoo", "prm", "no-such-model", "--out", str(tmp_path / "q")])
     assert res.exit_code == 2 and "no zoo checkpoint" in res.output

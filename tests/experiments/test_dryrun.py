@@ -88,3 +88,41 @@ def test_a_prm_cannot_be_the_baseline(tmp_path):
     p.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="writes no chains"):
         load_config(p)
+
+
+def _prm_cfg(tmp_path, **changes):
+    data = yaml.safe_load(GPU.with_name("compare-prm-gpu.yaml").read_text())
+    data["ensemble"] = {"members": yaml.safe_load(GPU.with_name("ensemble-prm-gpu.yaml").read_text())["members"]}
+    for k, v in changes.items():
+        data[k] = v
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_prm_members_are_refused_where_they_would_have_to_solve(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be a frontier model"):
+        load_config(_prm_cfg(tmp_path, sweep={"sizes": {"a": ["qwen-math-prm-7b"]}, "ks": [1], "n": 2})
+                    ).frontier_sizes()
+    members = yaml.safe_load(GPU.with_name("ensemble-prm-gpu.yaml").read_text())["members"]
+    prms = [dict(members[-1], name=f"prm{i}") for i in range(2)]
+    with pytest.raises(ConfigError, match="none writes a chain"):
+        load_config(_prm_cfg(tmp_path, ensemble={"members": prms}))
+    with pytest.raises(ConfigError, match="ensemble: topology .k_random. needs"):  # k above the verifiers
+        dry_run(load_config(_prm_cfg(tmp_path, ensemble={"members": members, "topology": "k_random", "k": 9})))
+
+
+def test_the_frontier_cost_of_a_member_leaves_the_prm_out(tmp_path):
+    from verinet.experiments.summary import per_problem_flops
+
+    cfg = load_config(_prm_cfg(tmp_path))
+    assert cfg.solver_names() == ["qwen0.5b-1", "qwen0.5b-2", "qwen0.5b-3"]
+    usage = {f"qwen0.5b-{i}": {"solve": [100, 50], "verify": [300, 0]} for i in (1, 2, 3)}
+    usage["qwen-math-prm-7b"] = {"verify": [450, 0]}
+    records = [{"chunk": {"usage": {"ensemble": usage, "baseline": {"qwen7b": {"solve": [100, 50]}}}}}]
+    params = {**cfg.cost.parameters}
+    f = per_problem_flops(cfg, records, params)
+    assert f["member_solve"] == pytest.approx(flops(3.58e8, 150))
+    # all pairs among the 3 solvers: each verifies 2 chains, 300 tokens -> 150 per chain; the frontier's
+    # ring topology verifies one chain per member
+    assert f["sweep_member"] == pytest.approx(flops(3.58e8, 150) + flops(3.58e8, 150))

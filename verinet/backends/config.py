@@ -104,8 +104,13 @@ class MemberSpec(_Strict):
             if self.format == "chat" and not self.step_tag:
                 raise ValueError(f"member {self.name}: verifier prm with format chat needs step_tag, the token "
                                  "the model scores at (Qwen2.5-Math-PRM: <extra_0>)")
-        elif self.step_tag is not None:
-            raise ValueError(f"member {self.name}: step_tag is only for verifier prm")
+            from verinet.zoo.tokenizer import TAG
+
+            if self.format == "zoo" and self.step_tag not in (None, TAG):
+                raise ValueError(f"member {self.name}: zoo PRMs score at {TAG!r} (`verinet zoo prm`); "
+                                 f"step_tag {self.step_tag!r} is for chat PRMs")
+        elif self.step_tag is not None or self.valid_label != 1:
+            raise ValueError(f"member {self.name}: step_tag and valid_label are only for verifier prm")
         if self.backend == "hf" and self.dtype == "auto":
             raise ValueError(f"member {self.name}: backend hf needs an explicit dtype (float32, bfloat16, float16)")
         return self

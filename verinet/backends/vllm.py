@@ -183,6 +183,9 @@ class VLLMBackend(Backend):
             usage.prefill += len(o.prompt_token_ids) - (getattr(o, "num_cached_tokens", 0) or 0)
             data = o.outputs.data
             rows = data.float().reshape(-1, data.shape[-1]) if data.numel() else data.float().reshape(0, 1)
+            if rows.shape[0] and not 0 <= valid_label < rows.shape[1]:
+                raise BackendError(f"{self.path}: valid_label {valid_label} is not one of the head's "
+                                   f"{rows.shape[1]} classes")
             result.append(rows[:, valid_label].tolist() if rows.shape[0] else [])
         return TaggedResult(result, usage)
 

@@ -176,6 +176,9 @@ class CompareConfig(_Strict):
             names = [m.name for m in self.ensemble.members]
             if len(names) < 2:
                 raise ValueError("ensemble.members: cross-verification needs at least 2 members")
+            if all(m.verifier == "prm" for m in self.ensemble.members):
+                raise ValueError("ensemble.members: every member is a process reward model (verifier prm), so "
+                                 "none writes a chain; add at least one member that solves")
             if len(set(names)) != len(names):
                 raise ValueError(f"ensemble.members: names must be unique, got {names}")
             if self.baseline.member.name in names:
@@ -191,13 +194,25 @@ class CompareConfig(_Strict):
                               f"of {self.ensemble.config}; give the baseline its own name")
         if len(names) < 2:
             raise ConfigError(f"{self.ensemble.config}: cross-verification needs at least 2 members")
+        if all(m.verifier == "prm" for m in cfg.members):
+            raise ConfigError(f"{self.ensemble.config}: every member is a process reward model (verifier prm), "
+                              "so none writes a chain; add at least one member that solves")
         return cfg
+
+    def solver_names(self) -> list[str]:
+        """Ensemble members that write chains (process reward models only verify)."""
+        return [m.name for m in self.ensemble_config().members if m.verifier != "prm"]
 
     def frontier_sizes(self) -> dict[str, list[str]]:
         """size label -> member names of the frontier (see SweepSpec.sizes), smallest models first."""
         ens = [m for m in self.ensemble_config().members if m.verifier != "prm"]  # PRMs write no chains
         base = self.baseline.member
         if self.sweep.sizes is not None:
+            prm = {m.name for m in self.ensemble_config().members if m.verifier == "prm"}
+            named = sorted(prm & {_member_name(m) for ms in self.sweep.sizes.values() for m in ms})
+            if named:
+                raise ConfigError(f"sweep.sizes names {named}: a process reward model writes no chains, so it "
+                                  "cannot be a frontier model; list models that solve")
             return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}
         zoo = all(m.backend == "hf" and m.model.startswith("zoo-") for m in [*ens, base])
         if zoo:

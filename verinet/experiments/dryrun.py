@@ -54,7 +54,10 @@ def dry_run(config: CompareConfig, cluster: Sequence[Mapping[str, float]] | None
     ens_members = config.ensemble_config().members
     ens = [m.name for m in ens_members]
     solvers = [m.name for m in ens_members if m.verifier != "prm"]  # a process reward model only verifies
-    assignment = assign_verifiers(solvers, ens, config.ensemble.topology, k=config.ensemble.k, seed=config.seed)
+    try:
+        assignment = assign_verifiers(solvers, ens, config.ensemble.topology, k=config.ensemble.k, seed=config.seed)
+    except ValueError as e:
+        raise ConfigError(f"ensemble: {e}") from None
     checks = {m: sum(m in vs for vs in assignment.values()) for m in ens}  # chains each member verifies
     verify_tokens = float(tp.get("prefill", 0)) + float(tp.get("decode", 0))  # a verifier reads question + chain
     ens_tokens = {m: n * ((per_member if m in solvers else 0) + checks[m] * verify_tokens) for m in ens}

@@ -117,7 +117,11 @@ def per_problem_flops(config: CompareConfig, records: Sequence[Mapping[str, Any]
         arm_flops[arm] = sum(flops(parameters[m], t) for m, ph in toks.items()
                              for p, t in ph.items() if p in ANSWERING) / n
     ens = _phase_tokens(records, "ensemble")
-    members = list(ens)
+    solvers = set(config.solver_names())  # process reward models verify only: not a frontier member's cost
+    members = [m for m in ens if m in solvers]
+    if not members:
+        return {"baseline": arm_flops["baseline"], "ensemble": arm_flops["ensemble"], "member_solve": 0.0,
+                "sweep_member": 0.0}
     solve = np.mean([flops(parameters[m], ens[m].get("solve", 0)) for m in members]) / n
     size = len(members)
     per_pass = {"all_pairs": size - 1, "ring": 1, "k_random": config.ensemble.k}[config.ensemble.topology]
@@ -277,7 +281,7 @@ def frontier_summary(config: CompareConfig, sweep: Sequence[Mapping[str, Any]], 
             fm = min(fl, key=lambda p: abs(math.log(p["flops_per_problem"] / ref["flops_per_problem"])))
             out["pairs"]["flops_matched"] = _pair(fm, ref, f"{fm['k']} x {fm['label']} against {ref['label']} "
                                                   "alone, the closest FLOPs per problem")
-    k_ens = len(config.ensemble_config().members)
+    k_ens = len(config.solver_names())  # frontier teams are solvers; a PRM member writes no chains
     ens_names = {m.name for m in config.ensemble_config().members}
     ens_label = next((lab for lab, ms in config.frontier_sizes().items() if ens_names & set(ms)), None)
     same_k = {p["label"]: p for p in points if p["k"] == k_ens}

@@ -34,8 +34,9 @@ def export_prm(source: str | Path, out: str | Path) -> Path:
 
     src = resolve(source)
     out = Path(out)
-    if out.resolve() == src.resolve():
-        raise ZooError(f"{out}: the PRM must go to a new directory, not over its source checkpoint")
+    if out.resolve() == src.resolve() or (out.is_dir() and any(out.iterdir())):
+        raise ZooError(f"{out}: the PRM must go to a new or empty directory, not over its source or another "
+                       "checkpoint")
     model, tok = load_checkpoint(src)
     cfg = model.config.to_dict()
     cfg.update(architectures=["LlamaForTokenClassification"], num_labels=len(LABELS),
