@@ -116,6 +116,15 @@ class Backend(ABC):
         """Free the model's memory (engines with worker processes shut them down)."""
 
 
+def step_tag_id(tok, tag: str, model: str) -> int:
+    """The token id of a PRM's step tag, which must be exactly one token of the model's tokenizer."""
+    ids = tok(tag, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise BackendError(f"{model}: step_tag {tag!r} is {len(ids)} tokens for this tokenizer; a PRM scores at "
+                           "a single token (Qwen2.5-Math-PRM: <extra_0>, zoo PRMs: <v>)")
+    return ids[0]
+
+
 def check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) -> None:
     """Reject bad sampling parameters with a message that names the parameter and its range."""
     if n < 1:

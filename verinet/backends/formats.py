@@ -351,23 +351,16 @@ class ChatFormat(PromptFormat):
         return VerifyCall("score", (prompts, list(self.verdicts)), decode=decode)
 
 
-def chat_template_renderer(tokenizer) -> Callable[[Messages], str]:
-    """``render`` for ChatFormat from a transformers tokenizer with a chat template."""
+def chat_template_renderer(tokenizer, *, generation_prompt: bool = True) -> Callable[[Messages], str]:
+    """``render`` for ChatFormat from a transformers tokenizer with a chat template; without the
+    generation prompt it renders a whole conversation, as process reward models read it."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("this tokenizer has no chat template; use format 'zoo' or a chat/instruct model")
 
     def render(messages: Messages) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
     render.tokenizer = tokenizer  # type: ignore[attr-defined]  # lets the format count tokens
-    return render
-
-
-def chat_renderer(tokenizer) -> Callable[[Messages], str]:
-    """The chat template without a generation prompt: a whole conversation, as PRMs read it."""
-    def render(messages: Messages) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-
     return render
 
 
@@ -391,7 +384,8 @@ def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier
         if tok is None:
             raise ValueError(f"format chat needs the model's tokenizer; backend {getattr(backend, 'name', None)} "
                              "has none (give the model's directory, or use backend hf or vllm)")
-        return ChatFormat(chat_template_renderer(tok), verifier, step_tag, chat_renderer(tok))
+        return ChatFormat(chat_template_renderer(tok), verifier, step_tag,
+                          chat_template_renderer(tok, generation_prompt=False))
     raise ValueError(f"unknown prompt format {name!r}; choose 'zoo' or 'chat'")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from verinet.backends.base import (
     Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
-    check_sampling,
+    check_sampling, step_tag_id,
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -208,10 +208,7 @@ def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str, valid_label
         raise BackendError(f"cannot load {model!r} as a process reward model (token classification): "
                            f"{type(e).__name__}: {str(e)[:300]}; models with their own code (Qwen2.5-Math-PRM) "
                            "run on backend vllm, zoo PRMs come from `verinet zoo prm`") from None
-    ids = tok(tag, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise BackendError(f"{model}: step_tag {tag!r} is {len(ids)} tokens for this tokenizer; a PRM scores at "
-                           "a single token (Qwen2.5-Math-PRM: <extra_0>, zoo PRMs: <v>)")
+    step_tag_id(tok, tag, model)
     if not 0 <= valid_label < net.config.num_labels:
         raise BackendError(f"{model}: valid_label {valid_label} is not one of the head's "
                            f"{net.config.num_labels} classes")

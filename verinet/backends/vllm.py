@@ -15,7 +15,7 @@ from typing import Any
 
 from verinet.backends.base import (
     Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
-    check_sampling,
+    check_sampling, step_tag_id,
 )
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1",
@@ -228,11 +228,7 @@ def _tag_id(model: str, tag: str) -> int:
         tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
     except Exception as e:  # OSError, ValueError, ... for a directory without a tokenizer
         raise BackendError(f"{model!r}: no tokenizer loads offline ({type(e).__name__}: {str(e)[:200]})") from None
-    ids = tok(tag, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise BackendError(f"{model}: step_tag {tag!r} is {len(ids)} tokens for this tokenizer; a PRM scores at "
-                           "a single token (Qwen2.5-Math-PRM: <extra_0>, zoo PRMs: <v>)")
-    return ids[0]
+    return step_tag_id(tok, tag, model)
 
 
 def _p_valid(row: dict, v_id: int, x_id: int) -> float:
