@@ -36,3 +36,31 @@ def test_pooling_engine_scores_every_step_tag_as_transformers_does(tmp_path):
     assert [len(r) for r in a.p_valid] == [len(r) for r in b.p_valid] == [t.count(STEP_TAG) for t in texts]
     assert max(abs(x - y) for ra, rb in zip(a.p_valid, b.p_valid) for x, y in zip(ra, rb)) < 1e-5
     assert a.usage.prefill > 0
+
+
+def test_all_pooling_scores_every_token_as_transformers_does(tmp_path):
+    """A token-level PRM (step_pooling min) on vLLM's ALL pooling: every token's P(valid), in log space,
+    equal to transformers' for the same checkpoint, and the same step scores through the zoo format."""
+    from verinet.backends.formats import format_for
+
+    prm_dir = export_prm(list_checkpoints()[0][0], tmp_path / "prm")
+    fam = get_family("logic")
+    items = []
+    for i, p in enumerate(fam.sample(4, seed=8, params={"hops": 2, "distractors": 1})):
+        c = fam.gold_chain(p) if i % 2 else fam.inject(p, "wrong_result", seed=i)
+        items.append((p.question, [s.text for s in c.steps], c.answer))
+    spec = MemberSpec(name="t", backend="hf", model=str(prm_dir), verifier="prm", step_pooling="min")
+    call = format_for(spec).verify_call(items)
+    assert call.method == "token_scores"
+    vl = VLLMBackend(str(prm_dir), dtype="float32", max_model_len=512, enforce_eager=True, prm=(None, VALID_LABEL))
+    try:
+        a = vl.token_scores(*call.args)
+        assert vl.info()["prm_step_tag"] is None
+    finally:
+        vl.close()
+    b = make_backend(spec).token_scores(*call.args)
+    assert [[(s, e) for s, e, _ in r] for r in a.tokens] == [[(s, e) for s, e, _ in r] for r in b.tokens]
+    assert max(abs(x[2] - y[2]) for ra, rb in zip(a.tokens, b.tokens) for x, y in zip(ra, rb)) < 1e-4
+    sa, sb = call.decode(a), call.decode(b)
+    assert [len(r) for r in sa] == [len(s) + 1 for _, s, _ in items]
+    assert max(abs(x - y) for ra, rb in zip(sa, sb) for x, y in zip(ra, rb)) < 1e-5

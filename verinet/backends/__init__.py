@@ -47,9 +47,9 @@ def make_backend(spec: MemberSpec) -> Backend:
     raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
 
 
-def _prm(spec: MemberSpec) -> tuple[str, int] | None:
-    tag = spec.prm_step_tag
-    return None if tag is None else (tag, spec.valid_label)
+def _prm(spec: MemberSpec) -> tuple[str | None, int] | None:
+    """(step tag, valid label) of a PRM member; the tag is None for a token-level PRM (step_pooling min)."""
+    return (spec.prm_step_tag, spec.valid_label) if spec.verifier == "prm" else None
 
 
 __all__ = [

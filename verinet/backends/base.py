@@ -104,6 +104,12 @@ class Backend(ABC):
         raise BackendError(f"backend {self.name}: this member was not loaded as a process reward model "
                            "(set verifier: prm and step_tag in its member spec)")
 
+    def token_scores(self, texts: list[str]) -> TokenLogprobs:
+        """A token-level process reward model's log P(valid) at every token of each text, one pass per
+        text, as ``(start, end, log P(valid))`` rows (the shape of :meth:`token_logprobs`)."""
+        raise BackendError(f"backend {self.name}: this member was not loaded as a token-level process reward "
+                           "model (set verifier: prm and step_pooling: min in its member spec)")
+
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         """log P(token | prefix) of every token of each text after the first, in one teacher-forced pass."""
         raise BackendError(f"backend {self.name} cannot return prompt log-probs; use verifier 'verdict'")

@@ -79,6 +79,11 @@ class MemberSpec(_Strict):
                     "zoo; Qwen2.5-Math-PRM: <extra_0>)")
     valid_label: int = Field(default=1, ge=0, le=63,
                              description="prm: the class of the head that means 'this step is right'")
+    step_pooling: Literal["tag", "min"] = Field(
+        default="tag",
+        description="prm: where the head is read. 'tag': at the step tag after every line (Qwen2.5-Math-PRM, "
+                    "`verinet zoo prm`); 'min': at every token of the chain in the solve layout, a step scoring "
+                    "its least valid token (token-level PRMs such as `verinet zoo train-prm`)")
     resources: Resources = Resources()
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     batch_size: int = Field(default=32, ge=1, le=4096, description="hf: prompts per forward pass")
@@ -101,24 +106,28 @@ class MemberSpec(_Strict):
             if self.backend == "openai":
                 raise ValueError(f"member {self.name}: verifier prm needs backend hf or vllm (a pooling model "
                                  "loaded in the member)")
-            if self.format == "chat" and not self.step_tag:
+            if self.format == "chat" and self.step_pooling == "tag" and not self.step_tag:
                 raise ValueError(f"member {self.name}: verifier prm with format chat needs step_tag, the token "
                                  "the model scores at (Qwen2.5-Math-PRM: <extra_0>)")
             from verinet.zoo.tokenizer import TAG
 
-            if self.format == "zoo" and self.step_tag not in (None, TAG):
+            if self.step_pooling == "min":
+                if self.step_tag is not None:
+                    raise ValueError(f"member {self.name}: step_pooling min reads every token, so it takes no "
+                                     "step_tag; drop step_tag or use step_pooling tag")
+            elif self.format == "zoo" and self.step_tag not in (None, TAG):
                 raise ValueError(f"member {self.name}: zoo PRMs score at {TAG!r} (`verinet zoo prm`); "
                                  f"step_tag {self.step_tag!r} is for chat PRMs")
-        elif self.step_tag is not None or self.valid_label != 1:
-            raise ValueError(f"member {self.name}: step_tag and valid_label are only for verifier prm")
+        elif self.step_tag is not None or self.valid_label != 1 or self.step_pooling != "tag":
+            raise ValueError(f"member {self.name}: step_tag, valid_label and step_pooling are only for verifier prm")
         if self.backend == "hf" and self.dtype == "auto":
             raise ValueError(f"member {self.name}: backend hf needs an explicit dtype (float32, bfloat16, float16)")
         return self
 
     @property
     def prm_step_tag(self) -> str | None:
-        """The step tag a PRM member scores at (None for other verifier kinds)."""
-        if self.verifier != "prm":
+        """The step tag a PRM member scores at (None for other verifier kinds and token-level PRMs)."""
+        if self.verifier != "prm" or self.step_pooling == "min":
             return None
         from verinet.zoo.tokenizer import TAG
 

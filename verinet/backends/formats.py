@@ -55,16 +55,21 @@ class PromptFormat(ABC):
     * ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
       pass: a step is as plausible as its least likely counted token (see :func:`pool_min`);
     * ``prm`` — a process reward model: the chain laid out with ``step_tag`` after every line,
-      the head's P(valid) read at each tag in one pass. A PRM verifies only: it writes no chains.
+      the head's P(valid) read at each tag in one pass (``step_pooling="tag"``); or a token-level
+      PRM read at every token of the likelihood layout, a step scoring its least valid token
+      (``step_pooling="min"``). A PRM verifies only: it writes no chains.
     """
 
     name: str
 
-    def __init__(self, verifier: Verifier = "verdict", step_tag: str | None = None) -> None:
+    def __init__(self, verifier: Verifier = "verdict", step_tag: str | None = None, step_pooling: str = "tag") -> None:
         if verifier not in VERIFIERS:
             raise ValueError(f"verifier must be one of {list(VERIFIERS)}, got {verifier!r}")
+        if step_pooling not in ("tag", "min"):
+            raise ValueError(f"step_pooling must be 'tag' or 'min', got {step_pooling!r}")
         self.verifier = verifier
         self.step_tag = step_tag
+        self.step_pooling = step_pooling
 
     @property
     def can_solve(self) -> bool:
@@ -86,6 +91,8 @@ class PromptFormat(ABC):
         """The one batched backend call that scores every step (and answer line) of ``items``."""
         if self.verifier == "likelihood":
             return self.likelihood_call(items)
+        if self.verifier == "prm" and self.step_pooling == "min":
+            return self.likelihood_call(items, method="token_scores", counts=lambda t: True)
         if self.verifier == "prm":
             return VerifyCall("score_steps", ([self.prm_text(q, steps, a) for q, steps, a in items],),
                               decode=lambda r: r.p_valid)
@@ -126,14 +133,18 @@ class PromptFormat(ABC):
         """Whether a token of a step counts towards its likelihood score."""
         return True
 
-    def likelihood_call(self, items: list[VerifyItem]) -> VerifyCall:
+    def likelihood_call(self, items: list[VerifyItem], method: str = "token_logprobs",
+                        counts: Callable[[str], bool] | None = None) -> VerifyCall:
+        """One pass over the likelihood layouts; a step scores its lowest token (log-prob of the token,
+        or a token-level PRM's log P(valid) with ``method="token_scores"``)."""
         layouts = [self.likelihood_layout(q, steps, answer) for q, steps, answer in items]
+        counts = counts or self.counts
 
         def decode(r) -> list[list[float]]:
-            return [pool_min(text, toks, spans, self.counts)
+            return [pool_min(text, toks, spans, counts)
                     for (text, spans), toks in zip(layouts, r.tokens, strict=True)]
 
-        return VerifyCall("token_logprobs", ([text for text, _ in layouts],), decode=decode)
+        return VerifyCall(method, ([text for text, _ in layouts],), decode=decode)
 
     def verify(self, backend: Backend, question: str, chains: list[tuple[list[str], str | None]]
                ) -> tuple[list[list[float]], Usage]:
@@ -233,9 +244,10 @@ class ChatFormat(PromptFormat):
     prm_system = "Please reason step by step, and put your final answer within \\boxed{}."
 
     def __init__(self, render: Callable[[Messages], str], verifier: Verifier = "verdict",
-                 step_tag: str | None = None, render_chat: Callable[[Messages], str] | None = None) -> None:
-        super().__init__(verifier, step_tag)
-        if verifier == "prm" and not step_tag:
+                 step_tag: str | None = None, render_chat: Callable[[Messages], str] | None = None,
+                 step_pooling: str = "tag") -> None:
+        super().__init__(verifier, step_tag, step_pooling)
+        if verifier == "prm" and step_pooling == "tag" and not step_tag:
             raise ValueError("format chat with verifier prm needs step_tag (Qwen2.5-Math-PRM: <extra_0>)")
         self.render = render
         self.render_chat = render_chat  # the template without a generation prompt (PRM inputs)
@@ -365,12 +377,12 @@ def chat_template_renderer(tokenizer, *, generation_prompt: bool = True) -> Call
 
 
 def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier = "verdict",
-                model: str | None = None, step_tag: str | None = None) -> PromptFormat:
+                model: str | None = None, step_tag: str | None = None, step_pooling: str = "tag") -> PromptFormat:
     """The one prompt-format factory. ``chat`` renders the model's chat template with the
     backend's tokenizer, or, for engines without one (an OpenAI-compatible server, a Ray actor
     built elsewhere), with the tokenizer loaded from ``model`` (a local directory or cached id)."""
     if name == "zoo":
-        return ZooFormat(verifier, step_tag)
+        return ZooFormat(verifier, step_tag, step_pooling)
     if name == "chat":
         tok = getattr(backend, "tok", None)
         if tok is None and model is not None:
@@ -385,11 +397,12 @@ def make_format(name: str, backend: Backend | None = None, *, verifier: Verifier
             raise ValueError(f"format chat needs the model's tokenizer; backend {getattr(backend, 'name', None)} "
                              "has none (give the model's directory, or use backend hf or vllm)")
         return ChatFormat(chat_template_renderer(tok), verifier, step_tag,
-                          chat_template_renderer(tok, generation_prompt=False))
+                          chat_template_renderer(tok, generation_prompt=False), step_pooling)
     raise ValueError(f"unknown prompt format {name!r}; choose 'zoo' or 'chat'")
 
 
 def format_for(spec, backend: Backend | None = None) -> PromptFormat:
     """The prompt format of an ensemble member (a ``MemberSpec``)."""
     model = None if spec.format == "zoo" or getattr(backend, "tok", None) is not None else spec.model_location()
-    return make_format(spec.format, backend, verifier=spec.verifier, model=model, step_tag=spec.prm_step_tag)
+    return make_format(spec.format, backend, verifier=spec.verifier, model=model, step_tag=spec.prm_step_tag,
+                       step_pooling=spec.step_pooling)

@@ -167,6 +167,26 @@ class HFBackend(Backend):
                 k += c
         return TaggedResult(out, usage)
 
+    @torch.inference_mode()
+    def token_scores(self, texts: list[str]) -> TokenLogprobs:
+        if self.prm is None or self.prm[0] is not None:
+            return super().token_scores(texts)
+        out: list[list[tuple[int, int, float]]] = []
+        usage = Usage()
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tok(texts[i:i + self.batch_size], add_special_tokens=False, padding=True,
+                           return_tensors="pt", return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping").tolist()
+            ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+            usage.prefill += int(mask.sum())
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each text scores as it would alone
+            lp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(),
+                                   -1)[..., self.prm[1]].tolist()
+            for b in range(ids.shape[0]):
+                start = ids.shape[1] - int(mask[b].sum())
+                out.append([(s, e, v) for (s, e), v in zip(offsets[b][start:], lp[b][start:])])
+        return TokenLogprobs(out, usage)
+
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         from verinet.zoo.inference import token_logprobs
 
@@ -197,8 +217,9 @@ class HFBackend(Backend):
         return self.model.model(**enc).last_hidden_state
 
 
-def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str, valid_label: int):
-    """A process reward model: a token-classification checkpoint whose tokenizer has ``tag`` as one token."""
+def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str | None, valid_label: int):
+    """A process reward model: a token-classification checkpoint whose tokenizer has ``tag`` as one token
+    (no tag: a token-level PRM, read at every token)."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     try:
@@ -208,7 +229,8 @@ def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str, valid_label
         raise BackendError(f"cannot load {model!r} as a process reward model (token classification): "
                            f"{type(e).__name__}: {str(e)[:300]}; models with their own code (Qwen2.5-Math-PRM) "
                            "run on backend vllm, zoo PRMs come from `verinet zoo prm`") from None
-    step_tag_id(tok, tag, model)
+    if tag is not None:
+        step_tag_id(tok, tag, model)
     if not 0 <= valid_label < net.config.num_labels:
         raise BackendError(f"{model}: valid_label {valid_label} is not one of the head's "
                            f"{net.config.num_labels} classes")

@@ -28,9 +28,10 @@ class VLLMBackend(Backend):
     def __init__(self, model: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, seed: int = 0, enforce_eager: bool = False,
-                 prm: tuple[str, int] | None = None) -> None:
+                 prm: tuple[str | None, int] | None = None) -> None:
         """``prm=(step_tag, valid_label)`` starts a pooling engine for a process reward model: token
-        classification with STEP pooling at the step tag (vLLM's PRM path), scored by :meth:`score_steps`."""
+        classification with STEP pooling at the step tag (vLLM's PRM path), scored by :meth:`score_steps`;
+        with no step tag, ALL pooling (every token's classes), scored by :meth:`token_scores`."""
         for k, v in CPU_ENV.items():
             os.environ.setdefault(k, v)
         try:
@@ -45,8 +46,9 @@ class VLLMBackend(Backend):
         if prm is not None:
             from vllm.config import PoolerConfig
 
-            kw = {"runner": "pooling", "pooler_config": PoolerConfig(
-                task="token_classify", tok_pooling_type="STEP", step_tag_id=_tag_id(model, prm[0]))}
+            pooler = (PoolerConfig(task="token_classify", tok_pooling_type="ALL") if prm[0] is None else
+                      PoolerConfig(task="token_classify", tok_pooling_type="STEP", step_tag_id=_tag_id(model, prm[0])))
+            kw = {"runner": "pooling", "pooler_config": pooler}
         try:
             self.llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -172,10 +174,28 @@ class VLLMBackend(Backend):
     def score_steps(self, texts: list[str]) -> TaggedResult:
         """P(valid) at every step tag: the pooling engine returns, per text, the head's class
         probabilities at the step-tag rows only (STEP pooling)."""
-        if self.prm is None:
+        if self.prm is None or self.prm[0] is None:
             return super().score_steps(texts)
+        rows, usage = self._pool([self._ids(t) for t in texts])
+        return TaggedResult([r.tolist() for r in rows], usage)
+
+    def token_scores(self, texts: list[str]) -> TokenLogprobs:
+        """log P(valid) at every token (ALL pooling), with each token's character span."""
+        if self.prm is None or self.prm[0] is not None:
+            return super().token_scores(texts)
+        encs = [self.tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+        rows, usage = self._pool([e["input_ids"] for e in encs])
+        out = []
+        for e, r in zip(encs, rows, strict=True):
+            if len(r) != len(e["input_ids"]):
+                raise BackendError(f"{self.path}: ALL pooling returned {len(r)} rows for {len(e['input_ids'])} "
+                                   "tokens")
+            out.append([(s, end, math.log(max(v, 1e-45))) for (s, end), v in zip(e["offset_mapping"], r.tolist())])
+        return TokenLogprobs(out, usage)
+
+    def _pool(self, encoded: list[list[int]]):
+        """The pooling engine's P(valid) rows per text (vLLM returns softmaxed class probabilities)."""
         valid_label = self.prm[1]
-        encoded = [self._ids(t) for t in texts]
         outs = self.llm.encode([{"prompt_token_ids": ids} for ids in encoded], pooling_task="token_classify",
                                use_tqdm=False)
         usage, result = Usage(), []
@@ -186,8 +206,8 @@ class VLLMBackend(Backend):
             if rows.shape[0] and not 0 <= valid_label < rows.shape[1]:
                 raise BackendError(f"{self.path}: valid_label {valid_label} is not one of the head's "
                                    f"{rows.shape[1]} classes")
-            result.append(rows[:, valid_label].tolist() if rows.shape[0] else [])
-        return TaggedResult(result, usage)
+            result.append(rows[:, valid_label] if rows.shape[0] else rows[:, 0])
+        return result, usage
 
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         """Prompt log-probs (``prompt_logprobs=0``: the actual token's only) of every text, one pass each."""

@@ -104,6 +104,9 @@ class _ModelActor:
     def score_steps(self, texts: list[str]) -> TaggedResult:
         return self.backend.score_steps(texts)
 
+    def token_scores(self, texts: list[str]) -> TokenLogprobs:
+        return self.backend.token_scores(texts)
+
     def info(self) -> dict[str, Any]:
         return {**self.backend.info(), "member": self.spec.name, **_where(), **peak_memory()}
 
@@ -112,6 +115,8 @@ class _ModelActor:
         model scores one tagged step instead)."""
         if deep and self.spec.prm_step_tag is not None:
             self.backend.score_steps([f"1{self.spec.prm_step_tag}"])
+        elif deep and self.spec.verifier == "prm":
+            self.backend.token_scores(["1"])
         elif deep:
             self.backend.generate(["1"], max_tokens=1)
         return True

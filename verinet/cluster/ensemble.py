@@ -45,7 +45,7 @@ from verinet.cluster.actor import (
 from verinet.cluster.placement import EPS, PlacementPlan, plan
 from verinet.orchestration.protocol import CallResult, MemberCall, as_call, check_quorum
 
-METHODS = frozenset({"generate", "score", "score_tagged", "score_steps", "token_logprobs", "info", "health", "pid"})
+METHODS = frozenset({"generate", "score", "score_tagged", "score_steps", "token_scores", "token_logprobs", "info", "health", "pid"})
 PROBE_METHODS = frozenset({"info", "health", "pid", "group_workers"})
 POLL_S = 0.2
 DEAD_GRACE_S = 2.0  # an ActorDiedError for this long means the actor will not come back

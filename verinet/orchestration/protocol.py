@@ -2,7 +2,7 @@
 
 A *caller* holds named members and runs one call per member, concurrently where it can:
 ``call_each({member: (method, args[, kwargs])})`` returns a :class:`CallResult`. The methods
-are the backend protocol's (``generate``, ``score``, ``score_tagged``, ``score_steps``, ``token_logprobs``, ...).
+are the backend protocol's (``generate``, ``score``, ``score_tagged``, ``score_steps``, ``token_scores``, ``token_logprobs``, ...).
 Three callers implement it: :class:`~verinet.orchestration.local.LocalMembers` (backends in
 this process), ``verinet.cluster.Ensemble`` (one Ray actor per member, with retries) and the
 views in :mod:`verinet.orchestration.views`. The endpoint's members (``verinet.serve.members``)

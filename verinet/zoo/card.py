@@ -83,7 +83,10 @@ def _verifier_lines(e: dict[str, Any]) -> list[str]:
     lines = ["", f"## Verifier quality ({e['n_per_slice']} held-out problems per family)", "",
              "AUROC of P(valid) at the first wrong line of each injected chain against every line of the gold "
              "chains (chance 0.5). *likelihood*: the model as a solver scores each step by its least likely "
-             "token (one teacher-forced pass); *verdict*: the trained `<+>`/`<->` token after each step.", "",
+             "token (one teacher-forced pass); *verdict*: the trained `<+>`/`<->` token after each step"
+             + ("; *prm*: the token-level process reward model fine-tuned from this checkpoint (`prm/`, "
+                "`verinet zoo train-prm`; its `prm.json` says how), read at every token, a step scoring its least "
+                "valid token" if "prm" in e["verifier_auroc_by_method"] else "") + ".", "",
              "| family | slice | verifier | " + " | ".join(ERROR_KINDS) + " |",
              "|---|---|---|" + "---|" * len(ERROR_KINDS)]
     for method, fams in e["verifier_auroc_by_method"].items():

@@ -155,6 +155,67 @@ def zoo_prm(
                   f"backend hf or vllm, format zoo, verifier prm, model {where}", highlight=False)
 
 
+@zoo_app.command("train-prm")
+def zoo_train_prm(
+    name: Annotated[str, typer.Argument(help="The zoo checkpoint to fine-tune (name or directory).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the PRM; default: NAME/prm, "
+                                                "where `verinet zoo eval NAME` finds it.")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(min=1, help="Chains per step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (linear warm-up and decay).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the training batches.")] = 0,
+    own_writers: Annotated[str, typer.Option(
+        help="Comma-separated zoo models whose own greedy chains with errors join the negatives ('' for none).")
+    ] = "zoo-xs-s0,zoo-s",
+    own_n: Annotated[int, typer.Option(min=0, help="Problems per training slice the writers solve.")] = 200,
+    eval_every: Annotated[int, typer.Option(min=0, help="Steps between held-out AUROC reports (0: at the end).")
+                          ] = 250,
+    n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family for the reports.")] = 100,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
+) -> None:
+    """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every
+    token of the solve layout, trained on gold chains, injected errors and the writers' own mistakes
+    (labels up to the first wrong character); a step scores its least valid token. Resumes an interrupted
+    run in the same --out. Serve it with `verifier: prm`, `step_pooling: min`."""
+    import torch
+
+    from verinet.schema import ERROR_KINDS
+    from verinet.zoo import token_prm
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.evaluate import EVAL_SEED
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+    from verinet.zoo.verifiers import VERIFIER_SLICES, injected_auroc
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    def held_out(prm, tok) -> dict:
+        out = {}
+        for f, params in VERIFIER_SLICES.items():
+            res = injected_auroc(prm, tok, f, params, n, seed=EVAL_SEED, methods=("prm",))["prm"]
+            out[f] = {k: None if res[k] is None else round(res[k], 4) for k in ERROR_KINDS}
+        return out
+
+    try:
+        src = resolve(name)
+        target = out or src / "prm"
+        writers = [w.strip() for w in own_writers.split(",") if w.strip()]
+        own = []
+        if writers:
+            with console.status(f"collecting own mistakes of {', '.join(writers)} ..."):
+                own = token_prm.own_error_pool([(w, *load_checkpoint(resolve(w))) for w in writers], own_n,
+                                               seed=seed + 5_000_000)
+            console.print(f"{len(own)} model-written chains with a placeable first error")
+        _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
+                                     eval_every=eval_every, evaluate=held_out,
+                                     log=lambda s: console.print(s, highlight=False))
+    except ZooError as e:
+        raise _fail(str(e)) from None
+    console.print(f"token-level PRM written to {target} in {info['seconds']:.0f} s; serve it as a member with "
+                  f"backend hf or vllm, format zoo, verifier prm, step_pooling min, model {target}", highlight=False)
+
+
 def _checkpoint_with_card(name: str):
     import json
 
@@ -187,7 +248,10 @@ def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: li
     from verinet.zoo.registry import resolve
     from verinet.zoo.verifiers import OWN_ERROR_SEED, VERIFIER_SLICES, evaluate_verifiers, own_error_set
 
+    from verinet.zoo.token_prm import load_token_prm
+
     model, tok = load_checkpoint(path)
+    prm = load_token_prm(path / "prm") if (path / "prm" / "prm.json").is_file() else None
     tasks = [TaskMix.model_validate(t) for t in card["training"]["tasks"]]
     own_errors = {} if own_errors is None else own_errors
     with console.status("evaluating solving and verifiers on held-out problems ..."):
@@ -195,7 +259,7 @@ def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: li
             writers = [(w, *load_checkpoint(resolve(w))) for w in writer_names]
             own_errors.update({fam: own_error_set(writers, fam, n, seed=seed + OWN_ERROR_SEED) for fam in VERIFIER_SLICES})
         ev = {**_solving(card.get("evaluation"), model, tok, tasks, n, seed),
-              **evaluate_verifiers(model, tok, n, seed=seed, own_errors=own_errors)}
+              **evaluate_verifiers(model, tok, n, seed=seed, own_errors=own_errors, prm=prm)}
         repro = {**_solving(card.get("repro"), model, tok, tasks, REPRO_N, seed),
                  **evaluate_verifiers(model, tok, REPRO_N, seed=seed)}
     return ev, repro

@@ -25,10 +25,26 @@ VALID_LABEL = 1
 STEP_TAG = TAG
 
 
+def as_token_classifier(model, tok):
+    """A ``LlamaForTokenClassification`` with ``model``'s backbone and its verdict rows as the head."""
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    cfg = model.config.to_dict()
+    cfg.update(architectures=["LlamaForTokenClassification"], num_labels=len(LABELS),
+               id2label={str(k): v for k, v in LABELS.items()}, label2id={v: k for k, v in LABELS.items()},
+               tie_word_embeddings=False)
+    prm = LlamaForTokenClassification(LlamaConfig(**cfg))
+    prm.model.load_state_dict(model.model.state_dict())
+    rows = [tok.convert_tokens_to_ids(t) for t in (INVALID, VALID)]
+    with torch.no_grad():
+        prm.score.weight.copy_(model.get_output_embeddings().weight[rows])
+        if getattr(prm.score, "bias", None) is not None:
+            prm.score.bias.zero_()
+    return prm
+
+
 def export_prm(source: str | Path, out: str | Path) -> Path:
     """Write ``source`` (a zoo checkpoint name or directory) as a token-classification PRM in ``out``."""
-    from transformers import LlamaForTokenClassification
-
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
 
@@ -38,19 +54,7 @@ def export_prm(source: str | Path, out: str | Path) -> Path:
         raise ZooError(f"{out}: the PRM must go to a new or empty directory, not over its source or another "
                        "checkpoint")
     model, tok = load_checkpoint(src)
-    cfg = model.config.to_dict()
-    cfg.update(architectures=["LlamaForTokenClassification"], num_labels=len(LABELS),
-               id2label={str(k): v for k, v in LABELS.items()}, label2id={v: k for k, v in LABELS.items()},
-               tie_word_embeddings=False)
-    from transformers import LlamaConfig
-
-    prm = LlamaForTokenClassification(LlamaConfig(**cfg))
-    prm.model.load_state_dict(model.model.state_dict())
-    rows = [tok.convert_tokens_to_ids(t) for t in (INVALID, VALID)]
-    with torch.no_grad():
-        prm.score.weight.copy_(model.get_output_embeddings().weight[rows])
-        if getattr(prm.score, "bias", None) is not None:
-            prm.score.bias.zero_()
+    prm = as_token_classifier(model, tok)
     out.mkdir(parents=True, exist_ok=True)
     prm.eval().save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

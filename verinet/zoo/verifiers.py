@@ -5,7 +5,10 @@ Two verifier kinds read the same weights:
 * ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
   pass (the solve format); a step scores the probability of its least likely token;
 * ``verdict`` — the trained verdict: P(``<+>``) against P(``<->``) at the ``<v>`` after each
-  step, in one tagged pass.
+  step, in one tagged pass;
+* ``prm`` — when the checkpoint has one (``NAME/prm``, verinet.zoo.token_prm): a token-level
+  process reward model fine-tuned from it, read at every token of the solve layout; a step
+  scores its least valid token.
 
 Two measures (docs/metrics.md, "Verifier quality"):
 
@@ -56,6 +59,11 @@ def step_scores(model, tok, method: str, items: list[Item], *, batch_size: int =
     if method == "verdict":
         return score_tagged(model, tok, [formats.verify_text(q, steps, a) for q, steps, a in items],
                             batch_size=batch_size)
+    if method == "prm":  # a token-level PRM (verinet.zoo.token_prm): model is its token classifier
+        from verinet.zoo import token_prm
+
+        return token_prm.score_steps(model, tok, [formats.likelihood_text(q, steps, a) for q, steps, a in items],
+                                     batch_size=batch_size)
     raise ValueError(f"unknown verifier method {method!r}; choose one of {list(METHODS)}")
 
 
@@ -66,7 +74,7 @@ def _auroc(pos: list[float], neg: list[float]) -> float | None:
 
 
 def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int,
-                   methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, Any]]:
+                   methods: tuple[str, ...] = METHODS, prm: tuple[Any, Any] | None = None) -> dict[str, dict[str, Any]]:
     """{method: {kind: AUROC, ..., "p_gold": mean P(valid) of gold lines, "p_error": {kind: mean at the error}}}."""
     fam = get_family(family)
     problems = fam.sample(n, seed=seed, params=params)
@@ -82,14 +90,15 @@ def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, s
                                                   ch.first_error))
     out: dict[str, dict[str, Any]] = {}
     for m in methods:
-        gold = [x for row in step_scores(model, tok, m, gold_items) for x in row]
+        mm, mt = prm if m == "prm" and prm is not None else (model, tok)
+        gold = [x for row in step_scores(mm, mt, m, gold_items) for x in row]
         res: dict[str, Any] = {"p_gold": float(np.mean(gold)), "p_error": {}, "n_gold_lines": len(gold)}
         for kind in ERROR_KINDS:
             pairs = injected.get(kind, [])
             if not pairs:
                 res[kind] = None
                 continue
-            scores = step_scores(model, tok, m, [it for it, _ in pairs])
+            scores = step_scores(mm, mt, m, [it for it, _ in pairs])
             at_error = [row[fe] for row, (_, fe) in zip(scores, pairs, strict=True)]
             res[kind] = _auroc(gold, at_error)
             res["p_error"][kind] = float(np.mean(at_error))
@@ -147,13 +156,17 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
 
 def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str, Any, Any]] | None = None,
                        own_errors: dict[str, list[dict[str, Any]]] | None = None,
-                       families: tuple[str, ...] = tuple(VERIFIER_SLICES)) -> dict[str, Any]:
+                       families: tuple[str, ...] = tuple(VERIFIER_SLICES),
+                       prm: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Verifier quality of one model: AUROC by method, family and error kind on injected errors,
     the best method per family and kind, and earliest-error F1 on chains ``writers`` wrote (or on a
-    given ``own_errors`` set per family)."""
-    detail = {fam: injected_auroc(model, tok, fam, VERIFIER_SLICES[fam], n, seed=seed) for fam in families}
-    by_method = {m: {fam: {k: detail[fam][m][k] for k in ERROR_KINDS} for fam in families} for m in METHODS}
-    by_kind = {fam: {k: max((by_method[m][fam][k] for m in METHODS if by_method[m][fam][k] is not None),
+    given ``own_errors`` set per family). ``prm=(model, tok)``, the checkpoint's token-level PRM,
+    adds the method ``prm``."""
+    methods = METHODS + (("prm",) if prm is not None else ())
+    detail = {fam: injected_auroc(model, tok, fam, VERIFIER_SLICES[fam], n, seed=seed, methods=methods, prm=prm)
+              for fam in families}
+    by_method = {m: {fam: {k: detail[fam][m][k] for k in ERROR_KINDS} for fam in families} for m in methods}
+    by_kind = {fam: {k: max((by_method[m][fam][k] for m in methods if by_method[m][fam][k] is not None),
                             default=None) for k in ERROR_KINDS} for fam in families}
     out: dict[str, Any] = {
         "verifier_slices": {fam: VERIFIER_SLICES[fam] for fam in families},
@@ -164,8 +177,9 @@ def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str
     if own_errors is None and writers:
         own_errors = {fam: own_error_set(writers, fam, n, seed=seed + OWN_ERROR_SEED) for fam in families}
     if own_errors is not None:
-        own = {fam: {m: own_error_f1(model, tok, m, own_errors[fam]) for m in METHODS} for fam in families}
-        out["own_error_f1"] = {fam: {m: own[fam][m]["f1"] for m in METHODS} for fam in families}
+        own = {fam: {m: own_error_f1(*(prm if m == "prm" else (model, tok)), m, own_errors[fam]) for m in methods}
+               for fam in families}
+        out["own_error_f1"] = {fam: {m: own[fam][m]["f1"] for m in methods} for fam in families}
         out["own_error_detail"] = {
             "writers": sorted({c["writer"] for fam in families for c in own_errors[fam]}),
             "slices": {fam: OWN_ERROR_SLICES[fam] for fam in families},

@@ -1,0 +1,148 @@
+"""The token-level PRM (verinet.zoo.token_prm): labels up to the first wrong character, a run that
+resumes where it stopped, and a member (verifier prm, step_pooling min) that scores as the trainer does."""
+
+import json
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from verinet.backends import MemberSpec, make_backend
+from verinet.backends.formats import format_for
+from verinet.tasks import get_family
+from verinet.zoo import formats, token_prm
+from verinet.zoo.config import ZooError
+from verinet.zoo.prm import export_prm
+from verinet.zoo.registry import list_checkpoints
+from verinet.zoo.verifiers import evaluate_verifiers
+
+ZOO = list_checkpoints()[0][0]  # the smallest: quick to fine-tune
+FAM = get_family("arith")
+
+
+def _problem():
+    return FAM.sample(1, seed=11, params={"steps": 3, "distractors": 0})[0]
+
+
+def test_a_wrong_result_is_labelled_at_its_digit_and_nothing_after():
+    p = _problem()
+    gold = ([s.text for s in p.gold_steps], p.answer)
+    ch = FAM.inject(p, "wrong_result", seed=1)
+    text, spans, wrong = token_prm.labelled(p.question, [s.text for s in ch.steps], ch.answer, gold, ch.first_error)
+    line = text[spans[ch.first_error][0]:spans[ch.first_error][1]]
+    assert spans[ch.first_error][0] <= wrong < spans[ch.first_error][1]
+    assert text[wrong] != formats.likelihood_text(p.question, *gold)[0][wrong]
+    assert line.index(">", line.index(">") + 1) + 1 == wrong - spans[ch.first_error][0]  # the result digit
+    offsets = [(i, i + 1) for i in range(len(text))]  # one token per character
+    targets = dict(token_prm.token_targets(offsets, spans, wrong))
+    assert targets[wrong] == 0 and all(targets[i] == 1 for i in range(spans[0][0], wrong))
+    assert not [i for i in targets if i > wrong] and spans[0][0] - 1 not in targets  # the question is unlabelled
+    _, g_spans, g_wrong = token_prm.labelled(p.question, *gold, gold, -1)
+    assert g_wrong is None
+    assert set(dict(token_prm.token_targets(offsets, g_spans, None)).values()) == {1}
+
+
+def test_a_detour_before_the_first_wrong_line_is_not_used():
+    p = _problem()
+    gold = ([s.text for s in p.gold_steps], p.answer)
+    steps = list(gold[0])
+    steps[0] = steps[0] + " "  # the chain leaves the gold text in line 0, but line 2 is the wrong one
+    assert token_prm.labelled(p.question, steps, gold[1], gold, 2) is None
+
+
+def test_training_resumes_where_it_stopped_and_lands_where_an_unbroken_run_does(tmp_path):
+    torch.set_num_threads(1)
+    calls = {"n": 0}
+
+    def crash_at_the_third_report(prm, tok):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after the state of step 2 was saved
+        return {}
+
+    kw = dict(steps=4, batch_size=4, lr=1e-3, eval_every=2, log=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):
+        token_prm.train(ZOO, tmp_path / "a", evaluate=crash_at_the_third_report, **kw)
+    assert (tmp_path / "a" / token_prm.STATE).is_file() and not (tmp_path / "a" / "prm.json").exists()
+    lines: list[str] = []
+    resumed, _, info = token_prm.train(ZOO, tmp_path / "a", evaluate=lambda m, t: {}, **{**kw, "log": lines.append})
+    assert lines[0] == "resuming at step 3 of 4" and [c["step"] for c in info["curve"]] == [0, 2, 4]
+    unbroken, _, _ = token_prm.train(ZOO, tmp_path / "b", evaluate=lambda m, t: {}, **kw)
+    for (k, a), b in zip(resumed.state_dict().items(), unbroken.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert not (tmp_path / "a" / token_prm.STATE).exists()
+    with pytest.raises(ZooError, match="already here"):
+        token_prm.train(ZOO, tmp_path / "a", **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tprm") / "prm"
+    token_prm.train(ZOO, out, steps=3, batch_size=8, lr=1e-3, log=lambda s: None)
+    return out
+
+
+def test_the_member_scores_each_line_by_its_least_valid_token_as_the_trainer_does(trained):
+    meta = json.loads((trained / "prm.json").read_text())
+    assert meta["kind"] == "token" and meta["pooling"] == "min" and meta["source"] == ZOO
+    problems = FAM.sample(4, seed=5, params={"steps": 2, "distractors": 0})
+    items = [(p.question, [s.text for s in p.gold_steps], p.answer) for p in problems]
+    spec = MemberSpec(name="t", backend="hf", model=str(trained), verifier="prm", step_pooling="min")
+    backend = make_backend(spec)
+    call = format_for(spec, backend).verify_call(items)
+    assert call.method == "token_scores"
+    served = call.decode(getattr(backend, call.method)(*call.args, **call.kwargs))
+    prm, tok = token_prm.load_token_prm(trained)
+    direct = token_prm.score_steps(prm, tok, [formats.likelihood_text(*it) for it in items])
+    assert [len(r) for r in served] == [len(s) + 1 for _, s, _ in items]
+    assert max(abs(a - b) for ra, rb in zip(served, direct) for a, b in zip(ra, rb)) < 1e-5
+    assert backend.info()["prm_step_tag"] is None
+
+
+def test_zoo_eval_reports_the_checkpoints_prm_as_a_method(trained):
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    model, tok = load_checkpoint(resolve(ZOO))
+    ev = evaluate_verifiers(model, tok, 10, seed=9_000_000, prm=token_prm.load_token_prm(trained),
+                            families=("arith",))
+    assert set(ev["verifier_auroc_by_method"]) == {"likelihood", "verdict", "prm"}
+    best = ev["verifier_auroc_by_kind"]["arith"]["wrong_result"]
+    assert best == max(ev["verifier_auroc_by_method"][m]["arith"]["wrong_result"] for m in ("likelihood", "verdict",
+                                                                                              "prm"))
+
+
+def test_a_tag_prm_is_not_loaded_as_a_token_prm(tmp_path):
+    out = export_prm(ZOO, tmp_path / "tag")
+    with pytest.raises(ZooError, match="step tags"):
+        token_prm.load_token_prm(out)
+    with pytest.raises(ZooError, match="no token-level PRM"):
+        token_prm.load_token_prm(tmp_path)
+
+
+def test_member_specs_keep_step_pooling_to_prms_without_a_tag():
+    with pytest.raises(ValidationError, match="takes no step_tag"):
+        MemberSpec(name="t", backend="hf", model="x", verifier="prm", step_pooling="min", step_tag="<v>")
+    with pytest.raises(ValidationError, match="only for verifier prm"):
+        MemberSpec(name="t", backend="hf", model="x", step_pooling="min")
+    chat = MemberSpec(name="t", backend="vllm", model="x", format="chat", verifier="prm", step_pooling="min")
+    assert chat.prm_step_tag is None
+
+
+def test_the_cli_trains_a_prm_with_own_mistakes_and_reports_held_out_auroc(tmp_path):
+    from typer.testing import CliRunner
+
+    from verinet.cli import app
+
+    out = tmp_path / "prm"
+    r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2", "--batch-size", "4",
+                                 "--own-writers", ZOO, "--own-n", "3", "--eval-every", "0", "--n", "10",
+                                 "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "model-written chains" in r.output and "step 2" in r.output and "step_pooling min" in r.output
+    meta = json.loads((out / "prm.json").read_text())
+    assert meta["own_error_writers"] in ([], [ZOO]) and [c["step"] for c in meta["curve"]] == [0, 2]
+    assert set(meta["curve"][-1]) >= {"arith", "logic"}
+    r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2"])
+    assert r.exit_code == 2 and "already here" in r.output

@@ -1,0 +1,315 @@
+"""A trained verifier that is not blind: a token-level process reward model (PRM).
+
+The zoo's trained verdict reads P(valid) at the ``<v>`` after a step; there it would have to
+recompute the step, which it never learns on arith (docs/guide.md, "Why the trained verdict is
+blind on arith"). A solver does know, token by token, what should come next. So this PRM reads a
+two-class head at *every* token of the chain in the solve layout (formats.likelihood_text) and
+scores a step by its least valid token, like the likelihood kind, but trained on labels:
+
+* every token of a gold chain is valid;
+* in a chain with an error, the tokens before the first character that differs from the gold
+  chain are valid and the token holding that character is invalid; the rest is unlabelled.
+  A chain whose first difference is not in its first wrong line (a valid detour) is not used.
+
+Negatives come from error injection (every kind the family has) and, optionally, from chains
+that models wrote themselves, labelled by the exact checker. The result is a
+``LlamaForTokenClassification`` (label 1 "valid"), initialised from the zoo checkpoint with the
+verdict rows as its head (verinet.zoo.prm), that transformers and vLLM serve with ALL pooling.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from verinet.tasks import InjectionUnsupported, get_family
+from verinet.zoo import formats
+from verinet.zoo.prm import as_token_classifier
+
+#: what the PRM trains on: the zoo ladder's own training slices, both families
+TRAIN_SLICES: dict[str, list[dict[str, Any]]] = {
+    "arith": [{"steps": s, "distractors": 0} for s in (1, 2, 3, 4)] + [{"steps": 3, "distractors": 1}],
+    "logic": [{"hops": h, "distractors": 1} for h in (1, 2, 3)],
+}
+POOLING = "min"  # a step's P(valid) is that of its least valid token
+#: batches per family in each cycle (one family per batch): arith, whose results must be recomputed, gets more
+FAMILY_CYCLE: tuple[str, ...] = ("arith", "arith", "logic")
+#: how often each injected error kind is drawn: a wrong result is the hard one (docs/guide.md)
+KIND_WEIGHTS: dict[str, float] = {"wrong_result": 3.0, "wrong_premise": 1.0, "dropped_step": 1.0, "answer_miscopy": 1.0}
+
+
+def first_wrong_char(text: str, gold_text: str, spans: list[tuple[int, int]], first_error: int) -> int | None:
+    """Index of the first character where ``text`` leaves ``gold_text``, if it lies in the span
+    of line ``first_error`` (else None: the chain took a detour the labels cannot place)."""
+    if not 0 <= first_error < len(spans):
+        return None
+    n = min(len(text), len(gold_text))
+    d = next((i for i in range(n) if text[i] != gold_text[i]), n)
+    a, b = spans[first_error]
+    return d if a <= d < b else None
+
+
+def labelled(question: str, steps: list[str], answer: str | None, gold: tuple[list[str], str | None],
+             first_error: int) -> tuple[str, list[tuple[int, int]], int | None] | None:
+    """(text, line spans, first wrong character or None for a correct chain), or None when unusable."""
+    text, spans = formats.likelihood_text(question, steps, answer)
+    if first_error == -1:
+        return text, spans, None
+    gold_text, _ = formats.likelihood_text(question, *gold)
+    wrong = first_wrong_char(text, gold_text, spans, first_error)
+    return None if wrong is None else (text, spans, wrong)
+
+
+def token_targets(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], wrong: int | None
+                  ) -> list[tuple[int, int]]:
+    """``(token index, label)`` for the labelled tokens of one text (label 1 valid, 0 invalid)."""
+    out = []
+    for t, (s, e) in enumerate(offsets):
+        if e <= s or not any(a <= s < b for a, b in spans):
+            continue
+        if wrong is None or e <= wrong:
+            out.append((t, 1))
+        elif s <= wrong:
+            out.append((t, 0))
+    return out
+
+
+def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False
+                   ) -> tuple[list[list[tuple[int, int]]], list[torch.Tensor]]:
+    """Per text, its token character offsets and log P(valid) at every token (one pass, left-padded
+    with explicit positions so each text scores as it would alone)."""
+    offsets_out, logps = [], []
+    device = next(prm.parameters()).device
+    ctx = torch.enable_grad() if grad else torch.inference_mode()
+    with ctx:
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt",
+                      return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping").tolist()
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+            lp = torch.log_softmax(logits, -1)[..., 1]
+            for b in range(ids.shape[0]):
+                start = ids.shape[1] - int(mask[b].sum())
+                offsets_out.append([tuple(o) for o in offsets[b][start:]])
+                logps.append(lp[b, start:])
+    return offsets_out, logps
+
+
+def score_steps(prm, tok, texts_spans: list[tuple[str, list[tuple[int, int]]]], *, batch_size: int = 32
+                ) -> list[list[float]]:
+    """P(valid) of each line: the least valid of its tokens (a token belongs to the line its first
+    character lies in; a line without tokens scores 1)."""
+    offsets, logps = valid_logprobs(prm, tok, [t for t, _ in texts_spans], batch_size=batch_size)
+    out = []
+    for (_, spans), offs, lp in zip(texts_spans, offsets, logps, strict=True):
+        vals = lp.tolist()
+        row = []
+        for a, b in spans:
+            inside = [v for (s, e), v in zip(offs, vals) if e > s and a <= s < b]
+            row.append(float(torch.tensor(min(inside)).exp()) if inside else 1.0)
+        out.append(row)
+    return out
+
+
+def held_out_questions(n: int = 500) -> set[str]:
+    """The questions of the zoo's held-out verifier slices (the first ``n`` of each), kept out of training."""
+    from verinet.zoo.evaluate import EVAL_SEED
+    from verinet.zoo.verifiers import VERIFIER_SLICES
+
+    return {p.question for f, params in VERIFIER_SLICES.items() for p in get_family(f).sample(n, EVAL_SEED, params)}
+
+
+def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: list[dict[str, Any]] | None = None,
+                    p_error: float = 0.5, p_own: float = 0.25, exclude: frozenset[str] | set[str] = frozenset()
+                    ) -> list[tuple[str, list[tuple[int, int]], int | None]]:
+    """``n`` labelled chains: gold or injected (every kind) from :data:`TRAIN_SLICES`, and some
+    model-written chains with errors from ``own`` when given; no question in ``exclude``."""
+    out: list[tuple[str, list[tuple[int, int]], int | None]] = []
+    while len(out) < n:
+        if own and rng.random() < p_error * p_own:
+            r = rng.choice(own)
+            out.append((r["text"], [tuple(s) for s in r["spans"]], r["wrong"]))
+            continue
+        name = rng.choice(families)
+        fam = get_family(name)
+        p = fam.generate(rng.getrandbits(31), rng.choice(TRAIN_SLICES[name]))
+        if p.question in exclude:
+            continue
+        gold = ([s.text for s in p.gold_steps], p.answer)
+        if rng.random() >= p_error:
+            out.append(labelled(p.question, *gold, gold, -1))
+            continue
+        kinds = list(fam.error_kinds)
+        try:
+            kind = rng.choices(kinds, weights=[KIND_WEIGHTS.get(k, 1.0) for k in kinds])[0]
+            ch = fam.inject(p, kind, seed=rng.getrandbits(30))
+        except InjectionUnsupported:
+            continue
+        ex = labelled(p.question, [s.text for s in ch.steps], ch.answer, gold, ch.first_error)
+        if ex is not None:
+            out.append(ex)
+    return out
+
+
+def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
+                   families: tuple[str, ...] = tuple(TRAIN_SLICES)) -> list[dict[str, Any]]:
+    """Chains the ``writers`` wrote greedily on training problems, with an error the checker found
+    and a first wrong character the labels can place."""
+    from verinet.zoo.inference import generate_greedy
+
+    pool = []
+    for name in families:
+        fam = get_family(name)
+        for j, params in enumerate(TRAIN_SLICES[name]):
+            problems = fam.sample(n, seed=seed + 1000 * j, params=params)
+            prompts = [formats.solve_prompt(p.question) for p in problems]
+            for writer, model, tok in writers:
+                for p, text in zip(problems, generate_greedy(model, tok, prompts, max_new_tokens=200), strict=True):
+                    sc = fam.check(p, text)
+                    if sc.first_error == -1 or not sc.steps:
+                        continue
+                    answer = sc.answer.text[len("####"):].strip() if sc.answer.text else ""
+                    ex = labelled(p.question, [s.text for s in sc.steps], answer,
+                                  ([s.text for s in p.gold_steps], p.answer), sc.first_error)
+                    if ex is not None:
+                        pool.append({"text": ex[0], "spans": ex[1], "wrong": ex[2], "writer": writer,
+                                     "family": name})
+    return pool
+
+
+STATE = ".train_state.pt"  # in the output directory while a run is unfinished
+
+
+def load_token_prm(path: str | Path, *, device: str = "cpu"):
+    """(token classifier, tokenizer) of a token-level PRM directory, through safetensors only."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from verinet.zoo.config import ZooError
+
+    p = Path(path)
+    if not (p / "prm.json").is_file() or not (p / "model.safetensors").is_file():
+        raise ZooError(f"{p}: no token-level PRM here (prm.json and model.safetensors); train one with "
+                       "`verinet zoo train-prm NAME`")
+    if json.loads((p / "prm.json").read_text()).get("kind") != "token":
+        raise ZooError(f"{p}: this PRM is read at step tags (`verinet zoo prm`), not a token-level PRM; serve it "
+                       "with step_pooling tag")
+    try:
+        net = AutoModelForTokenClassification.from_pretrained(p, use_safetensors=True, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+    except Exception as e:  # transformers raises many types for a damaged file
+        raise ZooError(f"{p}: the PRM cannot be loaded ({type(e).__name__}: {str(e)[:200]}); retrain it") from None
+    tok.padding_side = "left"
+    return net.to(device).eval(), tok
+
+
+def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
+          seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
+          eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
+          log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
+    ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
+    With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
+    depends only on the seed and ``k``, so a resumed run trains on the same data)."""
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    src = resolve(source)
+    out = Path(out) if out is not None else None
+    if out is not None and (out / "prm.json").is_file():
+        raise ZooError(f"{out}: a trained PRM is already here; remove it or choose another --out")
+    model, tok = load_checkpoint(src)
+    prm = as_token_classifier(model, tok)
+    del model
+    opt = torch.optim.AdamW(prm.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * max(0.1, 1 - s / max(1, steps)))
+    curve: list[dict[str, Any]] = []
+    exclude = held_out_questions()
+    settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "families": list(families), "own_error_chains": len(own or [])}
+    first, spent = 1, 0.0
+    state_file = out / STATE if out is not None else None
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, weights_only=False)
+        if state["settings"] != settings:
+            raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
+                           "remove the directory or rerun with the same settings to resume it")
+        prm.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        first, spent, curve = state["step"] + 1, state["seconds"], state["curve"]
+        log(f"resuming at step {first} of {steps}")
+
+    def checkpoint(step: int, seconds: float) -> None:
+        if evaluate is None:
+            return
+        prm.eval()
+        res = evaluate(prm, tok)
+        prm.train()
+        curve.append({"step": step, "seconds": round(seconds, 1), **res})
+        log(f"step {step} ({seconds:.0f} s): {json.dumps(res)}")
+
+    if first == 1:
+        checkpoint(0, 0.0)
+    prm.train()
+    t0 = time.perf_counter() - spent
+    for step in range(first, steps + 1):
+        rng = random.Random(f"token-prm:{seed}:{step}")
+        torch.manual_seed(rng.getrandbits(63))  # the head's dropout: the same masks after a resume
+        cycle = [f for f in FAMILY_CYCLE if f in families] or list(families)
+        family = cycle[step % len(cycle)]  # one family per batch: logic's long texts pad no arith batch
+        batch = sample_examples(rng, batch_size, (family,), [r for r in own or [] if r["family"] == family],
+                                exclude=exclude)
+        offsets, logps = valid_logprobs(prm, tok, [t for t, _, _ in batch], batch_size=batch_size, grad=True)
+        lp, y = [], []
+        for (_, spans, wrong), offs, row in zip(batch, offsets, logps, strict=True):
+            for t, label in token_targets(offs, spans, wrong):
+                lp.append(row[t])
+                y.append(label)
+        lp_valid = torch.stack(lp)
+        yt = torch.tensor(y, dtype=torch.float32)
+        share = yt.mean().clamp(0.01, 0.99)
+        weight = torch.where(yt == 1, 0.5 / share, 0.5 / (1 - share))
+        # log P(invalid) = log(1 - P(valid)), computed stably from log P(valid)
+        lp_invalid = torch.log(-torch.expm1(lp_valid.clamp(max=-1e-7)))
+        loss = -(weight * torch.where(yt == 1, lp_valid, lp_invalid)).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if eval_every and step % eval_every == 0 and step != steps:
+            checkpoint(step, time.perf_counter() - t0)
+            if state_file is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save({"settings": settings, "model": prm.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "step": step, "seconds": time.perf_counter() - t0,
+                            "curve": curve}, state_file)
+    seconds = time.perf_counter() - t0
+    checkpoint(steps, seconds)
+    info = {"source": src.name, "kind": "token", "pooling": POOLING, "valid_label": 1,
+            "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
+            "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS,
+            "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
+            "seconds": round(seconds, 1), "curve": curve,
+            "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "
+                   "the first character that leaves the gold chain; a step scores its least valid token"}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        prm.eval().save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / "prm.json").write_text(json.dumps(info, indent=2) + "\n")
+        if state_file is not None:
+            state_file.unlink(missing_ok=True)
+    return prm, tok, info
