@@ -9,7 +9,9 @@ included as by default) go three ways, each with 1, 8 and 32 closed-loop clients
              Ray): the engine itself, with clients as asyncio tasks;
 * http    -- the same engine behind the FastAPI app under uvicorn (HTTP, no Ray);
 * serve   -- the Ray Serve application (proxy -> ingress -> one deployment per member), as
-             ``verinet serve`` runs it.
+             ``verinet serve`` runs it;
+* coloc   -- the Ray Serve application with ``colocate: true`` (proxy -> one ingress replica that
+             runs every member in its own process).
 
 The members autoscale as configured (serve-local.yaml: 1 to 2 replicas each); the serve rows
 record the running replicas after each level. For each mode and level: requests/s, chains/s, p50
@@ -138,42 +140,49 @@ def main() -> None:
 
     from verinet.serve.app import start
 
-    t0 = time.monotonic()
-    url = start(cfg, None)
-    start_s = time.monotonic() - t0
-    print(f"  Ray Serve application ready in {start_s:.1f} s")
-    try:
-        rows += measure("serve", lambda c, s: run_load(url, bodies, clients=c, seconds=s), args.clients,
-                        args.seconds, args.warmup, after=lambda: {"replicas": replicas(cfg.app_name)})
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    start_s = {}
+    for mode, colocate in (("serve", False), ("coloc", True)):
+        mcfg = cfg.model_copy(update={"colocate": colocate, "port": free_port()})
+        t0 = time.monotonic()
+        url = start(mcfg, None)
+        start_s[mode] = round(time.monotonic() - t0, 2)
+        print(f"  Ray Serve application ({mode}) ready in {start_s[mode]:.1f} s")
+        try:
+            rows += measure(mode, lambda c, s, url=url: run_load(url, bodies, clients=c, seconds=s), args.clients,
+                            args.seconds, args.warmup, after=lambda: {"replicas": replicas(cfg.app_name)})
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
     by = {(r["mode"], r["clients"]): r for r in rows}
-    overhead = {}
-    for c in args.clients:
-        d, s = by[("direct", c)], by[("serve", c)]
-        overhead[str(c)] = {
-            "p50_ms": round(s["p50_ms"] - d["p50_ms"], 2), "p99_ms": round(s["p99_ms"] - d["p99_ms"], 2),
-            "p50_ratio": round(s["p50_ms"] / d["p50_ms"], 2) if d["p50_ms"] else None,
-            "throughput_ratio": (round(s["throughput_rps"] / d["throughput_rps"], 3)
-                                 if d["throughput_rps"] else None),
-            "http_p50_ms": round(by[("http", c)]["p50_ms"] - d["p50_ms"], 2)}
+    overhead: dict[str, dict] = {}
+    for mode in ("serve", "coloc"):
+        for c in args.clients:
+            d, s = by[("direct", c)], by[(mode, c)]
+            overhead.setdefault(mode, {})[str(c)] = {
+                "p50_ms": round(s["p50_ms"] - d["p50_ms"], 2), "p99_ms": round(s["p99_ms"] - d["p99_ms"], 2),
+                "p50_ratio": round(s["p50_ms"] / d["p50_ms"], 2) if d["p50_ms"] else None,
+                "p99_over_p50": round(s["p99_ms"] / s["p50_ms"], 2) if s["p50_ms"] else None,
+                "throughput_ratio": (round(s["throughput_rps"] / d["throughput_rps"], 3)
+                                     if d["throughput_rps"] else None),
+                "http_p50_ms": round(by[("http", c)]["p50_ms"] - d["p50_ms"], 2)}
     print()
     print(f"{'mode':<7}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for r in rows:
         print(f"{r['mode']:<7}{r['clients']:>8}{r['throughput_rps']:>9.1f}{r['p50_ms']:>9.1f}"
               f"{r['p99_ms']:>9.1f}{r['errors']:>8}")
-    print("\nRay Serve over the engine called directly (serve - direct):")
-    for c, o in overhead.items():
-        print(f"  {c:>3} clients: p50 {o['p50_ms']:+.1f} ms ({o['p50_ratio']}x), p99 {o['p99_ms']:+.1f} ms, "
-              f"throughput x{o['throughput_ratio']}  (HTTP alone: p50 {o['http_p50_ms']:+.1f} ms)")
+    for mode, by_c in overhead.items():
+        print(f"\nRay Serve ({mode}) over the engine called directly ({mode} - direct):")
+        for c, o in by_c.items():
+            print(f"  {c:>3} clients: p50 {o['p50_ms']:+.1f} ms ({o['p50_ratio']}x), p99 {o['p99_ms']:+.1f} ms, "
+                  f"p99/p50 {o['p99_over_p50']}, throughput x{o['throughput_ratio']}  "
+                  f"(HTTP alone: p50 {o['http_p50_ms']:+.1f} ms)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "config": str(args.config), "members": names,
         "chains": len(bodies), "graph": not args.no_graph, "seconds_per_level": args.seconds,
-        "serve_start_s": round(start_s, 2), "rows": rows, "serve_overhead": overhead}, indent=2))
+        "serve_start_s": start_s, "rows": rows, "serve_overhead": overhead}, indent=2))
     print(f"wrote {args.out}")
 
 

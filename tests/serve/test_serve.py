@@ -171,3 +171,32 @@ def test_metrics_through_serve_pass_promtool(app):
     _, url = app
     post(url, body(arith_requests(1, seed=28)[0]))
     promtool_check(requests.get(url + "/metrics", headers=AUTH, timeout=30).text)
+
+
+def test_a_colocated_ingress_hosts_every_member_in_its_replica(monkeypatch):
+    """colocate: true builds one deployment (the ingress) asking for the members' CPUs; its replica
+    class, run here without Ray, serves the contract with every member in its own process."""
+    from fastapi.testclient import TestClient
+
+    from verinet.backends import MemberSpec, Resources
+    from verinet.serve.app import Ingress, build_app, colocated_options
+    from verinet.serve.config import ServeConfigError
+
+    cfg = serve_config(colocate=True, auth="none")
+    built = build_app(cfg, None)
+    dep = built._bound_deployment
+    assert dep.name == INGRESS and dep._deployment_config.num_replicas == 1
+    assert dep.ray_actor_options["num_cpus"] == 1.5 and dep.init_args[2] is None  # no member handles
+    tp = MemberSpec(name="big", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", format="chat",
+                    resources=Resources(num_cpus=2, num_gpus=1, tensor_parallel_size=2))
+    with pytest.raises(ServeConfigError, match="colocate: false"):
+        colocated_options([*cfg.ensemble.members, tp])
+    cls = next(c for c in Ingress.func_or_class.__mro__ if "__serve_build_asgi_app__" in c.__dict__)
+    replica = cls(cfg.model_dump(mode="json"), None, None)  # the class under Serve's ASGI wrapper
+    with TestClient(replica.__serve_build_asgi_app__()) as client:
+        req = arith_requests(1, seed=21)[1]
+        d = client.post("/v1/verify", json=body(req) | {"format": "arith"}).json()
+        assert d["verifiers"] == MEMBERS and d["missing"] == []
+        assert len({m["replica"] for m in d["members"]}) == 1  # one process hosts them all
+        assert d["checker"]["first_error"] == req["_first_error"]
+        assert 'verinet_member_duration_seconds_count{member="zoo-xs-s0"' in client.get("/metrics").text

@@ -15,6 +15,10 @@
   :class:`~verinet.serve.engine.VerifyEngine` whose members are the deployments' handles. It keeps
   the SHA-256 of the token, never the token. Its metrics are its own process's: run one ingress
   replica (the default) so that ``/metrics`` sees every request.
+
+With ``colocate: true`` there are no member deployments: the one ingress replica loads every
+member in its own process (:class:`~verinet.serve.members.LocalMember`) and asks for their CPUs
+and GPUs, so a request makes one hop (proxy to ingress) instead of one per member.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ray.serve.handle import DeploymentHandle
 
 from verinet.backends.config import EnsembleConfig, MemberSpec
 from verinet.backends.formats import VerifyItem
-from verinet.serve.config import ServeConfig, load_serve_config, resolve_token, token_digest
+from verinet.serve.config import ServeConfig, ServeConfigError, load_serve_config, resolve_token, token_digest
 from verinet.serve.engine import VerifyEngine
 from verinet.serve.members import MemberAnswer, MemberFailure, Scorer
 
@@ -133,11 +137,16 @@ class ServeMember:
 @serve.ingress()
 class Ingress:
     def __init__(self, config: dict[str, Any], token_sha256: str | None,
-                 members: dict[str, DeploymentHandle]) -> None:
+                 members: dict[str, DeploymentHandle] | None) -> None:
         self.config = ServeConfig.model_validate(config)
-        ens = self.config.ensemble_config(check_models=False)
-        clients = {n: ServeMember(n, h) for n, h in members.items()}
-        self.engine = VerifyEngine(self.config, clients, ens.members, quorum=ens.quorum)
+        if members is None:  # colocate: the members run in this replica
+            from verinet.serve.local import local_engine
+
+            self.engine = local_engine(self.config)
+        else:
+            ens = self.config.ensemble_config(check_models=False)
+            clients = {n: ServeMember(n, h) for n, h in members.items()}
+            self.engine = VerifyEngine(self.config, clients, ens.members, quorum=ens.quorum)
         self.token_sha256 = token_sha256
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -169,17 +178,35 @@ def member_options(spec: MemberSpec, cfg: ServeConfig) -> dict[str, Any]:
     return opts
 
 
+def colocated_options(members: list[MemberSpec]) -> dict[str, Any]:
+    """The ingress replica's resources when it hosts every member: the sum of theirs."""
+    from verinet.cluster.placement import member_request
+
+    reqs = [(m, member_request(m)) for m in members]
+    bad = [m.name for m, mp in reqs if mp.uses_group or mp.custom]
+    if bad:
+        raise ServeConfigError(f"colocate: members {bad} need their own placement (tensor parallel or custom "
+                               "resources); serve them with colocate: false")
+    opts: dict[str, Any] = {"num_cpus": sum(mp.num_cpus for _, mp in reqs), "num_gpus": sum(mp.num_gpus for _, mp in reqs)}
+    if any(m.backend == "vllm" for m in members):
+        opts["runtime_env"] = {"env_vars": dict(TP_ENV)}
+    return opts
+
+
 def build_app(cfg: ServeConfig, token: str | None) -> serve.Application:
     """The application: the ingress bound to one deployment per member (``cfg.ensemble`` resolved inline)."""
     ens = cfg.ensemble_config(check_models=False)
     if not isinstance(cfg.ensemble, EnsembleConfig):
         cfg = cfg.with_ensemble(ens)
+    config = cfg.model_dump(mode="json", exclude={"auth": {"token"}})
+    if cfg.colocate:
+        return Ingress.options(name=INGRESS, num_replicas=1, max_ongoing_requests=cfg.max_queue + 64,
+                               ray_actor_options=colocated_options(ens.members)).bind(config, token_digest(token), None)
     members = {m.name: Member.options(**member_options(m, cfg)).bind(m.model_dump(), cfg.max_batch_size,
                                                                     cfg.batch_wait_timeout_s)
                for m in ens.members}
     ingress = Ingress.options(name=INGRESS, num_replicas=1, max_ongoing_requests=cfg.max_queue + 64,
                               ray_actor_options={"num_cpus": 0})
-    config = cfg.model_dump(mode="json", exclude={"auth": {"token"}})
     return ingress.bind(config, token_digest(token), members)
 
 
@@ -217,5 +244,6 @@ def kill_member_replica(cfg: ServeConfig, member: str, timeout_s: float = 60.0) 
     return name
 
 
-__all__ = ["INGRESS", "Ingress", "Member", "ServeMember", "app_builder", "build_app", "kill_member_replica",
+__all__ = ["INGRESS", "Ingress", "Member", "ServeMember", "app_builder", "build_app", "colocated_options",
+           "kill_member_replica",
            "member_handle", "member_options", "start"]

@@ -107,6 +107,12 @@ class ServeConfig(_Strict):
                            description="verification requests in flight before new ones get 503")
     retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After of a 503")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    colocate: bool = Field(
+        default=False,
+        description="true: every member runs inside the one ingress replica (no per-member deployments, no "
+                    "hops between Ray actors: the fastest path on a few CPUs), at the cost of scaling and failing "
+                    "together: a member that errors is still outvoted by the quorum, a killed replica is restarted "
+                    "by Serve. false: one autoscaled deployment per member")
     max_batch_size: int = Field(
         default=32, ge=1, le=4096,
         description="requests a member replica scores in one forward pass (serve.batch)")
