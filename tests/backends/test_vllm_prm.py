@@ -43,7 +43,10 @@ def test_all_pooling_scores_every_token_as_transformers_does(tmp_path):
     equal to transformers' for the same checkpoint, and the same step scores through the zoo format."""
     from verinet.backends.formats import format_for
 
-    prm_dir = export_prm(list_checkpoints()[0][0], tmp_path / "prm")
+    from verinet.zoo.token_prm import train
+
+    prm_dir = tmp_path / "prm"
+    train(list_checkpoints()[0][0], prm_dir, steps=2, batch_size=4, log=lambda s: None)  # a real token-level PRM
     fam = get_family("logic")
     items = []
     for i, p in enumerate(fam.sample(4, seed=8, params={"hops": 2, "distractors": 1})):

@@ -189,8 +189,10 @@ def test_a_colocated_ingress_hosts_every_member_in_its_replica(monkeypatch):
     assert dep.ray_actor_options["num_cpus"] == 1.5 and dep.init_args[2] is None  # no member handles
     tp = MemberSpec(name="big", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", format="chat",
                     resources=Resources(num_cpus=2, num_gpus=1, tensor_parallel_size=2))
-    with pytest.raises(ServeConfigError, match="colocate: false"):
-        colocated_options([*cfg.ensemble.members, tp])
+    gpu = MemberSpec(name="g", backend="hf", model="zoo-xs-s0", resources=Resources(num_cpus=1, num_gpus=0.5))
+    for other in (tp, gpu):
+        with pytest.raises(ServeConfigError, match="colocate: false"):
+            colocated_options([*cfg.ensemble.members, other])
     cls = next(c for c in Ingress.func_or_class.__mro__ if "__serve_build_asgi_app__" in c.__dict__)
     replica = cls(cfg.model_dump(mode="json"), None, None)  # the class under Serve's ASGI wrapper
     with TestClient(replica.__serve_build_asgi_app__()) as client:

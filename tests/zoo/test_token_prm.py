@@ -146,3 +146,63 @@ def test_the_cli_trains_a_prm_with_own_mistakes_and_reports_held_out_auroc(tmp_p
     assert set(meta["curve"][-1]) >= {"arith", "logic"}
     r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2"])
     assert r.exit_code == 2 and "already here" in r.output
+
+
+def test_extra_layers_start_as_the_identity():
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.prm import as_token_classifier
+    from verinet.zoo.registry import resolve
+
+    model, tok = load_checkpoint(resolve(ZOO))
+    plain, deeper = as_token_classifier(model, tok).eval(), as_token_classifier(model, tok, extra_layers=2).eval()
+    assert deeper.config.num_hidden_layers == model.config.num_hidden_layers + 2
+    ids = tok([formats.likelihood_text(*_item())[0]], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        assert torch.equal(plain(**ids).logits, deeper(**ids).logits)
+
+
+def _item():
+    p = _problem()
+    return p.question, [s.text for s in p.gold_steps], p.answer
+
+
+def test_the_committed_prm_reproduces_its_held_out_sample_and_serves_from_the_example_config():
+    """zoo-l/prm (`verinet zoo train-prm zoo-l`): the per-kind AUROC stored in its prm.json reruns within
+    float noise on the same problems, and configs/ensemble-zoo-prm.yaml puts it beside three solvers."""
+    from pathlib import Path
+
+    from verinet.backends import load_ensemble_config
+    from verinet.zoo.registry import resolve
+
+    path = resolve("zoo-l/prm")
+    meta = json.loads((path / "prm.json").read_text())
+    assert meta["kind"] == "token" and meta["source"] == "zoo-l"
+    prm, tok = token_prm.load_token_prm(path)
+    again = token_prm.held_out_auroc(prm, tok, meta["repro"]["n_per_slice"])
+    for fam, kinds in meta["repro"]["auroc"].items():
+        for kind, value in kinds.items():
+            assert again[fam][kind] == pytest.approx(value, abs=0.02), (fam, kind)
+    ens = load_ensemble_config(Path(__file__).resolve().parents[2] / "configs" / "ensemble-zoo-prm.yaml")
+    prm_members = [m for m in ens.members if m.verifier == "prm"]
+    assert [(m.model, m.step_pooling) for m in prm_members] == [("zoo-l/prm", "min")]
+    assert prm_members[0].model_location() == str(path)
+
+
+def test_a_member_must_read_a_prm_the_way_it_was_trained(trained, tmp_path):
+    from verinet.backends import BackendError
+
+    with pytest.raises(BackendError, match="step_pooling: min"):
+        make_backend(MemberSpec(name="t", backend="hf", model=str(trained), verifier="prm"))
+    tag = export_prm(ZOO, tmp_path / "tag")
+    with pytest.raises(BackendError, match="step_pooling: tag"):
+        make_backend(MemberSpec(name="t", backend="hf", model=str(tag), verifier="prm", step_pooling="min"))
+
+
+def test_line_targets_cover_lines_up_to_the_first_wrong_character():
+    spans = [(10, 15), (15, 20), (20, 26)]
+    offsets = [(i, i + 1) for i in range(26)]
+    assert token_prm.line_targets(offsets, spans, None) == [(list(range(a, b)), 1) for a, b in spans]
+    assert token_prm.line_targets(offsets, spans, 17) == [(list(range(10, 15)), 1), ([15, 16, 17], 0)]
+    assert token_prm.first_wrong_char("abcX\n", "abcd\n", [(0, 5)], 0) == 3
+    assert token_prm.first_wrong_char("abc\n", "abc\nmore", [(0, 4)], 0) is None  # no difference inside the line
+    assert token_prm.first_wrong_char("ab\nc\n", "ab\nd\n", [(0, 3), (3, 5)], 0) is None  # it is in line 1

@@ -24,6 +24,7 @@ def make_backend(spec: MemberSpec) -> Backend:
             resolve(spec.model)
         except ModelError as e:
             raise BackendError(f"member {spec.name}: {e}") from None
+    _check_prm_kind(spec, location)
     if spec.backend == "hf":
         from verinet.backends.hf import HFBackend
 
@@ -45,6 +46,21 @@ def make_backend(spec: MemberSpec) -> Backend:
         return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env,
                              tokenizer=spec.tokenizer_location() if spec.format == "chat" else None)
     raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
+
+
+def _check_prm_kind(spec: MemberSpec, location: str) -> None:
+    """A verinet PRM says in its prm.json how it is read; a member must read it that way."""
+    import json
+    from pathlib import Path
+
+    meta = Path(location) / "prm.json"
+    if spec.verifier != "prm" or not meta.is_file():
+        return
+    token = json.loads(meta.read_text()).get("kind") == "token"
+    if token != (spec.step_pooling == "min"):
+        how = ("a token-level PRM (`verinet zoo train-prm`): set step_pooling: min" if token else
+               "read at step tags (`verinet zoo prm`): set step_pooling: tag")
+        raise BackendError(f"member {spec.name}: {location} is {how}")
 
 
 def _prm(spec: MemberSpec) -> tuple[str | None, int] | None:

@@ -101,8 +101,9 @@ class Backend(ABC):
 
     def score_steps(self, texts: list[str]) -> TaggedResult:
         """A process reward model's P(valid) at every occurrence of its step tag, one pass per text."""
-        raise BackendError(f"backend {self.name}: this member was not loaded as a process reward model "
-                           "(set verifier: prm and step_tag in its member spec)")
+        raise BackendError(f"backend {self.name}: this member was not loaded as a process reward model read at "
+                           "step tags (set verifier: prm and step_pooling: tag in its member spec; a token-level "
+                           "PRM, step_pooling: min, is read by token_scores)")
 
     def token_scores(self, texts: list[str]) -> TokenLogprobs:
         """A token-level process reward model's log P(valid) at every token of each text, one pass per

@@ -149,7 +149,7 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def score_steps(self, texts: list[str]) -> TaggedResult:
-        if self.prm is None:
+        if self.prm is None or self.prm[0] is None:
             return super().score_steps(texts)
         tag, valid_label = self.prm
         tag_id = self.tok.convert_tokens_to_ids(tag)

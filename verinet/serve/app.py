@@ -35,7 +35,7 @@ from ray.serve.handle import DeploymentHandle
 
 from verinet.backends.config import EnsembleConfig, MemberSpec
 from verinet.backends.formats import VerifyItem
-from verinet.serve.config import ServeConfig, ServeConfigError, load_serve_config, resolve_token, token_digest
+from verinet.serve.config import ServeConfig, colocated_resources, load_serve_config, resolve_token, token_digest
 from verinet.serve.engine import VerifyEngine
 from verinet.serve.members import MemberAnswer, MemberFailure, Scorer
 
@@ -179,18 +179,9 @@ def member_options(spec: MemberSpec, cfg: ServeConfig) -> dict[str, Any]:
 
 
 def colocated_options(members: list[MemberSpec]) -> dict[str, Any]:
-    """The ingress replica's resources when it hosts every member: the sum of theirs."""
-    from verinet.cluster.placement import member_request
-
-    reqs = [(m, member_request(m)) for m in members]
-    bad = [m.name for m, mp in reqs if mp.uses_group or mp.custom]
-    if bad:
-        raise ServeConfigError(f"colocate: members {bad} need their own placement (tensor parallel or custom "
-                               "resources); serve them with colocate: false")
-    opts: dict[str, Any] = {"num_cpus": sum(mp.num_cpus for _, mp in reqs), "num_gpus": sum(mp.num_gpus for _, mp in reqs)}
-    if any(m.backend == "vllm" for m in members):
-        opts["runtime_env"] = {"env_vars": dict(TP_ENV)}
-    return opts
+    """The ingress replica's resources when it hosts every member (CPU members only): the sum of theirs."""
+    cpus, gpus = colocated_resources(members)
+    return {"num_cpus": cpus, "num_gpus": gpus}
 
 
 def build_app(cfg: ServeConfig, token: str | None) -> serve.Application:

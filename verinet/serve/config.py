@@ -109,8 +109,9 @@ class ServeConfig(_Strict):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     colocate: bool = Field(
         default=False,
-        description="true: every member runs inside the one ingress replica (no per-member deployments, no "
-                    "hops between Ray actors: the fastest path on a few CPUs), at the cost of scaling and failing "
+        description="true: every member runs inside one ingress replica (no per-member deployments, no hops "
+                    "between Ray actors: the fastest path on a few CPUs); CPU members only. There is one replica, "
+                    "so autoscaling, max_batch_size and batch_wait_timeout_s do not apply, and the members fail "
                     "together: a member that errors is still outvoted by the quorum, a killed replica is restarted "
                     "by Serve. false: one autoscaled deployment per member")
     max_batch_size: int = Field(
@@ -190,11 +191,26 @@ class ServeConfig(_Strict):
         return self.model_copy(update={"ensemble": ensemble})
 
 
+def colocated_resources(members) -> tuple[float, float]:
+    """(CPUs, GPUs) of one replica hosting every member (``colocate: true``); members that need a GPU
+    or their own placement are refused, since they cannot share one process."""
+    from verinet.cluster.placement import member_request
+
+    reqs = [(m, member_request(m)) for m in members]
+    bad = [m.name for m, mp in reqs if mp.uses_group or mp.custom or mp.gpus_total > 0]
+    if bad:
+        raise ServeConfigError(f"colocate: members {bad} need a GPU or their own placement (tensor parallel, custom "
+                               "resources), which members sharing one process cannot have; use colocate: false")
+    return sum(mp.num_cpus for _, mp in reqs), 0.0
+
+
 def load_serve_config(path: str | Path, *, check_models: bool = True) -> ServeConfig:
     """Read and validate a serve YAML; the ensemble and the reliability table are resolved and put inline."""
     cfg = load_yaml_config(path, ServeConfig, ServeConfigError, "see configs/serve-local.yaml")
     base = resolve_config_path(path).parent
     cfg = cfg.with_ensemble(cfg.ensemble_config(base, check_models=check_models))
+    if cfg.colocate:
+        colocated_resources(cfg.ensemble.members)
     table = cfg.reliability_table(base)
     return cfg if table is None else cfg.model_copy(update={"reliabilities": table.to_dict()})
 

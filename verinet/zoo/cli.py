@@ -100,6 +100,10 @@ def zoo_eval(
                 from verinet.zoo.card import write_card
 
                 write_card(path, {**card, "evaluation": ev, "repro": repro})
+                from verinet.zoo.token_prm import companion, write_repro
+
+                if companion(path) is not None:
+                    write_repro(companion(path), REPRO_N)
             results[name] = ev
             if not as_json:
                 console.print(f"[bold]{name}[/]")
@@ -171,35 +175,30 @@ def zoo_train_prm(
     eval_every: Annotated[int, typer.Option(min=0, help="Steps between held-out AUROC reports (0: at the end).")
                           ] = 250,
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family for the reports.")] = 100,
+    extra_layers: Annotated[int, typer.Option(min=0, max=8, help="Decoder layers added on top (copies of the "
+                                              "last, starting as the identity).")] = 2,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every
     token of the solve layout, trained on gold chains, injected errors and the writers' own mistakes
-    (labels up to the first wrong character); a step scores its least valid token. Resumes an interrupted
-    run in the same --out. Serve it with `verifier: prm`, `step_pooling: min`."""
+    (labels up to the first wrong character); a step scores its least valid token. Saves its state at every
+    report (--eval-every) and resumes from it in the same --out. Serve it with `verifier: prm`,
+    `step_pooling: min`."""
     import torch
 
-    from verinet.schema import ERROR_KINDS
     from verinet.zoo import token_prm
     from verinet.zoo.config import ZooError
-    from verinet.zoo.evaluate import EVAL_SEED
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
-    from verinet.zoo.verifiers import VERIFIER_SLICES, injected_auroc
 
     if threads:
         torch.set_num_threads(threads)
 
-    def held_out(prm, tok) -> dict:
-        out = {}
-        for f, params in VERIFIER_SLICES.items():
-            res = injected_auroc(prm, tok, f, params, n, seed=EVAL_SEED, methods=("prm",))["prm"]
-            out[f] = {k: None if res[k] is None else round(res[k], 4) for k in ERROR_KINDS}
-        return out
-
     try:
         src = resolve(name)
         target = out or src / "prm"
+        if (target / "prm.json").is_file():
+            raise ZooError(f"{target}: a trained PRM is already here; remove it or choose another --out")
         writers = [w.strip() for w in own_writers.split(",") if w.strip()]
         own = []
         if writers:
@@ -208,8 +207,10 @@ def zoo_train_prm(
                                                seed=seed + 5_000_000)
             console.print(f"{len(own)} model-written chains with a placeable first error")
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
-                                     eval_every=eval_every, evaluate=held_out,
+                                     eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),
+                                     extra_layers=extra_layers,
                                      log=lambda s: console.print(s, highlight=False))
+        token_prm.write_repro(target, REPRO_N)
     except ZooError as e:
         raise _fail(str(e)) from None
     console.print(f"token-level PRM written to {target} in {info['seconds']:.0f} s; serve it as a member with "
@@ -248,10 +249,10 @@ def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: li
     from verinet.zoo.registry import resolve
     from verinet.zoo.verifiers import OWN_ERROR_SEED, VERIFIER_SLICES, evaluate_verifiers, own_error_set
 
-    from verinet.zoo.token_prm import load_token_prm
+    from verinet.zoo.token_prm import companion, load_token_prm
 
     model, tok = load_checkpoint(path)
-    prm = load_token_prm(path / "prm") if (path / "prm" / "prm.json").is_file() else None
+    prm = load_token_prm(companion(path)) if companion(path) is not None else None
     tasks = [TaskMix.model_validate(t) for t in card["training"]["tasks"]]
     own_errors = {} if own_errors is None else own_errors
     with console.status("evaluating solving and verifiers on held-out problems ..."):

@@ -25,16 +25,32 @@ VALID_LABEL = 1
 STEP_TAG = TAG
 
 
-def as_token_classifier(model, tok):
-    """A ``LlamaForTokenClassification`` with ``model``'s backbone and its verdict rows as the head."""
+def as_token_classifier(model, tok, extra_layers: int = 0):
+    """A ``LlamaForTokenClassification`` with ``model``'s backbone and its verdict rows as the head.
+
+    ``extra_layers`` new decoder layers go on top, copies of the last one with their output
+    projections zeroed, so the network starts out computing exactly what ``model`` does; they give
+    a trained PRM room to compare what the solver predicted one token earlier with the token there.
+    """
     from transformers import LlamaConfig, LlamaForTokenClassification
 
     cfg = model.config.to_dict()
+    n = cfg["num_hidden_layers"]
     cfg.update(architectures=["LlamaForTokenClassification"], num_labels=len(LABELS),
                id2label={str(k): v for k, v in LABELS.items()}, label2id={v: k for k, v in LABELS.items()},
-               tie_word_embeddings=False)
+               tie_word_embeddings=False, num_hidden_layers=n + extra_layers)
+    if "layer_types" in cfg and cfg["layer_types"] is not None:
+        cfg["layer_types"] = list(cfg["layer_types"]) + [cfg["layer_types"][-1]] * extra_layers
     prm = LlamaForTokenClassification(LlamaConfig(**cfg))
-    prm.model.load_state_dict(model.model.state_dict())
+    missing, unexpected = prm.model.load_state_dict(model.model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(tuple(f"layers.{n + i}." for i in range(extra_layers))) for k in missing):
+        raise RuntimeError(f"backbone mismatch: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for i in range(extra_layers):
+            new = prm.model.layers[n + i]
+            new.load_state_dict(prm.model.layers[n - 1].state_dict())
+            new.self_attn.o_proj.weight.zero_()
+            new.mlp.down_proj.weight.zero_()
     rows = [tok.convert_tokens_to_ids(t) for t in (INVALID, VALID)]
     with torch.no_grad():
         prm.score.weight.copy_(model.get_output_embeddings().weight[rows])

@@ -20,6 +20,7 @@ verdict rows as its head (verinet.zoo.prm), that transformers and vLLM serve wit
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ TRAIN_SLICES: dict[str, list[dict[str, Any]]] = {
     "logic": [{"hops": h, "distractors": 1} for h in (1, 2, 3)],
 }
 POOLING = "min"  # a step's P(valid) is that of its least valid token
+TOKEN_LOSS_WEIGHT = 0.2  # beside the line loss
 #: batches per family in each cycle (one family per batch): arith, whose results must be recomputed, gets more
 FAMILY_CYCLE: tuple[str, ...] = ("arith", "arith", "logic")
 #: how often each injected error kind is drawn: a wrong result is the hard one (docs/guide.md)
@@ -78,6 +80,30 @@ def token_targets(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], 
         elif s <= wrong:
             out.append((t, 0))
     return out
+
+
+def line_targets(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], wrong: int | None
+                 ) -> list[tuple[list[int], int]]:
+    """``(token indices, label)`` per labelled line: every line of a correct chain (label 1); in a
+    chain with an error, the lines before the wrong one (1) and the wrong one's tokens up to the
+    first wrong character (0). The line's score is its least valid token, as at evaluation."""
+    out = []
+    for a, b in spans:
+        if wrong is not None and a > wrong:
+            break
+        toks = [t for t, (s, e) in enumerate(offsets) if e > s and a <= s < b and (wrong is None or s <= wrong)]
+        if toks:
+            out.append((toks, 0 if wrong is not None and a <= wrong < b else 1))
+    return out
+
+
+def _balanced_nll(lp_valid: torch.Tensor, y: list[int]) -> torch.Tensor:
+    """Class-balanced negative log-likelihood of labels ``y`` (1 valid) given log P(valid)."""
+    yt = torch.tensor(y, dtype=torch.float32)
+    share = yt.mean().clamp(0.01, 0.99)
+    weight = torch.where(yt == 1, 0.5 / share, 0.5 / (1 - share))
+    lp_invalid = torch.log(-torch.expm1(lp_valid.clamp(max=-1e-7)))  # log(1 - P(valid)), stably
+    return -(weight * torch.where(yt == 1, lp_valid, lp_invalid)).mean()
 
 
 def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False
@@ -188,6 +214,15 @@ def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
 STATE = ".train_state.pt"  # in the output directory while a run is unfinished
 
 
+def companion(checkpoint: str | Path) -> Path | None:
+    """The token-level PRM trained from a zoo checkpoint (``CHECKPOINT/prm``), if there is one."""
+    meta = Path(checkpoint) / "prm" / "prm.json"
+    try:
+        return meta.parent if json.loads(meta.read_text()).get("kind") == "token" else None
+    except (OSError, ValueError):
+        return None
+
+
 def load_token_prm(path: str | Path, *, device: str = "cpu"):
     """(token classifier, tokenizer) of a token-level PRM directory, through safetensors only."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -210,10 +245,33 @@ def load_token_prm(path: str | Path, *, device: str = "cpu"):
     return net.to(device).eval(), tok
 
 
+def held_out_auroc(prm, tok, n: int, *, seed: int | None = None) -> dict[str, dict[str, float | None]]:
+    """{family: {error kind: AUROC}} of the PRM on the zoo's held-out verifier slices (as `zoo eval`)."""
+    from verinet.schema import ERROR_KINDS
+    from verinet.zoo.evaluate import EVAL_SEED
+    from verinet.zoo.verifiers import VERIFIER_SLICES, injected_auroc
+
+    out = {}
+    for f, params in VERIFIER_SLICES.items():
+        res = injected_auroc(prm, tok, f, params, n, seed=EVAL_SEED if seed is None else seed, methods=("prm",))["prm"]
+        out[f] = {k: None if res[k] is None else round(res[k], 4) for k in ERROR_KINDS}
+    return out
+
+
+def write_repro(path: str | Path, n: int) -> dict[str, Any]:
+    """Store a small held-out AUROC sample in ``path/prm.json`` (``repro``) that tests rerun."""
+    path = Path(path)
+    prm, tok = load_token_prm(path)
+    meta = json.loads((path / "prm.json").read_text())
+    meta["repro"] = {"n_per_slice": n, "auroc": held_out_auroc(prm, tok, n)}
+    (path / "prm.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta["repro"]
+
+
 def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
           seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
-          log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+          extra_layers: int = 0, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
     With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
@@ -227,7 +285,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     if out is not None and (out / "prm.json").is_file():
         raise ZooError(f"{out}: a trained PRM is already here; remove it or choose another --out")
     model, tok = load_checkpoint(src)
-    prm = as_token_classifier(model, tok)
+    prm = as_token_classifier(model, tok, extra_layers)
     del model
     opt = torch.optim.AdamW(prm.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -235,11 +293,14 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     curve: list[dict[str, Any]] = []
     exclude = held_out_questions()
     settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "families": list(families), "own_error_chains": len(own or [])}
+                "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers}
     first, spent = 1, 0.0
     state_file = out / STATE if out is not None else None
     if state_file is not None and state_file.is_file():
-        state = torch.load(state_file, weights_only=False)
+        try:
+            state = torch.load(state_file, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - a state cut short by a crash, or not ours
+            raise ZooError(f"{state_file}: unreadable run state ({type(e).__name__}); delete it to start over") from None
         if state["settings"] != settings:
             raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
                            "remove the directory or rerun with the same settings to resume it")
@@ -270,18 +331,17 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         batch = sample_examples(rng, batch_size, (family,), [r for r in own or [] if r["family"] == family],
                                 exclude=exclude)
         offsets, logps = valid_logprobs(prm, tok, [t for t, _, _ in batch], batch_size=batch_size, grad=True)
-        lp, y = [], []
+        lp, y, line_lp, line_y = [], [], [], []
         for (_, spans, wrong), offs, row in zip(batch, offsets, logps, strict=True):
             for t, label in token_targets(offs, spans, wrong):
                 lp.append(row[t])
                 y.append(label)
-        lp_valid = torch.stack(lp)
-        yt = torch.tensor(y, dtype=torch.float32)
-        share = yt.mean().clamp(0.01, 0.99)
-        weight = torch.where(yt == 1, 0.5 / share, 0.5 / (1 - share))
-        # log P(invalid) = log(1 - P(valid)), computed stably from log P(valid)
-        lp_invalid = torch.log(-torch.expm1(lp_valid.clamp(max=-1e-7)))
-        loss = -(weight * torch.where(yt == 1, lp_valid, lp_invalid)).mean()
+            for toks, label in line_targets(offs, spans, wrong):
+                line_lp.append(row[toks].min())
+                line_y.append(label)
+        # the line loss (on the least valid token, as evaluated) puts the contrast between right and wrong
+        # lines where they differ; the token loss alone lets "a result digit is suspect" absorb the errors
+        loss = _balanced_nll(torch.stack(line_lp), line_y) + TOKEN_LOSS_WEIGHT * _balanced_nll(torch.stack(lp), y)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
@@ -291,15 +351,18 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             checkpoint(step, time.perf_counter() - t0)
             if state_file is not None:
                 out.mkdir(parents=True, exist_ok=True)
+                tmp = state_file.with_suffix(".tmp")  # replaced in one step: a crash never leaves half a state
                 torch.save({"settings": settings, "model": prm.state_dict(), "opt": opt.state_dict(),
                             "sched": sched.state_dict(), "step": step, "seconds": time.perf_counter() - t0,
-                            "curve": curve}, state_file)
+                            "curve": curve}, tmp)
+                os.replace(tmp, state_file)
     seconds = time.perf_counter() - t0
     checkpoint(steps, seconds)
     info = {"source": src.name, "kind": "token", "pooling": POOLING, "valid_label": 1,
             "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
-            "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS,
+            "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS, "extra_layers": extra_layers,
+            "loss": f"class-balanced line loss on each line's least valid token + {TOKEN_LOSS_WEIGHT} x token loss",
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
             "seconds": round(seconds, 1), "curve": curve,
             "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "

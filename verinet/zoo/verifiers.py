@@ -1,6 +1,7 @@
 """Verifier quality of a zoo checkpoint, by verifier kind and error kind.
 
-Two verifier kinds read the same weights:
+Two verifier kinds read the same weights, and a third, when the checkpoint has one, a model
+fine-tuned from them:
 
 * ``likelihood`` — the model as a solver, teacher-forced over question and chain in one
   pass (the solve format); a step scores the probability of its least likely token;
