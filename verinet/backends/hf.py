@@ -171,21 +171,12 @@ class HFBackend(Backend):
     def token_scores(self, texts: list[str]) -> TokenLogprobs:
         if self.prm is None or self.prm[0] is not None:
             return super().token_scores(texts)
-        out: list[list[tuple[int, int, float]]] = []
-        usage = Usage()
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tok(texts[i:i + self.batch_size], add_special_tokens=False, padding=True,
-                           return_tensors="pt", return_offsets_mapping=True)
-            offsets = enc.pop("offset_mapping").tolist()
-            ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-            usage.prefill += int(mask.sum())
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each text scores as it would alone
-            lp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(),
-                                   -1)[..., self.prm[1]].tolist()
-            for b in range(ids.shape[0]):
-                start = ids.shape[1] - int(mask[b].sum())
-                out.append([(s, e, v) for (s, e), v in zip(offsets[b][start:], lp[b][start:])])
-        return TokenLogprobs(out, usage)
+        from verinet.zoo.token_prm import valid_logprobs
+
+        offsets, logps = valid_logprobs(self.model, self.tok, texts, batch_size=self.batch_size,
+                                        valid_label=self.prm[1])
+        out = [[(s, e, v) for (s, e), v in zip(offs, lp.tolist())] for offs, lp in zip(offsets, logps)]
+        return TokenLogprobs(out, Usage(prefill=sum(len(o) for o in offsets)))
 
     def token_logprobs(self, texts: list[str]) -> TokenLogprobs:
         from verinet.zoo.inference import token_logprobs

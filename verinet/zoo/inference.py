@@ -58,6 +58,15 @@ def score_tagged(model, tok, texts: list[str], *, batch_size: int = 64, tag: str
     return out
 
 
+def encode_left_padded(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """(input ids, attention mask, position ids, character offsets) of left-padded ``texts``; the
+    explicit positions make each text score exactly as it would alone."""
+    enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping").tolist()
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), offsets
+
+
 @torch.inference_mode()
 def token_logprobs(model, tok, texts: list[str], *, batch_size: int = 32) -> list[list[tuple[int, int, float]]]:
     """Per text, ``(start, end, log P(token | prefix))`` for every token after the first.
@@ -70,11 +79,7 @@ def token_logprobs(model, tok, texts: list[str], *, batch_size: int = 32) -> lis
     device = head.weight.device
     out: list[list[tuple[int, int, float]]] = []
     for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt",
-                  return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping").tolist()
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
         hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
         for b in range(ids.shape[0]):
             n = int(mask[b].sum())

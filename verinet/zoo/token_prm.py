@@ -106,22 +106,20 @@ def _balanced_nll(lp_valid: torch.Tensor, y: list[int]) -> torch.Tensor:
     return -(weight * torch.where(yt == 1, lp_valid, lp_invalid)).mean()
 
 
-def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False
+def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False, valid_label: int = 1
                    ) -> tuple[list[list[tuple[int, int]]], list[torch.Tensor]]:
     """Per text, its token character offsets and log P(valid) at every token (one pass, left-padded
     with explicit positions so each text scores as it would alone)."""
+    from verinet.zoo.inference import encode_left_padded
+
     offsets_out, logps = [], []
     device = next(prm.parameters()).device
     ctx = torch.enable_grad() if grad else torch.inference_mode()
     with ctx:
         for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt",
-                      return_offsets_mapping=True)
-            offsets = enc.pop("offset_mapping").tolist()
-            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
             logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-            lp = torch.log_softmax(logits, -1)[..., 1]
+            lp = torch.log_softmax(logits, -1)[..., valid_label]
             for b in range(ids.shape[0]):
                 start = ids.shape[1] - int(mask[b].sum())
                 offsets_out.append([tuple(o) for o in offsets[b][start:]])
