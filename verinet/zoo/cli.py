@@ -164,7 +164,7 @@ def zoo_train_prm(
     name: Annotated[str, typer.Argument(help="The zoo checkpoint to fine-tune (name or directory).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the PRM; default: NAME/prm, "
                                                 "where `verinet zoo eval NAME` finds it.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1500,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1, help="Chains per step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (linear warm-up and decay).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of the training batches.")] = 0,
@@ -172,8 +172,8 @@ def zoo_train_prm(
         help="Comma-separated zoo models whose own greedy chains with errors join the negatives ('' for none).")
     ] = "zoo-xs-s0,zoo-s",
     own_n: Annotated[int, typer.Option(min=0, help="Problems per training slice the writers solve.")] = 200,
-    eval_every: Annotated[int, typer.Option(min=0, help="Steps between held-out AUROC reports (0: at the end).")
-                          ] = 250,
+    eval_every: Annotated[int, typer.Option(min=0, help="Steps between held-out AUROC reports and saved states "
+                                            "(0: at the end only).")] = 100,
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family for the reports.")] = 100,
     extra_layers: Annotated[int, typer.Option(min=0, max=8, help="Decoder layers added on top (copies of the "
                                               "last, starting as the identity).")] = 2,
