@@ -206,3 +206,11 @@ def test_line_targets_cover_lines_up_to_the_first_wrong_character():
     assert token_prm.first_wrong_char("abcX\n", "abcd\n", [(0, 5)], 0) == 3
     assert token_prm.first_wrong_char("abc\n", "abc\nmore", [(0, 4)], 0) is None  # no difference inside the line
     assert token_prm.first_wrong_char("ab\nc\n", "ab\nd\n", [(0, 3), (3, 5)], 0) is None  # it is in line 1
+
+
+def test_a_trained_prm_can_be_trained_further(trained, tmp_path):
+    again, _, info = token_prm.train(ZOO, tmp_path / "more", steps=1, batch_size=4, init_from=trained,
+                                     log=lambda s: None)
+    assert info["init_from"] == str(trained) and info["extra_layers"] == 0
+    with pytest.raises(ZooError, match="another checkpoint"):
+        token_prm.train("zoo-s", None, steps=1, init_from=trained, log=lambda s: None)

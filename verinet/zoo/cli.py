@@ -177,6 +177,8 @@ def zoo_train_prm(
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family for the reports.")] = 100,
     extra_layers: Annotated[int, typer.Option(min=0, max=8, help="Decoder layers added on top (copies of the "
                                               "last, starting as the identity).")] = 2,
+    init_from: Annotated[Optional[Path], typer.Option(help="Continue training this token-level PRM of NAME "
+                                                      "(e.g. its NAME/prm) instead of starting from NAME.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every
@@ -208,7 +210,7 @@ def zoo_train_prm(
             console.print(f"{len(own)} model-written chains with a placeable first error")
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),
-                                     extra_layers=extra_layers,
+                                     extra_layers=extra_layers, init_from=init_from,
                                      log=lambda s: console.print(s, highlight=False))
         token_prm.write_repro(target, REPRO_N)
     except ZooError as e:

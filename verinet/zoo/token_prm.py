@@ -269,11 +269,13 @@ def write_repro(path: str | Path, n: int) -> dict[str, Any]:
 def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
           seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
-          extra_layers: int = 0, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+          extra_layers: int = 0, init_from: str | Path | None = None,
+          log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
     With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
-    depends only on the seed and ``k``, so a resumed run trains on the same data)."""
+    depends only on the seed and ``k``, so a resumed run trains on the same data). ``init_from``
+    continues from a trained token-level PRM of ``source`` instead (its layers, not ``extra_layers``)."""
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
@@ -282,16 +284,24 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     out = Path(out) if out is not None else None
     if out is not None and (out / "prm.json").is_file():
         raise ZooError(f"{out}: a trained PRM is already here; remove it or choose another --out")
-    model, tok = load_checkpoint(src)
-    prm = as_token_classifier(model, tok, extra_layers)
-    del model
+    if init_from is not None:
+        prm, tok = load_token_prm(init_from)
+        if json.loads((Path(init_from) / "prm.json").read_text()).get("source") != src.name:
+            raise ZooError(f"{init_from}: a PRM of another checkpoint; continue it from its own source")
+        extra_layers = prm.config.num_hidden_layers - load_checkpoint(src)[0].config.num_hidden_layers
+        prm.train()
+    else:
+        model, tok = load_checkpoint(src)
+        prm = as_token_classifier(model, tok, extra_layers)
+        del model
     opt = torch.optim.AdamW(prm.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * max(0.1, 1 - s / max(1, steps)))
     curve: list[dict[str, Any]] = []
     exclude = held_out_questions()
     settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers}
+                "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers,
+                "init_from": None if init_from is None else str(init_from)}
     first, spent = 1, 0.0
     state_file = out / STATE if out is not None else None
     if state_file is not None and state_file.is_file():
@@ -360,6 +370,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
             "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS, "extra_layers": extra_layers,
+            "init_from": None if init_from is None else str(init_from),
             "loss": f"class-balanced line loss on each line's least valid token + {TOKEN_LOSS_WEIGHT} x token loss",
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
             "seconds": round(seconds, 1), "curve": curve,
