@@ -131,16 +131,11 @@ def score_steps(prm, tok, texts_spans: list[tuple[str, list[tuple[int, int]]]], 
                 ) -> list[list[float]]:
     """P(valid) of each line: the least valid of its tokens (a token belongs to the line its first
     character lies in; a line without tokens scores 1)."""
+    from verinet.zoo.inference import pool_min
+
     offsets, logps = valid_logprobs(prm, tok, [t for t, _ in texts_spans], batch_size=batch_size)
-    out = []
-    for (_, spans), offs, lp in zip(texts_spans, offsets, logps, strict=True):
-        vals = lp.tolist()
-        row = []
-        for a, b in spans:
-            inside = [v for (s, e), v in zip(offs, vals) if e > s and a <= s < b]
-            row.append(float(torch.tensor(min(inside)).exp()) if inside else 1.0)
-        out.append(row)
-    return out
+    return [pool_min(text, [(s, e, v) for (s, e), v in zip(offs, lp.tolist()) if e > s], spans)
+            for (text, spans), offs, lp in zip(texts_spans, offsets, logps, strict=True)]
 
 
 def held_out_questions(n: int = 500) -> set[str]:
@@ -288,7 +283,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         prm, tok = load_token_prm(init_from)
         if json.loads((Path(init_from) / "prm.json").read_text()).get("source") != src.name:
             raise ZooError(f"{init_from}: a PRM of another checkpoint; continue it from its own source")
-        extra_layers = prm.config.num_hidden_layers - load_checkpoint(src)[0].config.num_hidden_layers
+        extra_layers = prm.config.num_hidden_layers - json.loads((src / "config.json").read_text())["num_hidden_layers"]
         prm.train()
     else:
         model, tok = load_checkpoint(src)
