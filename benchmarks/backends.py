@@ -2,8 +2,10 @@
 
     python benchmarks/backends.py [--models zoo-xs-s0 zoo-l] [--problems 32] [--threads 2]
 
-Three ways to get one verdict per step, on the same gold + injected arith chains:
+Four ways to get one verdict per step, on the same gold + injected arith chains:
 
+* likelihood — one teacher-forced pass per chain, log P of every token (verification by likelihood,
+               the members' default kind);
 * tagged     — one forward pass per chain, P(valid) read at every ``<v>`` (PRM style);
 * per-step   — one prompt per step (the chain prefix up to that step), verdict log-probs;
 * generate   — per step, the judge writes up to 8 tokens that are then parsed; zoo models write
@@ -18,18 +20,25 @@ it also measures what users run as an LLM-as-judge, on the same chains in its ch
 * judge-likelihood — one teacher-forced pass per chain (verification by likelihood).
 
 It also measures the peak fp32 matmul rate of this machine and reports the roofline fraction
-of each path: achieved FLOP/s (2 x non-embedding parameters x tokens/s) over that peak.
-Ratios are measured in the same run, since the machine is shared and noisy.
+of each path: achieved FLOP/s (2 x non-embedding parameters x tokens/s) over that peak. What
+bounds a narrow model is shown beside it: the rate of the model's own linear layers on one
+batch's tokens ("shape peak"; a 64-wide layer cannot run at the square-matrix peak), and with
+``--compile`` the forward pass compiled by ``torch.compile`` against eager, with its compile time.
+Each timing is the median of ``--repeats`` runs; ratios are measured in the same run, since the
+machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import time
 from pathlib import Path
+
+import statistics
 
 import torch
 
@@ -42,13 +51,68 @@ from verinet.zoo.tokenizer import INVALID, TAG, VALID
 _VERDICT = re.compile(r"<\+>|<->|valid|invalid", re.IGNORECASE)
 
 
-def peak_matmul_flops(n: int = 1024, reps: int = 10) -> float:
+def peak_matmul_flops(n: int = 1024, reps: int = 10, trials: int = 5) -> float:
+    """The best of ``trials`` timings of ``reps`` square fp32 matmuls: a peak, so noise (other
+    work on a shared machine) only ever lowers a trial, and the best one is kept."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+    best = math.inf
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 * reps / best
+
+
+def median_seconds(fn, repeats: int) -> tuple[float, object]:
+    """Median wall time of ``repeats`` calls of ``fn`` (and the last call's result)."""
+    times, r = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), r
+
+
+def shape_peak(model, tokens: int, repeats: int = 5) -> float:
+    """FLOP/s of the model's own linear layers applied to ``tokens`` rows (one batch): the matmul
+    rate at the shapes the forward pass runs, eager, with nothing else around it."""
+    linears = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {m.in_features: torch.randn(tokens, m.in_features) for m in linears}
+
+    def run() -> None:
+        for m in linears:
+            torch.nn.functional.linear(xs[m.in_features], m.weight)
+
+    with torch.inference_mode():
+        run()
+        dt = min(median_seconds(run, 1)[0] for _ in range(repeats))  # a peak: the best run, as for the square one
+    return 2 * tokens * sum(m.in_features * m.out_features for m in linears) / dt
+
+
+def compile_probe(backend, texts: list[str], repeats: int) -> dict:
+    """The decoder's forward over the workload's batches, eager and compiled (dynamic shapes):
+    seconds of each (median) and the seconds the first compiled call took."""
+    model, tok, bs = backend.model, backend.tok, backend.batch_size
+    batches = [tok(texts[i:i + bs], add_special_tokens=False, padding=True, return_tensors="pt")
+               for i in range(0, len(texts), bs)]
+    eager = model.model
+    compiled = torch.compile(eager, dynamic=True)
+
+    def over(m) -> None:
+        for enc in batches:
+            m(**enc, use_cache=False)
+
+    with torch.inference_mode():
+        over(eager)
+        t_eager, _ = median_seconds(lambda: over(eager), repeats)
+        t0 = time.perf_counter()
+        over(compiled)  # compiles (and recompiles once a second shape shows it which dimensions vary)
+        over(compiled)
+        t_compile = time.perf_counter() - t0
+        t_comp, _ = median_seconds(lambda: over(compiled), repeats)
+    return {"eager_s": t_eager, "compiled_s": t_comp, "speedup": t_eager / t_comp, "compile_s": t_compile}
 
 
 def workload(n: int) -> tuple[list[str], int]:
@@ -70,10 +134,11 @@ def prefixes(texts: list[str]) -> list[str]:
     return out
 
 
-def run_paths(call, texts: list[str], steps: int, non_embedding: int, peak: float) -> dict:
+def run_paths(call, texts: list[str], steps: int, non_embedding: int, peak: float, repeats: int = 5) -> dict:
     """``call(method, *args, **kw)`` runs a protocol method on the backend (directly or via Ray)."""
     pre = prefixes(texts)
     paths = {
+        "likelihood": lambda: call("token_logprobs", texts),
         "tagged": lambda: call("score_tagged", texts, TAG, VALID, INVALID),
         "per_step": lambda: call("score", pre, [VALID, INVALID]),
         "generate": lambda: call("generate", pre, max_tokens=8),
@@ -81,9 +146,7 @@ def run_paths(call, texts: list[str], steps: int, non_embedding: int, peak: floa
     out = {}
     for name, fn in paths.items():
         fn() if name != "generate" else None  # warm-up (generate is slow enough to skip it)
-        t0 = time.perf_counter()
-        r = fn()
-        dt = time.perf_counter() - t0
+        dt, r = median_seconds(fn, 1 if name == "generate" else repeats)
         tokens = r.usage.total
         flops = 2 * non_embedding * tokens / dt
         row = {"seconds": dt, "steps_per_s": steps / dt, "tokens": tokens, "flop_per_s": flops,
@@ -145,7 +208,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=[names[0], names[-1]])
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per path (the median is reported)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray actor measurements")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the decoder compiled by torch.compile against eager (tens of seconds each)")
     ap.add_argument("--judge", default=None,
                     help="a chat model (e.g. smollm2-135m-instruct) also measured as a rationale-then-verdict judge")
     ap.add_argument("--judge-problems", type=int, default=6)
@@ -163,8 +229,13 @@ def main() -> None:
                           resources={"num_cpus": args.threads})
         backend = make_backend(spec)
         ne = backend.info()["non_embedding_parameters"]
-        direct = run_paths(lambda m, *a, **k: getattr(backend, m)(*a, **k), texts, steps, ne, peak)
-        results.append({"model": name, "non_embedding": ne, "via": "direct", "paths": direct})
+        direct = run_paths(lambda m, *a, **k: getattr(backend, m)(*a, **k), texts, steps, ne, peak, args.repeats)
+        batch_tokens = sum(map(len, backend.tok(texts[:64], add_special_tokens=False)["input_ids"]))
+        row = {"model": name, "non_embedding": ne, "via": "direct", "paths": direct,
+               "shape_peak_flop_per_s": shape_peak(backend.model, batch_tokens, args.repeats)}
+        if args.compile:
+            row["compile"] = compile_probe(backend, texts, args.repeats)
+        results.append(row)
         if not args.no_ray:
             from verinet.backends import EnsembleConfig
             from verinet.cluster import Ensemble
@@ -172,13 +243,25 @@ def main() -> None:
 
             init_ray(num_cpus=args.threads)
             with Ensemble(EnsembleConfig(members=[spec], quorum=1)) as ens:
-                via = run_paths(lambda m, *a, **k: ens.call(m, *a, **k)[spec.name], texts, steps, ne, peak)
+                via = run_paths(lambda m, *a, **k: ens.call(m, *a, **k)[spec.name], texts, steps, ne, peak,
+                                args.repeats)
             results.append({"model": name, "non_embedding": ne, "via": "ray", "paths": via})
-    print(f"\n{'model':<12} {'via':<7} {'path':<9} {'steps/s':>9} {'tokens':>9} {'GFLOP/s':>8} {'roofline':>9}")
+    shape = {r["model"]: r["shape_peak_flop_per_s"] for r in results if r["via"] == "direct"}
+    print(f"\n{'model':<12} {'via':<7} {'path':<10} {'steps/s':>9} {'tokens':>9} {'GFLOP/s':>8} {'roofline':>9} "
+          f"{'of shape peak':>14}")
     for r in results:
         for path, row in r["paths"].items():
-            print(f"{r['model']:<12} {r['via']:<7} {path:<9} {row['steps_per_s']:>9.1f} {row['tokens']:>9} "
-                  f"{row['flop_per_s'] / 1e9:>8.2f} {row['roofline_fraction']:>9.2%}")
+            row["shape_peak_fraction"] = row["flop_per_s"] / shape[r["model"]]
+            print(f"{r['model']:<12} {r['via']:<7} {path:<10} {row['steps_per_s']:>9.1f} {row['tokens']:>9} "
+                  f"{row['flop_per_s'] / 1e9:>8.2f} {row['roofline_fraction']:>9.2%} {row['shape_peak_fraction']:>14.2%}")
+    print("\nshape peak: the model's linear layers alone on one batch's tokens, against the square-matrix peak")
+    for name, f in shape.items():
+        print(f"  {name:<12} {f / 1e9:8.2f} GFLOP/s = {f / peak:6.2%} of {peak / 1e9:.1f}")
+    for r in results:
+        if "compile" in r:
+            c = r["compile"]
+            print(f"  {r['model']:<12} torch.compile: forward {c['speedup']:.2f}x eager (same run), "
+                  f"{c['compile_s']:.0f} s to compile")
     print("\nratios (same run): tagged over per-step and over generate, and direct over Ray")
     for r in results:
         p = r["paths"]
@@ -187,8 +270,9 @@ def main() -> None:
     by = {(r["model"], r["via"]): r["paths"] for r in results}
     for name in args.models:
         if (name, "ray") in by:
-            d, v = by[(name, "direct")]["tagged"], by[(name, "ray")]["tagged"]
-            print(f"  {name:<12} tagged direct/ray {d['steps_per_s'] / v['steps_per_s']:6.2f}x")
+            for path in ("likelihood", "tagged"):
+                d, v = by[(name, "direct")][path], by[(name, "ray")][path]
+                print(f"  {name:<12} {path} ray/direct time {d['steps_per_s'] / v['steps_per_s']:6.2f}x")
     judge = None
     if args.judge:
         judge = judge_paths(args.judge, args.judge_problems, args.judge_tokens)

@@ -144,7 +144,7 @@ class HFBackend(Backend):
                              invalid=invalid)
         except ValueError as e:
             raise BackendError(f"{self.path}: {e}") from None
-        prefill = sum(len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        prefill = sum(map(len, self.tok(texts, add_special_tokens=False)["input_ids"]))
         return TaggedResult(p, Usage(prefill=prefill))
 
     @torch.inference_mode()
@@ -205,7 +205,7 @@ class HFBackend(Backend):
         return {"input_ids": ids, "attention_mask": mask}
 
     def _hidden(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.model(**enc).last_hidden_state
+        return self.model.model(**enc, use_cache=False).last_hidden_state
 
 
 def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str | None, valid_label: int):

@@ -46,7 +46,7 @@ def score_tagged(model, tok, texts: list[str], *, batch_size: int = 64, tag: str
     out: list[list[float]] = []
     for i in range(0, len(texts), batch_size):
         enc = tok(texts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-        hidden = model.model(**enc).last_hidden_state
+        hidden = model.model(**enc, use_cache=False).last_hidden_state  # one pass: no KV cache to keep
         is_tag = enc["input_ids"] == tag_id
         logits = hidden[is_tag] @ head[rows.to(device)].T
         p = torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
@@ -67,30 +67,34 @@ def encode_left_padded(tok, texts: list[str], device) -> tuple[torch.Tensor, tor
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), offsets
 
 
+LOGIT_BUDGET = 1 << 24  # output-head logits computed at once (floats): 64 MB, whatever the vocabulary
+
+
 @torch.inference_mode()
 def token_logprobs(model, tok, texts: list[str], *, batch_size: int = 32) -> list[list[tuple[int, int, float]]]:
     """Per text, ``(start, end, log P(token | prefix))`` for every token after the first.
 
     One teacher-forced forward pass per batch, left-padded with explicit position ids, so
-    each text scores exactly as it would alone. Log-softmax runs one sequence at a time,
-    which bounds memory for large vocabularies.
+    each text scores exactly as it would alone. The output head and log-softmax run over the
+    batch's scored positions in blocks of at most ``LOGIT_BUDGET`` logits, which bounds memory
+    for large vocabularies and costs one call per block, not one per text, for small ones.
     """
     head = model.get_output_embeddings()
     device = head.weight.device
+    block = max(1, LOGIT_BUDGET // head.weight.shape[0])
     out: list[list[tuple[int, int, float]]] = []
     for i in range(0, len(texts), batch_size):
         ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
-        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-        for b in range(ids.shape[0]):
-            n = int(mask[b].sum())
-            start = ids.shape[1] - n
-            if n < 2:
-                out.append([])
-                continue
-            logits = head(hidden[b, start:-1]).float()
-            lp = torch.log_softmax(logits, -1).gather(1, ids[b, start + 1:, None])[:, 0].tolist()
-            spans = offsets[b][start + 1:]
-            out.append([(s, e, v) for (s, e), v in zip(spans, lp)])
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+        scored = (mask[:, :-1] * mask[:, 1:]).bool()  # positions whose next token is real: it is scored
+        h, target = hidden[:, :-1][scored], ids[:, 1:][scored]
+        lp = torch.cat([torch.log_softmax(head(h[j:j + block]).float(), -1).gather(1, target[j:j + block, None])[:, 0]
+                        for j in range(0, len(h), block)]).tolist() if len(h) else []
+        k = 0
+        for b, n in enumerate(scored.sum(1).tolist()):
+            spans = offsets[b][ids.shape[1] - n:]  # left-padded: a row's scored tokens are its last n
+            out.append([(s, e, v) for (s, e), v in zip(spans, lp[k:k + n], strict=True)])
+            k += n
     return out
 
 
