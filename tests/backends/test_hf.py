@@ -129,6 +129,8 @@ def test_member_errors_say_what_to_fix(tmp_path):
         MemberSpec(name="m", backend="hf", model=ZOO, resources={"tensor_parallel_size": 2})
     with pytest.raises(ValueError, match="backend"):
         MemberSpec(name="m", backend="tgi", model=ZOO)
+    with pytest.raises(ValueError, match="compile is for backend hf"):
+        MemberSpec(name="m", backend="vllm", model=ZOO, compile=True)
 
 
 def test_missing_vllm_names_the_extra(monkeypatch):
@@ -137,3 +139,24 @@ def test_missing_vllm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, as on a machine without it
     with pytest.raises(BackendError, match=r"pip install 'verinet\[vllm\]'"):
         make_backend(MemberSpec(name="m", backend="vllm", model=ZOO))
+
+
+@pytest.mark.slow
+def test_compiled_member_scores_as_eager_and_decodes_eagerly(hf, problems):
+    """compile: true compiles at load (no compile inside a call afterwards), scores within float error
+    of the eager member on every scoring path, and writes the same greedy chains."""
+    from torch._dynamo.utils import counters
+
+    texts = [formats.verify_text(p.question, [s.text for s in get_family("arith").gold_chain(p).steps],
+                                 p.answer) for p in problems]
+    prompts = [formats.solve_prompt(p.question) for p in problems]
+    comp = make_backend(MemberSpec(name="c", backend="hf", model=ZOO, batch_size=4, compile=True))
+    assert comp.info()["compiled"] and not hf.info()["compiled"]
+    compiles = counters["stats"]["unique_graphs"]
+    a, b = hf.token_logprobs(texts).tokens, comp.token_logprobs(texts).tokens
+    assert [[t[:2] for t in r] for r in a] == [[t[:2] for t in r] for r in b]
+    assert max(abs(x[2] - y[2]) for r, q in zip(a, b) for x, y in zip(r, q)) < 1e-4
+    ta, tb = hf.score_tagged(texts, "<v>", "<+>", "<->"), comp.score_tagged(texts, "<v>", "<+>", "<->")
+    assert max(abs(x - y) for r, q in zip(ta.p_valid, tb.p_valid) for x, y in zip(r, q)) < 1e-4
+    assert hf.generate(prompts, max_tokens=60).texts == comp.generate(prompts, max_tokens=60).texts
+    assert counters["stats"]["unique_graphs"] == compiles  # the warm-up covered every call above

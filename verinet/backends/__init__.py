@@ -30,7 +30,7 @@ def make_backend(spec: MemberSpec) -> Backend:
 
         return HFBackend(location, dtype=spec.dtype, batch_size=spec.batch_size,
                          threads=max(1, int(spec.resources.num_cpus)) if spec.resources.num_cpus else None,
-                         prm=_prm(spec))
+                         prm=_prm(spec), compile=spec.compile)
     if spec.backend == "vllm":
         try:
             from verinet.backends.vllm import VLLMBackend

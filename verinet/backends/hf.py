@@ -19,9 +19,10 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, *, dtype: str = "float32", device: str = "auto", batch_size: int = 32,
-                 threads: int | None = None, prm: tuple[str, int] | None = None) -> None:
+                 threads: int | None = None, prm: tuple[str, int] | None = None, compile: bool = False) -> None:
         """``prm=(step_tag, valid_label)`` loads the model as a process reward model (a token-classification
-        head, scored by :meth:`score_steps`) instead of a causal LM."""
+        head, scored by :meth:`score_steps`) instead of a causal LM. ``compile`` runs the one-pass scoring
+        calls compiled (:meth:`_compile`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in DTYPES:
@@ -55,6 +56,11 @@ class HFBackend(Backend):
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.dtype = dtype
+        self.compiled = False
+        if compile:
+            if prm is not None:
+                raise BackendError("compile is for causal LMs, not process reward models")
+            self._compile()
 
     # ---- generate -------------------------------------------------------------
     @torch.inference_mode()
@@ -188,7 +194,7 @@ class HFBackend(Backend):
         n = sum(p.numel() for p in self.model.parameters())
         emb = self.model.get_input_embeddings().weight.numel()
         out = {"backend": self.name, "model": self.path, "dtype": self.dtype, "device": self.device,
-               "parameters": n, "non_embedding_parameters": n - emb}
+               "compiled": self.compiled, "parameters": n, "non_embedding_parameters": n - emb}
         if self.prm is not None:
             out.update(prm_step_tag=self.prm[0], prm_valid_label=self.prm[1])
         return out
@@ -203,6 +209,31 @@ class HFBackend(Backend):
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
         return {"input_ids": ids, "attention_mask": mask}
+
+    def _compile(self) -> None:
+        """Route the decoder's one-pass calls (no KV cache: every scoring path) through ``torch.compile``
+        with dynamic shapes; calls that decode with a cache stay eager (generate passes a new set of
+        arguments at every step, past dynamo's recompile limit). Warmed up here on the shape families
+        scoring brings (one text; a padded and an unpadded batch; with and without position ids), so
+        that no request waits for the compiler."""
+        from verinet.zoo.inference import encode_left_padded
+
+        inner = self.model.model
+        eager = inner.forward
+        compiled = torch.compile(eager, dynamic=True)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("use_cache") is False and kwargs.get("past_key_values") is None:
+                return compiled(*args, **kwargs)
+            return eager(*args, **kwargs)
+
+        inner.forward = forward
+        with torch.inference_mode():
+            for batch in (["1 2 3"], ["1 2", "1 2 3 4"], ["1 2", "3 4"]):
+                ids, mask, pos, _ = encode_left_padded(self.tok, batch, self.device)
+                inner(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                inner(**self._encode(batch), use_cache=False)
+        self.compiled = True
 
     def _hidden(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.model(**enc, use_cache=False).last_hidden_state
