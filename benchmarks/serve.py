@@ -11,7 +11,13 @@ included as by default) go three ways, each with 1, 8 and 32 closed-loop clients
 * serve   -- the Ray Serve application (proxy -> ingress -> one deployment per member), as
              ``verinet serve`` runs it;
 * coloc   -- the Ray Serve application with ``colocate: true`` (proxy -> one ingress replica that
-             runs every member in its own process).
+             runs every member in its own process);
+* floor   -- a no-op FastAPI route (reads the body, answers ``{}``) under uvicorn in this process
+             and as a one-replica Ray Serve app: what any Serve app pays on this machine for the
+             proxy hop, whatever it computes (``--no-floor`` skips it);
+* coloc-opt -- the same with Ray Serve's throughput-optimized mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``
+             in the cluster's environment: user code and the router on the replica's main event loop,
+             no per-request logs to stderr).
 
 The members autoscale as configured (serve-local.yaml: 1 to 2 replicas each); the serve rows
 record the running replicas after each level. For each mode and level: requests/s, chains/s, p50
@@ -34,6 +40,8 @@ from pathlib import Path
 for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_k, _v)
+
+from fastapi import FastAPI, Request  # noqa: E402
 
 from verinet.serve.api import VerifyRequest  # noqa: E402
 from verinet.serve.config import ServeConfig, load_serve_config  # noqa: E402
@@ -107,6 +115,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def noop_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/verify")
+    async def verify(request: Request) -> dict:
+        await request.body()
+        return {}
+
+    return app
+
+
+def floor(bodies: list[dict], levels: list[int], seconds: float, warmup: float) -> list[dict]:
+    """The no-op app under uvicorn (this process) and as a Ray Serve deployment (proxy -> replica)."""
+    import ray
+    from ray import serve
+
+    from verinet.backends.server import start_in_thread
+    from verinet.cluster.local import init_ray
+
+    server, thread, sock, port = start_in_thread(noop_app(), "127.0.0.1", 0)
+    try:
+        rows = measure("noop-http", lambda c, s: run_load(f"http://127.0.0.1:{port}", bodies, clients=c, seconds=s),
+                       levels, seconds, warmup)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    @serve.ingress(noop_app())
+    class Noop:
+        pass
+
+    init_ray(num_cpus=os.cpu_count())
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(Noop.bind(), name="noop", route_prefix="/")
+        rows += measure("noop-serve", lambda c, s: run_load(f"http://127.0.0.1:{port}", bodies, clients=c, seconds=s),
+                        levels, seconds, warmup)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return rows
+
+
+# mode -> (colocate, environment of the Ray cluster started for it)
+RAY_MODES = {"serve": (False, {}), "coloc": (True, {}), "coloc-opt": (True, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path("configs/serve-local.yaml"))
@@ -115,6 +173,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each level")
     ap.add_argument("--problems", type=int, default=16, help="arith problems (each gives 4-5 chains)")
     ap.add_argument("--no-graph", action="store_true", help="requests without the node-link graph")
+    ap.add_argument("--modes", nargs="+", default=list(RAY_MODES), choices=list(RAY_MODES),
+                    help="Ray Serve modes to measure (direct and http always run)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the no-op app under uvicorn and Ray Serve")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/serve.json"))
     args = ap.parse_args()
 
@@ -141,8 +202,11 @@ def main() -> None:
     from verinet.serve.app import start
 
     start_s = {}
-    for mode, colocate in (("serve", False), ("coloc", True)):
+    for mode in args.modes:
+        colocate, env = RAY_MODES[mode]
         mcfg = cfg.model_copy(update={"colocate": colocate, "port": free_port()})
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # the cluster started next (its raylet, proxy and replicas) inherits it
         t0 = time.monotonic()
         url = start(mcfg, None)
         start_s[mode] = round(time.monotonic() - t0, 2)
@@ -153,10 +217,14 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
+    if not args.no_floor:
+        rows += floor(bodies, args.clients, args.seconds, args.warmup)
     by = {(r["mode"], r["clients"]): r for r in rows}
     overhead: dict[str, dict] = {}
-    for mode in ("serve", "coloc"):
+    for mode in args.modes:
         for c in args.clients:
             d, s = by[("direct", c)], by[(mode, c)]
             overhead.setdefault(mode, {})[str(c)] = {
@@ -177,6 +245,14 @@ def main() -> None:
             print(f"  {c:>3} clients: p50 {o['p50_ms']:+.1f} ms ({o['p50_ratio']}x), p99 {o['p99_ms']:+.1f} ms, "
                   f"p99/p50 {o['p99_over_p50']}, throughput x{o['throughput_ratio']}  "
                   f"(HTTP alone: p50 {o['http_p50_ms']:+.1f} ms)")
+    if not args.no_floor:
+        print("\nthe floor: a no-op route under Ray Serve over the same route under uvicorn (no model, no engine)")
+        for c in args.clients:
+            h, v = by[("noop-http", c)], by[("noop-serve", c)]
+            overhead.setdefault("floor", {})[str(c)] = {"p50_ms": round(v["p50_ms"] - h["p50_ms"], 2),
+                                                        "throughput_rps": [h["throughput_rps"], v["throughput_rps"]]}
+            print(f"  {c:>3} clients: p50 {h['p50_ms']:.1f} -> {v['p50_ms']:.1f} ms ({v['p50_ms'] - h['p50_ms']:+.1f} ms), "
+                  f"{h['throughput_rps']:.0f} -> {v['throughput_rps']:.0f} req/s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
