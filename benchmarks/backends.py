@@ -36,10 +36,9 @@ import json
 import math
 import platform
 import re
+import statistics
 import time
 from pathlib import Path
-
-import statistics
 
 import torch
 
@@ -80,7 +79,8 @@ def shape_peak(model, tokens: int, repeats: int = 5) -> float:
     """FLOP/s of the model's own linear layers applied to ``tokens`` rows (one batch): the matmul
     rate at the shapes the forward pass runs, eager, with nothing else around it."""
     linears = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {m.in_features: torch.randn(tokens, m.in_features) for m in linears}
+    xs = {m.in_features: torch.randn(tokens, m.in_features, device=m.weight.device, dtype=m.weight.dtype)
+          for m in linears}
 
     def run() -> None:
         for m in linears:

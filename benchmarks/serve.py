@@ -202,18 +202,22 @@ def main() -> None:
     from verinet.serve.app import start
 
     start_s = {}
+    if os.environ.get("RAY_ADDRESS") and any(RAY_MODES[m][1] for m in args.modes):
+        raise SystemExit("RAY_ADDRESS is set: the modes that change the cluster's environment (coloc-opt) need "
+                         "a cluster started here; unset RAY_ADDRESS or leave those modes out (--modes)")
     for mode in args.modes:
         colocate, env = RAY_MODES[mode]
         mcfg = cfg.model_copy(update={"colocate": colocate, "port": free_port()})
         saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # the cluster started next (its raylet, proxy and replicas) inherits it
-        t0 = time.monotonic()
-        url = start(mcfg, None)
-        start_s[mode] = round(time.monotonic() - t0, 2)
-        print(f"  Ray Serve application ({mode}) ready in {start_s[mode]:.1f} s")
         try:
-            rows += measure(mode, lambda c, s, url=url: run_load(url, bodies, clients=c, seconds=s), args.clients,
-                            args.seconds, args.warmup, after=lambda: {"replicas": replicas(cfg.app_name)})
+            os.environ.update(env)  # the cluster started next (its raylet, proxy and replicas) inherits it
+            t0 = time.monotonic()
+            url = start(mcfg, None)
+            start_s[mode] = round(time.monotonic() - t0, 2)
+            print(f"  Ray Serve application ({mode}) ready in {start_s[mode]:.1f} s")
+            rows += measure(mode, lambda c, s, url=url: run_load(url, bodies, clients=c, seconds=s),
+                            args.clients, args.seconds, args.warmup,
+                            after=lambda: {"replicas": replicas(cfg.app_name)})
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -13,11 +13,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
+@pytest.fixture
+def bench(monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_backends", ROOT / "benchmarks" / "backends.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
+    monkeypatch.setitem(sys.modules, spec.name, mod)
     spec.loader.exec_module(mod)
     return mod
 
@@ -28,7 +28,8 @@ def test_every_path_on_one_model_directly(bench):
     texts, steps = bench.workload(2)
     backend = make_backend(MemberSpec(name="xs", backend="hf", model="zoo-xs-s0", batch_size=64))
     ne = backend.info()["non_embedding_parameters"]
-    paths = bench.run_paths(lambda m, *a, **k: getattr(backend, m)(*a, **k), texts, steps, ne, peak=1e11, repeats=2)
+    paths = bench.run_paths(lambda m, *a, **k: getattr(backend, m)(*a, **k), texts, steps, ne, peak=1e11,
+                            repeats=2)
     assert set(paths) == {"likelihood", "tagged", "per_step", "generate"}
     lengths = [len(backend.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert paths["tagged"]["tokens"] == sum(lengths)  # every token of every chain, no padding

@@ -142,21 +142,48 @@ def test_missing_vllm_names_the_extra(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_member_scores_as_eager_and_decodes_eagerly(hf, problems):
+def test_compiled_member_scores_as_eager_and_decodes_eagerly(hf, problems, monkeypatch):
     """compile: true compiles at load (no compile inside a call afterwards), scores within float error
-    of the eager member on every scoring path, and writes the same greedy chains."""
+    of the eager member on every scoring path through the compiled forward, and decodes eagerly
+    (the same greedy chains)."""
     from torch._dynamo.utils import counters
 
+    real, calls = torch.compile, []
+
+    def spy(fn, **kw):  # counts the calls that go through the compiled forward
+        compiled = real(fn, **kw)
+        return lambda *a, **k: calls.append(1) or compiled(*a, **k)
+
+    monkeypatch.setattr(torch, "compile", spy)
     texts = [formats.verify_text(p.question, [s.text for s in get_family("arith").gold_chain(p).steps],
                                  p.answer) for p in problems]
     prompts = [formats.solve_prompt(p.question) for p in problems]
+    before = counters["stats"]["unique_graphs"]
     comp = make_backend(MemberSpec(name="c", backend="hf", model=ZOO, batch_size=4, compile=True))
     assert comp.info()["compiled"] and not hf.info()["compiled"]
     compiles = counters["stats"]["unique_graphs"]
+    assert compiles > before  # the warm-up compiled
+    calls.clear()
     a, b = hf.token_logprobs(texts).tokens, comp.token_logprobs(texts).tokens
     assert [[t[:2] for t in r] for r in a] == [[t[:2] for t in r] for r in b]
     assert max(abs(x[2] - y[2]) for r, q in zip(a, b) for x, y in zip(r, q)) < 1e-4
     ta, tb = hf.score_tagged(texts, "<v>", "<+>", "<->"), comp.score_tagged(texts, "<v>", "<+>", "<->")
     assert max(abs(x - y) for r, q in zip(ta.p_valid, tb.p_valid) for x, y in zip(r, q)) < 1e-4
+    sa, sb = hf.score(prompts, ["<+>", "<->"]), comp.score(prompts, ["<+>", "<->"])
+    assert max(abs(x - y) for r, q in zip(sa.logprobs, sb.logprobs) for x, y in zip(r, q)) < 1e-4
+    assert len(calls) >= 3  # each scoring path went through the compiled forward
+    calls.clear()
     assert hf.generate(prompts, max_tokens=60).texts == comp.generate(prompts, max_tokens=60).texts
+    assert calls == []  # decoding stayed eager
     assert counters["stats"]["unique_graphs"] == compiles  # the warm-up covered every call above
+
+
+def test_a_failed_compile_says_how_to_fix(monkeypatch):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.raises(BackendError, match=r"torch.compile failed \(RuntimeError: InvalidCxxCompiler.*drop compile: true"):
+        make_backend(MemberSpec(name="c", backend="hf", model=ZOO, compile=True))

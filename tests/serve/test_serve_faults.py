@@ -33,7 +33,8 @@ def metric(url, name, **labels):
 
 
 def metric_settles(url, name, want, timeout_s=30.0, **labels) -> float:
-    """The metric's value once it reaches ``want`` (or after ``timeout_s``), then one health interval later.
+    """The metric's value once it reaches ``want`` (or after ``timeout_s``), read again 2 s later (two
+    health intervals of the fixture's app).
 
     A restart is counted when a call or a health check sees the replica gone, which on a busy
     machine can come after the load that killed it has ended; waiting past ``want`` catches a

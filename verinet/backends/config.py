@@ -91,7 +91,7 @@ class MemberSpec(_Strict):
         default=False,
         description="hf: run the one-pass scoring calls (likelihood, tagged verdicts, per-step verdicts) "
                     "through torch.compile (dynamic shapes), compiled and warmed up when the member loads "
-                    "(15-20 s on a CPU); decoding stays eager. It pays on small models, whose forward pass "
+                    "(15-25 s on a CPU); decoding stays eager. It pays on small models, whose forward pass "
                     "is mostly element-wise ops the compiler fuses: see `python benchmarks/backends.py --compile`")
     max_model_len: int | None = Field(default=None, ge=16, description="vllm: context length")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vllm: share of GPU memory")
@@ -127,8 +127,9 @@ class MemberSpec(_Strict):
         elif self.step_tag is not None or self.valid_label != 1 or self.step_pooling != "tag":
             raise ValueError(f"member {self.name}: step_tag, valid_label and step_pooling are only for verifier prm")
         if self.compile and (self.backend != "hf" or self.verifier == "prm"):
-            raise ValueError(f"member {self.name}: compile is for backend hf causal LMs (vLLM compiles its own "
-                             "graphs; a PRM's head is read outside the compiled calls); drop compile")
+            raise ValueError(f"member {self.name}: compile is for backend hf causal LMs, not backend "
+                             f"{self.backend} with verifier {self.verifier} (vLLM compiles its own graphs); "
+                             "drop compile")
         if self.backend == "hf" and self.dtype == "auto":
             raise ValueError(f"member {self.name}: backend hf needs an explicit dtype (float32, bfloat16, float16)")
         return self

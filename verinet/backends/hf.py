@@ -150,7 +150,7 @@ class HFBackend(Backend):
                              invalid=invalid)
         except ValueError as e:
             raise BackendError(f"{self.path}: {e}") from None
-        prefill = sum(map(len, self.tok(texts, add_special_tokens=False)["input_ids"]))
+        prefill = sum(map(len, self.tok(texts, add_special_tokens=False)["input_ids"])) if texts else 0
         return TaggedResult(p, Usage(prefill=prefill))
 
     @torch.inference_mode()
@@ -214,11 +214,16 @@ class HFBackend(Backend):
         """Route the decoder's one-pass calls (no KV cache: every scoring path) through ``torch.compile``
         with dynamic shapes; calls that decode with a cache stay eager (generate passes a new set of
         arguments at every step, past dynamo's recompile limit). Warmed up here on the shape families
-        scoring brings (one text; a padded and an unpadded batch; with and without position ids), so
-        that no request waits for the compiler."""
+        scoring usually brings (one text; a padded and an unpadded batch; with and without position
+        ids); a rarer shape (a one-token text) compiles on its first call. Dynamo allows 8 compiled
+        variants per function, shared by every compiled member of a process: past that, calls run
+        eager (a warning in the log), never wrong."""
         from verinet.zoo.inference import encode_left_padded
 
-        inner = self.model.model
+        inner = getattr(self.model, "model", None)
+        if inner is None:
+            raise BackendError(f"{self.path}: compile needs a decoder at model.model (a transformers causal LM); "
+                               "drop compile: true")
         eager = inner.forward
         compiled = torch.compile(eager, dynamic=True)
 
@@ -228,11 +233,17 @@ class HFBackend(Backend):
             return eager(*args, **kwargs)
 
         inner.forward = forward
-        with torch.inference_mode():
-            for batch in (["1 2 3"], ["1 2", "1 2 3 4"], ["1 2", "3 4"]):
-                ids, mask, pos, _ = encode_left_padded(self.tok, batch, self.device)
-                inner(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-                inner(**self._encode(batch), use_cache=False)
+        try:
+            with torch.inference_mode():
+                for batch in (["1 2 3"], ["1 2", "1 2 3 4"], ["1 2", "3 4"]):
+                    ids, mask, pos, _ = encode_left_padded(self.tok, batch, self.device)
+                    inner(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                    inner(**self._encode(batch), use_cache=False)
+        except Exception as e:  # noqa: BLE001 - Inductor raises many kinds (no C++ compiler, no triton, ...)
+            inner.forward = eager
+            raise BackendError(f"{self.path}: torch.compile failed ({type(e).__name__}: {str(e)[:300]}); drop "
+                               "compile: true, or install what it names (a C++ compiler on CPU, triton on "
+                               "GPU)") from None
         self.compiled = True
 
     def _hidden(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:

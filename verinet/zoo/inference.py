@@ -67,7 +67,9 @@ def encode_left_padded(tok, texts: list[str], device) -> tuple[torch.Tensor, tor
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), offsets
 
 
-LOGIT_BUDGET = 1 << 24  # output-head logits computed at once (floats): 64 MB, whatever the vocabulary
+# output-head logits computed at once: 2^24 floats, 64 MB per copy (the head's output, its float
+# copy and the log-softmax each hold one), whatever the vocabulary (a block holds one position at least)
+LOGIT_BUDGET = 1 << 24
 
 
 @torch.inference_mode()
@@ -85,10 +87,12 @@ def token_logprobs(model, tok, texts: list[str], *, batch_size: int = 32) -> lis
     out: list[list[tuple[int, int, float]]] = []
     for i in range(0, len(texts), batch_size):
         ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
-        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                             use_cache=False).last_hidden_state
         scored = (mask[:, :-1] * mask[:, 1:]).bool()  # positions whose next token is real: it is scored
         h, target = hidden[:, :-1][scored], ids[:, 1:][scored]
-        lp = torch.cat([torch.log_softmax(head(h[j:j + block]).float(), -1).gather(1, target[j:j + block, None])[:, 0]
+        lp = torch.cat([torch.log_softmax(head(h[j:j + block]).float(), -1)
+                        .gather(1, target[j:j + block, None])[:, 0]
                         for j in range(0, len(h), block)]).tolist() if len(h) else []
         k = 0
         for b, n in enumerate(scored.sum(1).tolist()):
