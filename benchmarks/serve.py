@@ -143,7 +143,7 @@ def floor(bodies: list[dict], levels: list[int], seconds: float, warmup: float) 
         thread.join(timeout=10)
         sock.close()
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)  # as the ingress: no queue
     @serve.ingress(noop_app())
     class Noop:
         pass
@@ -173,8 +173,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each level")
     ap.add_argument("--problems", type=int, default=16, help="arith problems (each gives 4-5 chains)")
     ap.add_argument("--no-graph", action="store_true", help="requests without the node-link graph")
-    ap.add_argument("--modes", nargs="+", default=list(RAY_MODES), choices=list(RAY_MODES),
-                    help="Ray Serve modes to measure (direct and http always run)")
+    ap.add_argument("--modes", nargs="*", default=list(RAY_MODES), choices=list(RAY_MODES),
+                    help="Ray Serve modes to measure (direct and http always run; none: only those and the floor)")
     ap.add_argument("--no-floor", action="store_true", help="skip the no-op app under uvicorn and Ray Serve")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/serve.json"))
     args = ap.parse_args()
