@@ -101,6 +101,9 @@ class VerifyEngine:
         self._strikes: dict[str, int] = dict.fromkeys(self.names, 0)
         self._last_failure: dict[str, float] = {}  # member -> when a call or health check last failed
         self._probed: dict[str, float] = {}  # member -> when its replicas were last looked up
+        # member -> {replica: (when it last answered, when it was found gone)}: gone replicas that no
+        # failure explains yet (a call in flight when it died fails only at member_timeout_s)
+        self._unexplained: dict[str, dict[str, tuple[float, float]]] = {}
         self.health_errors: dict[str, str] = {}  # member -> why its latest health check failed
         table = config.reliability_table()
         absent = sorted(set(self.names) - set(table.verifiers)) if table is not None else []
@@ -320,19 +323,31 @@ class VerifyEngine:
     async def _count_gone(self, name: str, *, every_s: float = 0.0) -> None:
         """Replicas that answered, failed since, and are gone: dead ones no call saw die.
 
-        A replica that is gone without a failure of its member since it last answered was
-        scaled down, not lost, and is not counted. A member with no replica left alive is down
-        until a health check answers (its calls would only wait for the replacement).
+        A replica found gone is lost if its member failed after it last answered, then or within
+        ``member_timeout_s`` plus two health intervals of finding it gone (the calls in flight when
+        it died fail only when they time out; a health check can find it gone first). A replica
+        gone with no such failure was scaled down, not lost, and is not counted. A member with no
+        replica left alive is down until a health check answers (its calls would only wait for the
+        replacement).
         """
-        gone_replicas = getattr(self.members[name], "gone_replicas", None)
         now = time.monotonic()
+        last_failure = self._last_failure.get(name, -math.inf)
+        pending = self._unexplained.setdefault(name, {})
+        window = self.config.member_timeout_s + 2 * self.config.health_interval_s
+        for replica, (seen, found) in list(pending.items()):
+            if last_failure >= seen:
+                self._restarted(name, replica)
+            if last_failure >= seen or now - found > window:
+                del pending[replica]
+        gone_replicas = getattr(self.members[name], "gone_replicas", None)
         if gone_replicas is None or now - self._probed.get(name, -math.inf) < every_s:
             return
         self._probed[name] = now
         gone, alive = await gone_replicas()
-        lost = [r for r, seen in gone.items() if self._last_failure.get(name, -math.inf) >= seen]
+        lost = [r for r, seen in gone.items() if last_failure >= seen]
         for replica in lost:
             self._restarted(name, replica)
+        pending.update({r: (seen, now) for r, seen in gone.items() if last_failure < seen})
         if lost and not alive:
             self.ready[name] = False
             self.health_errors[name] = "its replica died"
