@@ -134,6 +134,27 @@ def test_init_from_starts_from_the_checkpoint_and_refuses_another_size(tmp_path)
         train(other, tmp_path / "other")
 
 
+def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
+    from verinet.zoo.card import build_card, render_markdown
+    from verinet.zoo.train import read_training_info
+
+    base, tuned, again = tmp_path / "base", tmp_path / "tuned", tmp_path / "again"
+    train(micro_config(steps=3), base)
+    train(micro_config(steps=2, init_from=str(base)), tuned)
+    train(micro_config(steps=1, init_from=str(tuned)), again)
+    info = read_training_info(again)
+    assert info["continued_from"]["from"] == str(tuned)
+    assert info["continued_from"]["continued_from"]["from"] == str(base)
+    card = build_card(info, {"n_per_slice": 1, "slices": []})
+    t = card["training"]
+    assert [p["steps"] for p in t["phases"]] == [3, 2, 1] and t["steps"] == 6
+    assert [p["start"] for p in t["phases"]] == [None, str(base), str(tuned)]
+    assert t["tokens"] == sum(p["tokens"] for p in t["phases"]) > info["tokens"]
+    md = render_markdown(card)
+    assert "| phase 3 | micro: 1 steps" in md and f"from `{tuned}`" in md
+    assert read_training_info(base)["continued_from"] is None
+
+
 def test_problems_longer_than_max_len_are_an_error_not_a_hang():
     from tests.zoo.conftest import micro_config
     from verinet.zoo.config import ModelSize, ZooError

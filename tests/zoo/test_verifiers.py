@@ -44,6 +44,27 @@ def test_likelihood_of_the_largest_sees_wrong_results_and_the_smallest_less(larg
     assert small["wrong_result"] < big["wrong_result"] - 0.1, (small, big)
 
 
+def test_auroc_interval_resamples_problems_and_brackets_the_auroc(large):
+    import numpy as np
+
+    from verinet.zoo.card import auroc_cell
+    from verinet.zoo.verifiers import _auroc, auroc_interval
+
+    rng = np.random.default_rng(0)
+    gold = [list(rng.normal(1.0, 1.0, 3)) for _ in range(60)]
+    err = [(i, float(rng.normal(0.0, 1.0))) for i in range(60)]
+    value = _auroc([x for row in gold for x in row], [x for _, x in err])
+    lo, hi = auroc_interval(gold, err)
+    assert lo < value < hi and 0.05 < hi - lo < 0.4
+    wide = auroc_interval(gold[:15], err[:15])  # fewer problems: a wider interval
+    assert wide[1] - wide[0] > hi - lo
+    assert auroc_interval(gold, []) is None and auroc_interval([[], []], err[:2]) is None
+    assert auroc_cell(0.9, [0.8, 0.95]) == "0.900 [0.800, 0.950]" and auroc_cell(None, None) == "n/a"
+    got = injected_auroc(*large, "arith", VERIFIER_SLICES["arith"], 12, seed=5, methods=("likelihood",))
+    for kind, ci in got["likelihood"]["ci"].items():
+        assert ci is None or ci[0] <= got["likelihood"][kind] <= ci[1], (kind, ci)
+
+
 def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
     fam = get_family("arith")
     chains = []

@@ -13,7 +13,10 @@ from verinet.schema import FORMAT_VERSION
 def build_card(training: dict[str, Any], evaluation: dict[str, Any],
                repro: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card. ``repro`` is a small evaluation that tests rerun to check the checkpoint."""
+    from verinet.zoo.train import training_phases
+
     cfg = training["config"]
+    phases = training_phases(training)
     return {
         "format_version": FORMAT_VERSION,
         "name": cfg["name"],
@@ -22,15 +25,29 @@ def build_card(training: dict[str, Any], evaluation: dict[str, Any],
                          "head_dim": cfg["size"]["hidden"] // cfg["size"]["heads"], "tied_embeddings": True},
         "parameters": training["parameters"],
         "training": {
-            "regime": "supervised: solve + step verification (verdict after each step) + answer forcing",
+            "regime": " then ".join(_regime(ph["config"]["objectives"]) for ph in phases),
             "objectives": cfg["objectives"], "tasks": cfg["tasks"], "seed": cfg["training"]["seed"],
-            "steps": training["steps"], "tokens": training["tokens"], "wall_s": training["wall_s"],
+            "steps": sum(ph["steps"] for ph in phases), "tokens": sum(ph["tokens"] for ph in phases),
+            "wall_s": round(sum(ph["wall_s"] for ph in phases), 1),
+            "phases": [{"name": ph["config"]["name"], "start": ph["start"], "steps": ph["steps"],
+                        "tokens": ph["tokens"], "wall_s": ph["wall_s"], "objectives": ph["config"]["objectives"],
+                        "tasks": ph["config"]["tasks"], "lr": ph["config"]["training"]["lr"],
+                        "batch_size": ph["config"]["training"]["batch_size"]} for ph in phases],
             "device": training["device"], "threads": training.get("threads"),
             "hyperparameters": cfg["training"], "loss_curve": training["losses"],
         },
         "evaluation": evaluation,
         "repro": repro,
     }
+
+
+_OBJECTIVES = {"solve": "solve", "verify": "step verification (verdict after each step)", "force": "answer forcing"}
+
+
+def _regime(objectives: dict[str, float]) -> str:
+    """'supervised: solve 85% + answer forcing 15%' from a config's objective weights."""
+    total = sum(objectives.values()) or 1.0
+    return "supervised: " + " + ".join(f"{_OBJECTIVES.get(k, k)} {v / total:.0%}" for k, v in objectives.items() if v > 0)
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:
@@ -53,6 +70,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"ff={a['intermediate']}, max_len={a['max_len']} |",
         f"| training | {t['steps']} steps, {t['tokens']:,} tokens, seed {t['seed']}, {t['wall_s']:.0f} s on {t['device']} |",
         f"| regime | {t['regime']} |",
+        *([f"| phase {i + 1} | {ph['name']}: {ph['steps']} steps, {ph['tokens']:,} tokens, batch {ph['batch_size']}, "
+           f"lr {ph['lr']:g}" + (f", from `{ph['start']}`" if ph.get("start") else "") + " |"
+           for i, ph in enumerate(t.get("phases", []))] if len(t.get("phases", [])) > 1 else []),
         "",
         f"## Held-out evaluation ({e['n_per_slice']} problems per slice, greedy)",
         "",
@@ -71,6 +91,13 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def auroc_cell(x: float | None, ci: list[float] | None) -> str:
+    """'0.934 [0.901, 0.962]', or the value alone when no interval was recorded."""
+    if x is None:
+        return "n/a"
+    return f"{x:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _verifier_lines(e: dict[str, Any]) -> list[str]:
     """The verifier tables: AUROC by verifier kind and error kind, and earliest-error F1 on real errors."""
     if "verifier_auroc_by_method" not in e:
@@ -80,9 +107,11 @@ def _verifier_lines(e: dict[str, Any]) -> list[str]:
     def f(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
+    cis = e.get("verifier_auroc_ci_by_method", {})
+
     lines = ["", f"## Verifier quality ({e['n_per_slice']} held-out problems per family)", "",
              "AUROC of P(valid) at the first wrong line of each injected chain against every line of the gold "
-             "chains (chance 0.5). *likelihood*: the model as a solver scores each step by its least likely "
+             "chains (chance 0.5), with its 95% interval where recorded (bootstrap over problems). *likelihood*: the model as a solver scores each step by its least likely "
              "token (one teacher-forced pass); *verdict*: the trained `<+>`/`<->` token after each step"
              + ("; *prm*: the token-level process reward model fine-tuned from this checkpoint (`prm/`, "
                 "`verinet zoo train-prm`; its `prm.json` says how), read at every token, a step scoring its least "
@@ -91,8 +120,9 @@ def _verifier_lines(e: dict[str, Any]) -> list[str]:
              "|---|---|---|" + "---|" * len(ERROR_KINDS)]
     for method, fams in e["verifier_auroc_by_method"].items():
         for fam, kinds in fams.items():
+            ci = cis.get(method, {}).get(fam, {})
             lines.append(f"| {fam} | {json.dumps(e['verifier_slices'][fam])} | {method} | "
-                         + " | ".join(f(kinds[k]) for k in ERROR_KINDS) + " |")
+                         + " | ".join(auroc_cell(kinds[k], ci.get(k)) for k in ERROR_KINDS) + " |")
     own = e.get("own_error_detail")
     if own:
         lines += ["", "Earliest-error F1 (ProcessBench) on chains the models " + ", ".join(own["writers"])

@@ -294,14 +294,17 @@ def _print_eval(ev: dict) -> None:
 
 def _print_verifiers(ev: dict) -> None:
     from verinet.schema import ERROR_KINDS
+    from verinet.zoo.card import auroc_cell
 
-    t = Table(title="verifier AUROC on injected errors, at the first wrong line vs gold lines (chance 0.5)")
+    t = Table(title="verifier AUROC on injected errors, at the first wrong line vs gold lines (chance 0.5; 95% CI, "
+                     "bootstrap over problems)")
     for col in ("family", "slice", "verifier", *ERROR_KINDS):
         t.add_column(col, justify="left" if col in ("family", "slice", "verifier") else "right")
     for method, fams in ev["verifier_auroc_by_method"].items():
         for fam, kinds in fams.items():
+            ci = ev.get("verifier_auroc_ci_by_method", {}).get(method, {}).get(fam, {})
             t.add_row(fam, json.dumps(ev["verifier_slices"][fam]), method,
-                      *("n/a" if kinds[k] is None else f"{kinds[k]:.3f}" for k in ERROR_KINDS))
+                      *(auroc_cell(kinds[k], ci.get(k)) for k in ERROR_KINDS))
     console.print(t)
     own = ev.get("own_error_detail")
     if own:

@@ -144,6 +144,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
             "steps": state["step"], "tokens": state["tokens"], "wall_s": round(state["wall_s"], 1),
             "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "losses": state["losses"],
+            "continued_from": _base_record(tc.init_from) if tc.init_from else None,
         }, indent=2))
         shutil.rmtree(state_dir, ignore_errors=True)
     losses = state["losses"] + ([sum(window) / len(window)] if window else [])
@@ -163,6 +164,29 @@ def _init_weights(model: torch.nn.Module, init_from: str) -> None:
         raise ZooError(f"training.init_from: {init_from} has another size than this config's size "
                        f"(first differing weight: {wrong[0]}); set size to the checkpoint's (see its config.json)")
     model.load_state_dict({k: theirs[k] for k in ours})
+
+
+def _base_record(init_from: str) -> dict | None:
+    """What the checkpoint a run continued from was trained on (its own record, phases included), so that
+    a continued checkpoint's card states every phase; None for a base without a training record."""
+    from verinet.zoo.registry import resolve
+
+    info = read_training_info(resolve(init_from))
+    if info is None:
+        return None
+    keep = ("config", "steps", "tokens", "wall_s", "device", "continued_from")
+    return {"from": str(init_from), **{k: info.get(k) for k in keep}}
+
+
+def training_phases(info: dict) -> list[dict]:
+    """The phases of a training record, first first: each with its config, steps, tokens, wall_s and
+    ``start`` (the checkpoint its weights started from; None for a phase trained from scratch)."""
+    phases = []
+    while info:
+        base = info.get("continued_from")
+        phases.append({**info, "start": base.get("from") if base else None})
+        info = base
+    return phases[::-1]
 
 
 def read_training_info(out: Path) -> dict | None:
@@ -192,4 +216,4 @@ def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["TrainResult", "read_training_info", "train"]
+__all__ = ["TrainResult", "read_training_info", "train", "training_phases"]

@@ -74,9 +74,33 @@ def _auroc(pos: list[float], neg: list[float]) -> float | None:
     return float(roc_auc_score([1] * len(pos) + [0] * len(neg), list(pos) + list(neg)))
 
 
+AUROC_BOOT = 1000  # bootstrap resamples of the problems behind each AUROC's interval
+
+
+def auroc_interval(gold: list[list[float]], at_error: list[tuple[int, float]], *, n_boot: int = AUROC_BOOT,
+                   seed: int = 0) -> list[float] | None:
+    """95% percentile interval of the AUROC of gold lines (``gold[i]``: problem i's) against the scores
+    at the error (``(problem index, score)``), resampling problems: a problem's lines are not independent."""
+    from verinet.experiments.stats import _interval, resamples
+
+    if not at_error or not any(gold):
+        return None
+    g = np.array([x for row in gold for x in row])
+    e = np.array([x for _, x in at_error])
+    wins = (g[:, None] > e[None, :]) + 0.5 * (g[:, None] == e[None, :])  # Mann-Whitney: gold line above the error
+    w = resamples(len(gold), n_boot, seed)
+    wg = w[:, [i for i, row in enumerate(gold) for _ in row]]
+    we = w[:, [i for i, _ in at_error]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vals = ((wg @ wins) * we).sum(axis=1) / (wg.sum(axis=1) * we.sum(axis=1))
+    lo, hi = _interval(vals)
+    return None if lo is None else [round(lo, 4), round(hi, 4)]
+
+
 def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int,
                    methods: tuple[str, ...] = METHODS, prm: tuple[Any, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """{method: {kind: AUROC, ..., "p_gold": mean P(valid) of gold lines, "p_error": {kind: mean at the error}}}."""
+    """{method: {kind: AUROC, ..., "p_gold": mean P(valid) of gold lines, "p_error": {kind: mean at the error},
+    "ci": {kind: its 95% interval, resampling problems}}}."""
     fam = get_family(family)
     problems = fam.sample(n, seed=seed, params=params)
     gold_items = [(p.question, [s.text for s in p.gold_steps], p.answer) for p in problems]
@@ -88,21 +112,24 @@ def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, s
             except InjectionUnsupported:
                 continue
             injected.setdefault(kind, []).append(((p.question, [s.text for s in ch.steps], ch.answer),
-                                                  ch.first_error))
+                                                  ch.first_error, i))
     out: dict[str, dict[str, Any]] = {}
     for m in methods:
         mm, mt = prm if m == "prm" and prm is not None else (model, tok)
-        gold = [x for row in step_scores(mm, mt, m, gold_items) for x in row]
-        res: dict[str, Any] = {"p_gold": float(np.mean(gold)), "p_error": {}, "n_gold_lines": len(gold)}
+        gold_rows = step_scores(mm, mt, m, gold_items)
+        gold = [x for row in gold_rows for x in row]
+        res: dict[str, Any] = {"p_gold": float(np.mean(gold)), "p_error": {}, "ci": {}, "n_gold_lines": len(gold)}
         for kind in ERROR_KINDS:
             pairs = injected.get(kind, [])
             if not pairs:
                 res[kind] = None
                 continue
-            scores = step_scores(mm, mt, m, [it for it, _ in pairs])
-            at_error = [row[fe] for row, (_, fe) in zip(scores, pairs, strict=True)]
+            scores = step_scores(mm, mt, m, [it for it, _, _ in pairs])
+            at_error = [row[fe] for row, (_, fe, _) in zip(scores, pairs, strict=True)]
             res[kind] = _auroc(gold, at_error)
             res["p_error"][kind] = float(np.mean(at_error))
+            res["ci"][kind] = auroc_interval(gold_rows, [(i, x) for (_, _, i), x in zip(pairs, at_error)],
+                                             seed=seed)
         out[m] = res
     return out
 
@@ -173,6 +200,8 @@ def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str
         "verifier_slices": {fam: VERIFIER_SLICES[fam] for fam in families},
         "verifier_auroc_by_method": by_method,
         "verifier_auroc_by_kind": by_kind,
+        "verifier_auroc_ci_by_method": {m: {fam: {k: detail[fam][m]["ci"].get(k) for k in ERROR_KINDS}
+                                            for fam in families} for m in methods},
         "verifier_detail": detail,
     }
     if own_errors is None and writers:
