@@ -65,6 +65,19 @@ def test_auroc_interval_resamples_problems_and_brackets_the_auroc(large):
         assert ci is None or ci[0] <= got["likelihood"][kind] <= ci[1], (kind, ci)
 
 
+def test_own_error_set_is_balanced_and_labelled_by_the_checker(large):
+    from verinet.zoo.verifiers import own_error_set
+
+    chains = own_error_set([(LARGEST, *large)], "logic", 8, seed=11)
+    fam = get_family("logic")
+    assert chains and sum(c["label"] == -1 for c in chains) * 2 == len(chains)
+    by_id = {p.id: p for j, params in enumerate([{"hops": h, "distractors": 1} for h in (1, 2, 3)])
+             for p in fam.sample(8, seed=11 + j, params=params)}
+    for c in chains:
+        text = "\n".join(c["steps"] + [f"#### {c['answer']}"])
+        assert fam.check(by_id[c["problem_id"]], text).first_error == c["label"], c
+
+
 def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
     fam = get_family("arith")
     chains = []

@@ -182,25 +182,18 @@ def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
                    families: tuple[str, ...] = tuple(TRAIN_SLICES)) -> list[dict[str, Any]]:
     """Chains the ``writers`` wrote greedily on training problems, with an error the checker found
     and a first wrong character the labels can place."""
-    from verinet.zoo.inference import generate_greedy
+    from verinet.zoo.verifiers import written_answer, written_chains
 
     pool = []
     for name in families:
-        fam = get_family(name)
-        for j, params in enumerate(TRAIN_SLICES[name]):
-            problems = fam.sample(n, seed=seed + 1000 * j, params=params)
-            prompts = [formats.solve_prompt(p.question) for p in problems]
-            for writer, model, tok in writers:
-                for p, text in zip(problems, generate_greedy(model, tok, prompts, max_new_tokens=200), strict=True):
-                    sc = fam.check(p, text)
-                    if sc.first_error == -1 or not sc.steps:
-                        continue
-                    answer = sc.answer.text[len("####"):].strip() if sc.answer.text else ""
-                    ex = labelled(p.question, [s.text for s in sc.steps], answer,
-                                  ([s.text for s in p.gold_steps], p.answer), sc.first_error)
-                    if ex is not None:
-                        pool.append({"text": ex[0], "spans": ex[1], "wrong": ex[2], "writer": writer,
-                                     "family": name})
+        for writer, _, p, sc in written_chains(writers, name, TRAIN_SLICES[name], n, seed=seed, seed_stride=1000,
+                                               max_new_tokens=200):
+            if sc.first_error == -1 or not sc.steps:
+                continue
+            ex = labelled(p.question, [s.text for s in sc.steps], written_answer(sc),
+                          ([s.text for s in p.gold_steps], p.answer), sc.first_error)
+            if ex is not None:
+                pool.append({"text": ex[0], "spans": ex[1], "wrong": ex[2], "writer": writer, "family": name})
     return pool
 
 

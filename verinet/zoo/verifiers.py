@@ -135,25 +135,35 @@ def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, s
 
 
 # ---- real errors: chains the models wrote ----------------------------------------------------
+def written_chains(writers: list[tuple[str, Any, Any]], family: str, slices: list[dict[str, Any]], n: int, *,
+                   seed: int, seed_stride: int = 1, max_new_tokens: int = 160):
+    """Yield ``(writer, params, problem, check)`` for the chain each ``(name, model, tok)`` writer wrote
+    greedily on ``n`` problems of each slice (slice ``j`` samples with ``seed + seed_stride * j``)."""
+    fam = get_family(family)
+    for j, params in enumerate(slices):
+        problems = fam.sample(n, seed=seed + seed_stride * j, params=params)
+        prompts = [formats.solve_prompt(p.question) for p in problems]
+        for name, model, tok in writers:
+            outs = generate_greedy(model, tok, prompts, max_new_tokens=max_new_tokens)
+            for p, text in zip(problems, outs, strict=True):
+                yield name, params, p, fam.check(p, text)
+
+
+def written_answer(check) -> str:
+    """The answer a checked chain gave ('' when its answer line is missing)."""
+    return check.answer.text[len("####"):].strip() if check.answer.text else ""
+
+
 def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, seed: int) -> list[dict[str, Any]]:
     """Chains written greedily by each ``(name, model, tok)`` writer on held-out problems of the
     family's :data:`OWN_ERROR_SLICES`, labelled by the exact checker (``label`` = first wrong line,
     or -1), balanced between correct and erroneous chains by dropping a random surplus."""
-    fam = get_family(family)
     records: list[dict[str, Any]] = []
-    for j, params in enumerate(OWN_ERROR_SLICES[family]):
-        problems = fam.sample(n, seed=seed + j, params=params)
-        prompts = [formats.solve_prompt(p.question) for p in problems]
-        for name, model, tok in writers:
-            outs = generate_greedy(model, tok, prompts, max_new_tokens=160)
-            for p, text in zip(problems, outs, strict=True):
-                sc = fam.check(p, text)
-                if not sc.steps and sc.answer.text == "":
-                    continue  # nothing readable was written
-                steps = [s.text for s in sc.steps]
-                answer = sc.answer.text[len("####"):].strip() if sc.answer.text else ""  # missing: an empty answer line
-                records.append({"problem_id": p.id, "question": p.question, "steps": steps, "answer": answer,
-                                "label": sc.first_error, "writer": name, "params": params})
+    for name, params, p, sc in written_chains(writers, family, OWN_ERROR_SLICES[family], n, seed=seed):
+        if not sc.steps and sc.answer.text == "":
+            continue  # nothing readable was written
+        records.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in sc.steps],
+                        "answer": written_answer(sc), "label": sc.first_error, "writer": name, "params": params})
     rng = random.Random(f"own-errors:{family}:{seed}")
     correct = [r for r in records if r["label"] == -1]
     wrong = [r for r in records if r["label"] != -1]
