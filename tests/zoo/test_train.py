@@ -153,6 +153,11 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
     md = render_markdown(card)
     assert "| phase 3 | micro: 1 steps" in md and f"from `{tuned}`" in md
     assert read_training_info(base)["continued_from"] is None
+    from verinet.zoo.card import _regime
+
+    assert _regime({"solve": 0.4, "verify": 0.4, "force": 0.2, "answer": 0.0, "solve_first": 0.5}) == (
+        "supervised: solve only for the first 50% of steps, then solve 40% + step verification (verdict after "
+        "each step) 40% + answer forcing 20%")
 
 
 def test_problems_longer_than_max_len_are_an_error_not_a_hang():

@@ -30,7 +30,7 @@ def build_card(training: dict[str, Any], evaluation: dict[str, Any],
             "steps": sum(ph["steps"] for ph in phases), "tokens": sum(ph["tokens"] for ph in phases),
             "wall_s": round(sum(ph["wall_s"] for ph in phases), 1),
             "phases": [{"name": ph["config"]["name"], "start": ph["start"], "steps": ph["steps"],
-                        "tokens": ph["tokens"], "wall_s": ph["wall_s"], "objectives": ph["config"]["objectives"],
+                        "tokens": ph["tokens"], "wall_s": ph["wall_s"], "device": ph.get("device"), "objectives": ph["config"]["objectives"],
                         "tasks": ph["config"]["tasks"], "lr": ph["config"]["training"]["lr"],
                         "batch_size": ph["config"]["training"]["batch_size"]} for ph in phases],
             "device": training["device"], "threads": training.get("threads"),
@@ -41,13 +41,17 @@ def build_card(training: dict[str, Any], evaluation: dict[str, Any],
     }
 
 
-_OBJECTIVES = {"solve": "solve", "verify": "step verification (verdict after each step)", "force": "answer forcing"}
+_OBJECTIVES = {"solve": "solve", "verify": "step verification (verdict after each step)", "force": "answer forcing",
+               "answer": "answer only"}
 
 
 def _regime(objectives: dict[str, float]) -> str:
-    """'supervised: solve 85% + answer forcing 15%' from a config's objective weights."""
-    total = sum(objectives.values()) or 1.0
-    return "supervised: " + " + ".join(f"{_OBJECTIVES.get(k, k)} {v / total:.0%}" for k, v in objectives.items() if v > 0)
+    """'supervised: solve 85% + answer forcing 15%' from a config's objective weights (and its solve-only start)."""
+    weights = {k: objectives.get(k, 0.0) for k in _OBJECTIVES}
+    total = sum(weights.values()) or 1.0
+    mix = " + ".join(f"{_OBJECTIVES[k]} {v / total:.0%}" for k, v in weights.items() if v > 0)
+    first = objectives.get("solve_first", 0.0)
+    return "supervised: " + (f"solve only for the first {first:.0%} of steps, then {mix}" if first else mix)
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:

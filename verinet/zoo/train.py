@@ -95,10 +95,14 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     model = model.to(device)
     opt = _optimizer(model, tc)
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
-    state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
+    # what the base was trained on, read when its weights are: it may be retrained before this run ends
+    state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": [],
+             "continued_from": _base_record(tc.init_from) if tc.init_from else None}
     state_dir = out / STATE_DIR
     if (state_dir / "state.json").is_file():
         state = json.loads((state_dir / "state.json").read_text())
+        if "continued_from" not in state:  # a state saved before runs recorded their base
+            state["continued_from"] = _base_record(tc.init_from) if tc.init_from else None
         load_model(model, str(state_dir / "model.safetensors"), device=device)
         saved = torch.load(state_dir / "optim.pt", map_location=device, weights_only=True)
         opt.load_state_dict(saved["optimizer"])
@@ -144,7 +148,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
             "steps": state["step"], "tokens": state["tokens"], "wall_s": round(state["wall_s"], 1),
             "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "losses": state["losses"],
-            "continued_from": _base_record(tc.init_from) if tc.init_from else None,
+            "continued_from": state.get("continued_from"),
         }, indent=2))
         shutil.rmtree(state_dir, ignore_errors=True)
     losses = state["losses"] + ([sum(window) / len(window)] if window else [])
@@ -183,9 +187,8 @@ def training_phases(info: dict) -> list[dict]:
     ``start`` (the checkpoint its weights started from; None for a phase trained from scratch)."""
     phases = []
     while info:
-        base = info.get("continued_from")
-        phases.append({**info, "start": base.get("from") if base else None})
-        info = base
+        phases.append({**info, "start": info["config"]["training"].get("init_from")})
+        info = info.get("continued_from")
     return phases[::-1]
 
 

@@ -104,7 +104,7 @@ def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, s
     fam = get_family(family)
     problems = fam.sample(n, seed=seed, params=params)
     gold_items = [(p.question, [s.text for s in p.gold_steps], p.answer) for p in problems]
-    injected: dict[str, list[tuple[Item, int]]] = {}
+    injected: dict[str, list[tuple[Item, int, int]]] = {}  # (item, first error, problem index)
     for i, p in enumerate(problems):
         for kind in fam.error_kinds:
             try:
