@@ -143,8 +143,7 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
     train(micro_config(steps=2, init_from=str(base)), tuned)
     train(micro_config(steps=1, init_from=str(tuned)), again)
     info = read_training_info(again)
-    assert info["continued_from"]["from"] == str(tuned)
-    assert info["continued_from"]["continued_from"]["from"] == str(base)
+    assert info["continued_from"]["steps"] == 2 and info["continued_from"]["continued_from"]["steps"] == 3
     card = build_card(info, {"n_per_slice": 1, "slices": []})
     t = card["training"]
     assert [p["steps"] for p in t["phases"]] == [3, 2, 1] and t["steps"] == 6

@@ -95,18 +95,17 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     model = model.to(device)
     opt = _optimizer(model, tc)
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
-    # what the base was trained on, read when its weights are: it may be retrained before this run ends
-    state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": [],
-             "continued_from": _base_record(tc.init_from) if tc.init_from else None}
+    state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
     state_dir = out / STATE_DIR
     if (state_dir / "state.json").is_file():
         state = json.loads((state_dir / "state.json").read_text())
-        if "continued_from" not in state:  # a state saved before runs recorded their base
-            state["continued_from"] = _base_record(tc.init_from) if tc.init_from else None
         load_model(model, str(state_dir / "model.safetensors"), device=device)
         saved = torch.load(state_dir / "optim.pt", map_location=device, weights_only=True)
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+    # what the base was trained on, read once with its weights and kept in the resumable state: the base
+    # may be retrained before this run ends (a state saved before runs recorded it reads it now)
+    state.setdefault("continued_from", _base_record(tc.init_from))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.dtype == "bfloat16" \
         else torch.autocast("cpu", enabled=False)
     model.train()
@@ -170,16 +169,15 @@ def _init_weights(model: torch.nn.Module, init_from: str) -> None:
     model.load_state_dict({k: theirs[k] for k in ours})
 
 
-def _base_record(init_from: str) -> dict | None:
+def _base_record(init_from: str | None) -> dict | None:
     """What the checkpoint a run continued from was trained on (its own record, phases included), so that
-    a continued checkpoint's card states every phase; None for a base without a training record."""
+    a continued checkpoint's card states every phase; None without a base or a base's training record."""
     from verinet.zoo.registry import resolve
 
-    info = read_training_info(resolve(init_from))
+    info = read_training_info(resolve(init_from)) if init_from else None
     if info is None:
         return None
-    keep = ("config", "steps", "tokens", "wall_s", "device", "continued_from")
-    return {"from": str(init_from), **{k: info.get(k) for k in keep}}
+    return {k: info.get(k) for k in ("config", "steps", "tokens", "wall_s", "device", "continued_from")}
 
 
 def training_phases(info: dict) -> list[dict]:
