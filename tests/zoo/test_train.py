@@ -151,6 +151,7 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
     assert t["tokens"] == sum(p["tokens"] for p in t["phases"]) > info["tokens"]
     md = render_markdown(card)
     assert "| phase 3 | micro: 1 steps" in md and f"from `{tuned}`" in md
+    assert " then " not in t["regime"]  # three phases of one regime read as one
     assert read_training_info(base)["continued_from"] is None
     from verinet.zoo.card import _regime
 
@@ -170,3 +171,15 @@ def test_problems_longer_than_max_len_are_an_error_not_a_hang():
     with pytest.raises(ZooError, match="fit size.max_len = 64"):
         for step in range(20):
             ExampleBuilder(cfg, build_tokenizer()).batch(step)
+
+
+def test_the_card_says_what_the_model_was_trained_to_do():
+    from verinet.zoo.card import _intro
+
+    mixed = _intro({"objectives": {"solve": 0.5, "verify": 0.3, "force": 0.2}})
+    assert "to verify steps" in mixed and "never trained" not in mixed
+    solver = {"objectives": {"solve": 0.85, "verify": 0.0, "force": 0.15},
+              "phases": [{"objectives": {"solve": 0.85, "verify": 0.0, "force": 0.15}}] * 2}
+    text = _intro(solver)
+    assert "to verify" not in text and "never trained to give verdicts" in text
+    assert "to solve problems step by step and to answer after a given chain" in text

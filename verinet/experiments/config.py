@@ -216,16 +216,16 @@ class CompareConfig(_Strict):
             return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}
         zoo = all(m.backend == "hf" and m.model.startswith("zoo-") for m in [*ens, base])
         if zoo:
-            from verinet.zoo.registry import MODELS_DIR
+            from verinet.zoo.registry import list_checkpoints
 
-            names = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file()) \
-                if MODELS_DIR.is_dir() else []
-            if names:
-                sizes: dict[str, list[str]] = {}
-                for n in names:
-                    sizes.setdefault(re.sub(r"-s\d+$", "", n), []).append(n)
-                order = {"xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4}
-                return dict(sorted(sizes.items(), key=lambda kv: (order.get(kv[0].rsplit("-", 1)[-1], 9), kv[0])))
+            sizes: dict[str, list[str]] = {}
+            least: dict[str, int] = {}
+            for n, _, card in list_checkpoints():  # seeds of one recipe share a label; smallest first
+                label = re.sub(r"-s\d+$", "", n)
+                sizes.setdefault(label, []).append(n)
+                least.setdefault(label, card["parameters"]["non_embedding"])
+            if sizes:
+                return dict(sorted(sizes.items(), key=lambda kv: (least[kv[0]], kv[0])))
         return {"ensemble": [m.name for m in ens], base.name: [base.name]}
 
     def frontier_members(self) -> list[MemberSpec]:

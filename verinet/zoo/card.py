@@ -25,7 +25,7 @@ def build_card(training: dict[str, Any], evaluation: dict[str, Any],
                          "head_dim": cfg["size"]["hidden"] // cfg["size"]["heads"], "tied_embeddings": True},
         "parameters": training["parameters"],
         "training": {
-            "regime": " then ".join(_regime(ph["config"]["objectives"]) for ph in phases),
+            "regime": " then ".join(_distinct_in_turn(_regime(ph["config"]["objectives"]) for ph in phases)),
             "objectives": cfg["objectives"], "tasks": cfg["tasks"], "seed": cfg["training"]["seed"],
             "steps": sum(ph["steps"] for ph in phases), "tokens": sum(ph["tokens"] for ph in phases),
             "wall_s": round(sum(ph["wall_s"] for ph in phases), 1),
@@ -54,6 +54,15 @@ def _regime(objectives: dict[str, float]) -> str:
     return "supervised: " + (f"solve only for the first {first:.0%} of steps, then {mix}" if first else mix)
 
 
+def _distinct_in_turn(items) -> list:
+    """Consecutive repeats dropped: phases that continue the same regime read as one."""
+    out: list = []
+    for x in items:
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
+
+
 def write_card(out: Path, card: dict[str, Any]) -> None:
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "README.md").write_text(render_markdown(card))
@@ -64,9 +73,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# {card['name']}",
         "",
-        "A verinet zoo model: a small Llama-architecture causal LM with a character vocabulary, "
-        "trained from scratch by verinet on its own task families to solve problems step by step, "
-        "to verify steps (a `<+>`/`<->` verdict after each `<v>`), and to answer after a given chain.",
+        _intro(t),
         "",
         "| | |", "|---|---|",
         f"| parameters | {p['total']:,} total, {p['non_embedding']:,} non-embedding |",
@@ -93,6 +100,23 @@ def render_markdown(card: dict[str, Any]) -> str:
               "model = AutoModelForCausalLM.from_pretrained(PATH)",
               "tok = AutoTokenizer.from_pretrained(PATH)", "```", ""]
     return "\n".join(lines)
+
+
+_SKILLS = {"solve": "to solve problems step by step", "verify": "to verify steps (a `<+>`/`<->` verdict after "
+           "each `<v>`)", "force": "to answer after a given chain", "answer": "to answer without a chain"}
+
+
+def _intro(t: dict[str, Any]) -> str:
+    """What the model was trained to do, from the objective weights of every phase."""
+    phases = t.get("phases") or [{"objectives": t["objectives"]}]
+    used = [k for k in _SKILLS if any(ph["objectives"].get(k, 0.0) > 0 for ph in phases)]
+    skills = ", ".join(_SKILLS[k] for k in used[:-1]) + (" and " if len(used) > 1 else "") + _SKILLS[used[-1]]
+    text = ("A verinet zoo model: a small Llama-architecture causal LM with a character vocabulary, trained from "
+            f"scratch by verinet on its own task families {skills}.")
+    if "verify" not in used:
+        text += (" It was never trained to give verdicts, so its *verdict* rows below read an untrained token "
+                 "(chance is expected); it verifies by likelihood.")
+    return text
 
 
 def auroc_cell(x: float | None, ci: list[float] | None) -> str:
