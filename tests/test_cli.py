@@ -121,6 +121,9 @@ def test_zoo_list_and_eval():
     r = runner.invoke(app, ["zoo", "list"])
     assert r.exit_code == 0, _all(r)
     assert "zoo-xs-s0" in r.stdout
+    cells = [[c.strip() for c in line.split("│")] for line in r.stdout.splitlines()]
+    rows = {c[1]: c[2] for c in cells if len(c) > 3 and c[1].startswith("zoo-")}
+    assert rows["zoo-l"] == "yes" and all(v == "no" for k, v in rows.items() if "-sf-" in k), rows
     # two writers for the real-error set (the default, the whole ladder, costs the suite ~10 s more)
     r = runner.invoke(app, ["zoo", "eval", "zoo-xs-s0", "--n", "10", "--writers", "zoo-xs-s0,zoo-m"])
     assert r.exit_code == 0, _all(r)

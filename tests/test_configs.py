@@ -18,12 +18,17 @@ def test_compare_local_is_the_embedded_default():
     assert load_config(CONFIGS / "compare-local.yaml") == CompareConfig()
 
 
-def test_the_default_frontier_is_every_committed_zoo_recipe_smallest_first():
-    from verinet.zoo.registry import list_checkpoints
+def test_the_default_frontier_is_the_size_ladder_and_the_arms_own_recipes_smallest_first():
+    from verinet.experiments.config import EnsembleArm
+    from verinet.zoo.registry import ladder, list_checkpoints
 
-    cards = {name: card for name, _, card in list_checkpoints()}
-    sizes = CompareConfig().frontier_sizes()
-    assert sorted(n for ms in sizes.values() for n in ms) == sorted(cards)  # every checkpoint, once
-    least = [min(cards[n]["parameters"]["non_embedding"] for n in ms) for ms in sizes.values()]
-    assert least == sorted(least), sizes
-    assert all(len({cards[n]["parameters"]["non_embedding"] for n in ms}) == 1 for ms in sizes.values())
+    rungs = {"zoo-xs": ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"], "zoo-s": ["zoo-s"], "zoo-m": ["zoo-m"],
+             "zoo-l": ["zoo-l"]}
+    assert CompareConfig().frontier_sizes() == rungs  # in this order
+    assert [n for n, _, _ in ladder()] == [n for ms in rungs.values() for n in ms]
+    others = sorted(n for n, _, _ in list_checkpoints() if n not in {n for ms in rungs.values() for n in ms})
+    assert others, "no second recipe committed"
+    members = [{"name": n, "backend": "hf", "model": n, "format": "zoo"} for n in [*others, "zoo-xs-s0"]]
+    sizes = CompareConfig(ensemble=EnsembleArm(members=members)).frontier_sizes()
+    assert list(sizes) == ["zoo-xs", "zoo-xs-sf", "zoo-s", "zoo-m", "zoo-l"]  # its own row, by parameters
+    assert sizes["zoo-xs-sf"] == others and sizes["zoo-xs"] == rungs["zoo-xs"]

@@ -13,19 +13,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verinet.zoo.config import ZooError
 from verinet.zoo.evaluate import evaluate_slice
 from verinet.zoo.model import load_checkpoint
-from verinet.zoo.registry import MODELS_DIR, list_checkpoints, resolve
+from verinet.zoo.registry import MODELS_DIR, ladder, list_checkpoints, resolve, smallest
 
 CHECKPOINTS = list_checkpoints()
 TOL = 0.05
 
 
 def test_the_ladder_is_committed():
-    """At least four sizes over >= 25x parameters; the smallest at three or more seeds."""
-    params = sorted({c["parameters"]["non_embedding"] for _, _, c in CHECKPOINTS})
+    """At least four sizes over >= 25x parameters; the smallest at three or more seeds (of the ladder's
+    own recipe: other recipes of the same size do not count)."""
+    rungs = ladder()
+    params = sorted({c["parameters"]["non_embedding"] for _, _, c in rungs})
     assert len(params) >= 4, params
     assert params[-1] / params[0] >= 25
-    smallest = [n for n, _, c in CHECKPOINTS if c["parameters"]["non_embedding"] == params[0]]
-    assert len(smallest) >= 3, smallest
+    least = [n for n, _, c in rungs if c["parameters"]["non_embedding"] == params[0]]
+    assert len(least) >= 3 and smallest() == least, least
     for name, _, card in CHECKPOINTS:
         assert {t["family"] for t in card["training"]["tasks"]} == {"arith", "logic"}, name
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from verinet.zoo.registry import recipe_label
+
 ALPHA = 0.05
 
 
@@ -84,7 +86,7 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     slices = ", ".join(f"{x['n']} {x['family']}" for x in s["slices"])
     groups: dict[str, list[str]] = {}  # seeds of one size (zoo-xs-s0, zoo-xs-s1) count together
     for m in ens:
-        groups.setdefault(m.rsplit('-s', 1)[0], []).append(m)
+        groups.setdefault(recipe_label(m), []).append(m)
     ens_desc = "; ".join(f"{len(ms)} x {label}, {_f(params.get(ms[0]), 0)} non-embedding parameters"
                          f"{' each' if len(ms) > 1 else ''}" for label, ms in groups.items()) or "?"
     parts = [

@@ -104,7 +104,8 @@ class SweepSpec(_Strict):
         default=None,
         description="size label -> models (member names, zoo names or checkpoint paths); models that are "
                     "not members run as extra members shaped like the baseline. Default (null): the whole "
-                    "committed zoo ladder when both arms are zoo models, else the ensemble and the baseline")
+                    "committed zoo size ladder (and the arms' own zoo recipes, e.g. zoo-xs-sf) when both arms are "
+                    "zoo models, else the ensemble and the baseline")
     ks: list[int] = Field(default_factory=lambda: [1, 3])
     n: int = Field(default=20, ge=0, description="problems per task slice (0: skip the frontier)")
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
@@ -216,14 +217,18 @@ class CompareConfig(_Strict):
             return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}
         zoo = all(m.backend == "hf" and m.model.startswith("zoo-") for m in [*ens, base])
         if zoo:
-            from verinet.zoo.registry import list_checkpoints
+            from verinet.zoo.registry import ladder, list_checkpoints, recipe_label
 
+            # the size ladder, plus the recipe of any ensemble member or baseline outside it; smallest first
+            own = {recipe_label(m.model) for m in [*ens, base]}
             sizes: dict[str, list[str]] = {}
             least: dict[str, int] = {}
-            for n, _, card in list_checkpoints():  # seeds of one recipe share a label; smallest first
-                label = re.sub(r"-s\d+$", "", n)
-                sizes.setdefault(label, []).append(n)
-                least.setdefault(label, card["parameters"]["non_embedding"])
+            ladder_names = {n for n, _, _ in ladder()}
+            for n, _, card in list_checkpoints():
+                label = recipe_label(n)
+                if n in ladder_names or label in own:
+                    sizes.setdefault(label, []).append(n)
+                    least.setdefault(label, card["parameters"]["non_embedding"])
             if sizes:
                 return dict(sorted(sizes.items(), key=lambda kv: (least[kv[0]], kv[0])))
         return {"ensemble": [m.name for m in ens], base.name: [base.name]}

@@ -55,10 +55,11 @@ def _regime(objectives: dict[str, float]) -> str:
 
 
 def _distinct_in_turn(items) -> list:
-    """Consecutive repeats dropped: phases that continue the same regime read as one."""
+    """Consecutive repeats dropped: phases that continue the same regime read as one (not a regime with a
+    solve-only start, which every phase repeats)."""
     out: list = []
     for x in items:
-        if not out or out[-1] != x:
+        if not out or out[-1] != x or "solve only" in x:
             out.append(x)
     return out
 

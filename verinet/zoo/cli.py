@@ -31,7 +31,7 @@ def zoo_train(
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
     from verinet.zoo.config import ZooError, load_zoo_config
-    from verinet.zoo.registry import MODELS_DIR, list_checkpoints
+    from verinet.zoo.registry import MODELS_DIR, ladder
     from verinet.zoo.train import read_training_info, train
 
     try:
@@ -47,7 +47,7 @@ def zoo_train(
         console.print("evaluating on held-out problems ...")
         stub = build_card(read_training_info(target), {})
         ev, repro = _full_evaluation(target, stub, cfg.eval_n, 9_000_000,
-                                     [n for n, _, _ in list_checkpoints()] or [cfg.name])
+                                     [n for n, _, _ in ladder()] or [cfg.name])
         card = build_card(read_training_info(target), ev, repro=repro)
         write_card(target, card)
     except ZooError as e:
@@ -59,15 +59,18 @@ def zoo_train(
 @zoo_app.command("list")
 def zoo_list() -> None:
     """Table of committed checkpoints with parameters and headline accuracy."""
-    from verinet.zoo.registry import list_checkpoints
+    from verinet.zoo.registry import ladder, list_checkpoints
 
-    t = Table(title="verinet zoo")
-    for col in ("name", "params (non-emb)", "train tokens", "accuracy", "step validity", "verifier AUROC"):
-        t.add_column(col, justify="left" if col == "name" else "right")
+    rungs = {n for n, _, _ in ladder()}
+    t = Table(title="verinet zoo", caption="accuracy etc.: means over each model's own training slices, so they "
+                                           "compare within the size ladder; other recipes train on other slices")
+    for col in ("name", "ladder", "params (non-emb)", "train tokens", "accuracy", "step validity", "verdict AUROC"):
+        t.add_column(col, justify="left" if col in ("name", "ladder") else "right")
     for name, _, card in list_checkpoints():
         o = card["evaluation"]["overall"]
-        t.add_row(name, f"{card['parameters']['non_embedding']:,}", f"{card['training']['tokens']:,}",
-                  f"{o['accuracy']:.3f}", f"{o['step_validity']:.3f}", f"{o['verifier_auroc']:.3f}")
+        t.add_row(name, "yes" if name in rungs else "no", f"{card['parameters']['non_embedding']:,}",
+                  f"{card['training']['tokens']:,}", f"{o['accuracy']:.3f}", f"{o['step_validity']:.3f}",
+                  f"{o['verifier_auroc']:.3f}")
     console.print(t)
 
 
@@ -78,7 +81,8 @@ def zoo_eval(
     seed: Annotated[int, typer.Option(help="Seed of the held-out sample.")] = 9_000_000,
     writers: Annotated[Optional[str], typer.Option(
         help="Comma-separated zoo models whose own greedy chains form the real-error set; default: the whole "
-             "committed ladder (its smallest models alone write almost no correct chain to balance against).")
+             "committed size ladder, zoo-xs-s*, zoo-s, zoo-m, zoo-l (its smallest models alone write almost no "
+             "correct chain to balance against); other recipes such as zoo-xs-sf only when named.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     update_card: Annotated[bool, typer.Option(
@@ -233,10 +237,9 @@ def _checkpoint_with_card(name: str):
 
 
 def _writer_names(writers: Optional[str]) -> list[str]:
-    from verinet.zoo.registry import list_checkpoints
+    from verinet.zoo.registry import ladder
 
-    names = [w.strip() for w in writers.split(",") if w.strip()] if writers else [
-        n for n, _, _ in list_checkpoints()]
+    names = [w.strip() for w in writers.split(",") if w.strip()] if writers else [n for n, _, _ in ladder()]
     if not names:
         raise _fail("no writer models: give --writers or commit a zoo ladder")
     return names

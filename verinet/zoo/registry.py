@@ -7,12 +7,22 @@ The default ladder is committed inside the package (``verinet/zoo/models/NAME``)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from verinet.zoo.config import ZooError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+# The size ladder: one recipe (configs/zoo/zoo-{xs,s,m,l}*.yaml) at four sizes, the xs at three seeds.
+# Other committed checkpoints are other recipes (zoo-xs-sf: the xs trained to solve only); they load by
+# name like any other, but the ladder's figures (own-error writers, its smallest size) are the ladder's.
+LADDER = ("zoo-xs", "zoo-s", "zoo-m", "zoo-l")
+
+
+def recipe_label(name: str) -> str:
+    """'zoo-xs' for 'zoo-xs-s1': the seeds of one recipe and size share a label ('zoo-s' stays 'zoo-s')."""
+    return re.sub(r"-s\d+$", "", name)
 
 
 def list_checkpoints() -> list[tuple[str, Path, dict[str, Any]]]:
@@ -35,9 +45,14 @@ def resolve(name_or_path: str | Path) -> Path:
                    "train it with `verinet zoo train --config configs/zoo/NAME.yaml`")
 
 
+def ladder() -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, path, card) of the size ladder's committed checkpoints (see LADDER), smallest first."""
+    return [c for c in list_checkpoints() if recipe_label(c[0]) in LADDER]
+
+
 def smallest() -> list[str]:
-    """Names of every committed checkpoint of the smallest size (the ladder's seeds of it)."""
-    found = list_checkpoints()
+    """Names of the ladder's checkpoints of its smallest size (its seeds)."""
+    found = ladder()
     if not found:
         return []
     least = found[0][2]["parameters"]["non_embedding"]
