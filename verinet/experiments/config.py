@@ -217,16 +217,15 @@ class CompareConfig(_Strict):
             return {label: [_member_name(m) for m in models] for label, models in self.sweep.sizes.items()}
         zoo = all(m.backend == "hf" and m.model.startswith("zoo-") for m in [*ens, base])
         if zoo:
-            from verinet.zoo.registry import ladder, list_checkpoints, recipe_label
+            from verinet.zoo.registry import in_ladder, list_checkpoints, recipe_label
 
             # the size ladder, plus the recipe of any ensemble member or baseline outside it; smallest first
             own = {recipe_label(m.model) for m in [*ens, base]}
             sizes: dict[str, list[str]] = {}
             least: dict[str, int] = {}
-            ladder_names = {n for n, _, _ in ladder()}
             for n, _, card in list_checkpoints():
                 label = recipe_label(n)
-                if n in ladder_names or label in own:
+                if in_ladder(n) or label in own:
                     sizes.setdefault(label, []).append(n)
                     least.setdefault(label, card["parameters"]["non_embedding"])
             if sizes:

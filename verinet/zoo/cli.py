@@ -59,16 +59,15 @@ def zoo_train(
 @zoo_app.command("list")
 def zoo_list() -> None:
     """Table of committed checkpoints with parameters and headline accuracy."""
-    from verinet.zoo.registry import ladder, list_checkpoints
+    from verinet.zoo.registry import in_ladder, list_checkpoints
 
-    rungs = {n for n, _, _ in ladder()}
     t = Table(title="verinet zoo", caption="accuracy etc.: means over each model's own training slices, so they "
                                            "compare within the size ladder; other recipes train on other slices")
     for col in ("name", "ladder", "params (non-emb)", "train tokens", "accuracy", "step validity", "verdict AUROC"):
         t.add_column(col, justify="left" if col in ("name", "ladder") else "right")
     for name, _, card in list_checkpoints():
         o = card["evaluation"]["overall"]
-        t.add_row(name, "yes" if name in rungs else "no", f"{card['parameters']['non_embedding']:,}",
+        t.add_row(name, "yes" if in_ladder(name) else "no", f"{card['parameters']['non_embedding']:,}",
                   f"{card['training']['tokens']:,}", f"{o['accuracy']:.3f}", f"{o['step_validity']:.3f}",
                   f"{o['verifier_auroc']:.3f}")
     console.print(t)

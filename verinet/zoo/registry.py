@@ -45,9 +45,14 @@ def resolve(name_or_path: str | Path) -> Path:
                    "train it with `verinet zoo train --config configs/zoo/NAME.yaml`")
 
 
+def in_ladder(name: str) -> bool:
+    """Whether a checkpoint name is one of the size ladder's (see LADDER)."""
+    return recipe_label(name) in LADDER
+
+
 def ladder() -> list[tuple[str, Path, dict[str, Any]]]:
     """(name, path, card) of the size ladder's committed checkpoints (see LADDER), smallest first."""
-    return [c for c in list_checkpoints() if recipe_label(c[0]) in LADDER]
+    return [c for c in list_checkpoints() if in_ladder(c[0])]
 
 
 def smallest() -> list[str]:
