@@ -41,3 +41,23 @@ def test_error_bars_are_never_negative_when_the_interval_misses_the_estimate():
     # a percentile bootstrap interval of a ratio (F1) can lie wholly above or below the estimate
     assert _err({"f1": 0.2, "ci_low": 0.25, "ci_high": 0.4}, "f1") == (0.2, [[0.0], [pytest.approx(0.2)]])
     assert _err({"f1": None}, "f1") is None
+
+
+def test_the_answer_says_when_the_arms_were_trained_with_different_recipes():
+    from verinet.backends.config import MemberSpec
+    from verinet.experiments.answer import _training
+    from verinet.experiments.cost import checkpoint_training
+
+    def spec(name):
+        return MemberSpec(name=name, backend="hf", model=name, format="zoo")
+
+    cards = {m: checkpoint_training(spec(m)) for m in ("zoo-xs-s0", "zoo-xs-s1", "zoo-xs-sf-s1", "zoo-l")}
+    assert cards["zoo-l"]["tokens"] > cards["zoo-xs-s0"]["tokens"] > 0  # read from the committed cards
+    same = _training(cards, ["zoo-xs-s0", "zoo-xs-s1"], "zoo-l")
+    assert same["same_regime"] and "share the training regime" in same["text"]
+    mixed = _training(cards, ["zoo-xs-sf-s1"], "zoo-l")
+    assert not mixed["same_regime"] and "different recipes" in mixed["text"]
+    assert f"{cards['zoo-xs-sf-s1']['tokens'] / 1e6:.1f}M tokens each" in mixed["text"]
+    # a model without a zoo card (a served name): nothing is claimed about training
+    assert checkpoint_training(MemberSpec(name="x", backend="openai", model="gpt", base_url="http://127.0.0.1:1")) is None
+    assert _training({**cards, "gpt": None}, ["gpt"], "zoo-l") is None

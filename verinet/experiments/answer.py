@@ -60,6 +60,25 @@ def _says(v: Mapping[str, Any], a: str, b: str) -> str:
     return f"favours the {v['winner']}"
 
 
+def _training(training: Mapping[str, Any], ens: list[str], base: str) -> dict[str, Any] | None:
+    """What the zoo cards say about how each arm was trained; None unless every model has a card."""
+    if not ens or any(not training.get(m) for m in [*ens, base]):
+        return None
+    regimes = {training[m]["regime"] for m in ens}
+    tokens = [training[m]["tokens"] for m in ens]
+    b = training[base]
+    same = regimes == {b["regime"]}
+    span = "-".join(dict.fromkeys(f"{t / 1e6:.1f}M" for t in (min(tokens), max(tokens))))
+    text = (f"Training (zoo cards): the ensemble's members {' / '.join(sorted(regimes))}, "
+            f"{span} tokens each; {base} {b['regime']}, "
+            f"{b['tokens'] / 1e6:.1f}M tokens. ")
+    text += ("Both arms share the training regime." if same else
+             "The arms were trained with different recipes, so the differences below measure the recipe as well "
+             "as size and cross-verification.")
+    return {"same_regime": same, "ensemble_regimes": sorted(regimes), "ensemble_tokens": tokens,
+            "baseline_regime": b["regime"], "baseline_tokens": b["tokens"], "text": text}
+
+
 def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     arms, tests = s["arms"], s["paired_tests"]
     e, b = arms["ensemble"], arms["baseline"]
@@ -101,6 +120,10 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
         f"{_ci(e['ee_f1_labelled'], 'f1')} vs {_ci(b['ee_f1_labelled'], 'f1')} ({_p(t.get('ee_f1_labelled'))}): "
         f"{_says(verdicts['ee_f1_labelled'], 'ensemble', 'baseline')} on the labelled set.",
     ]
+    trained = _training(s.get("training") or {}, ens, base)
+    if trained:
+        verdicts["training"] = trained
+        parts.insert(1, trained["text"])
     if aoc:
         parts.append(f"Faithfulness (Lanham et al.'s AOC, trapezoid rule; higher: the chain drives the answer more): "
                      f"adding-mistakes AOC on {whose} {_f(aoc['a'])} vs {base} {_f(aoc['b'])} (difference "

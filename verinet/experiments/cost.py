@@ -16,6 +16,7 @@ Pure functions over per-member usage; the driver measures, this module adds up.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -75,6 +76,17 @@ def checkpoint_parameters(spec: MemberSpec, overrides: Mapping[str, float] | Non
     raise CostError(f"cost.parameters: the size of member {spec.name!r} ({spec.backend}: {spec.model}) cannot be "
                     f"read from a checkpoint config ({why}); add `cost: {{parameters: {{{spec.name}: N}}}}` with "
                     "its non-embedding parameters, so that FLOPs are never silently 0")
+
+
+def checkpoint_training(spec: MemberSpec) -> dict[str, Any] | None:
+    """How ``spec``'s model was trained, from its zoo card: {"regime", "tokens", "steps"}; None when the
+    model has no card (a real pretrained model, a served name), so the report can say what it knows."""
+    try:
+        card = Path(spec.model_location()) / "card.json"
+        t = json.loads(card.read_text(encoding="utf-8"))["training"]
+        return {"regime": str(t["regime"]), "tokens": int(t["tokens"]), "steps": int(t["steps"])}
+    except Exception:  # noqa: BLE001 - no readable card: nothing is known about its training
+        return None
 
 
 def shares(spec: MemberSpec) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from verinet.experiments.answer import build_answer
 from verinet.experiments.config import CompareConfig
-from verinet.experiments.cost import Cost, flops, total
+from verinet.experiments.cost import Cost, checkpoint_training, flops, total
 from verinet.experiments.stats import (
     accuracy_chance, cluster_rate, ee_f1, mcnemar_test, paired_bootstrap, paired_f1, paired_ratio, rate,
 )
@@ -341,6 +341,7 @@ def summarize(config: CompareConfig, records: Sequence[Mapping[str, Any]], faith
         "name": config.name, "problems": n, "slices": slices, "arms": arms,
         "chance": {"accuracy": accuracy_chance([r["answer"] for r in records])},
         "members": member_metrics(records), "parameters": dict(parameters), "actors": peak,
+        "training": {m.name: checkpoint_training(m) for m in config.all_members().members},
         "agreement": agreement_summary(records), "faithfulness": dict(faith_out),
         "paired_tests": paired_tests(config, records, faith),
         "frontier": frontier_summary(config, sweep, records), "compute_matched": matched,
