@@ -30,6 +30,10 @@ TINY = {
     "dev_n": 4,
     "chunk_size": 3,
     "ray": {"local": True},
+    # the size ladder's xs, the baseline's own recipe (the default members are the solve-first xs)
+    "ensemble": {"members": [{"name": n, "backend": "hf", "model": n, "format": "zoo", "dtype": "float32",
+                              "resources": {"num_cpus": 0.5, "num_gpus": 0}}
+                             for n in ("zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2")]},
 }
 
 
@@ -95,6 +99,10 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
     assert {"parameter_matched", "flops_matched", "equal_model_count"} <= set(s["frontier"]["pairs"])
     assert s["frontier"]["pairs"]["equal_model_count"]["how"] == "3 x xs against 3 x l"
     assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}
+    # the cards' training provenance reaches the answer: one recipe at both sizes here
+    assert s["training"]["zoo-l"]["tokens"] > s["training"]["zoo-xs-s0"]["tokens"] > 0
+    assert s["answer"]["verdicts"]["training"]["same_regime"] is True
+    assert "share the training regime" in s["answer"]["text"]
 
 
 def test_every_arm_runs_on_the_same_problems_with_paired_tests(tiny_run):
@@ -246,7 +254,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     ({"inject": ["typo"]}, "inject.0"),
     ({"seed": -1}, "seed"),
     ({"ensemble": {"members": [{"name": "a", "backend": "hf", "model": "zoo-xs-s0"}]}}, "at least 2 members"),
-    ({"baseline": {"member": {"name": "zoo-xs-s0", "backend": "hf", "model": "zoo-l"}}}, "also an ensemble member"),
+    ({"baseline": {"member": {"name": "zoo-xs-sf-s0", "backend": "hf", "model": "zoo-l"}}}, "also an ensemble member"),
     ({"ensemble": {"topology": "star"}}, "ensemble.topology"),
     ({"sweep": {"ks": [0, 2]}}, "every K must be >= 1"),
     ({"faithfulness": {"tests": ["early_answering", "telepathy"]}}, "faithfulness.tests.1"),
@@ -288,7 +296,7 @@ def test_default_config_is_the_zoo_ladder_on_local_ray():
     cfg = CompareConfig()
     assert {t.family for t in cfg.tasks} == {"arith", "logic"}
     assert sum(t.n for t in cfg.tasks) >= 200
-    assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
+    assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-sf-s0", "zoo-xs-sf-s1", "zoo-xs-sf-s2"]
     assert cfg.baseline.member.model == "zoo-l" and not cfg.ray.local and cfg.ray.address is None
     assert load_config(ROOT / "configs" / "compare-local.yaml") == cfg.model_copy(update={"out_dir": cfg.out_dir})
 

@@ -41,7 +41,7 @@ def _zoo_member(name: str, cpus: float = 0.5) -> MemberSpec:
 
 
 def _default_members() -> list[MemberSpec]:
-    return [_zoo_member(f"zoo-xs-s{i}") for i in range(3)]
+    return [_zoo_member(f"zoo-xs-sf-s{i}") for i in range(3)]
 
 
 class EnsembleArm(_Strict):
