@@ -73,6 +73,8 @@ def test_own_error_set_is_balanced_and_labelled_by_the_checker(large):
     from verinet.zoo.verifiers import OWN_ERROR_SLICES, own_error_set
 
     chains = own_error_set([(LARGEST, *large)], "logic", 8, seed=11)
+    one = own_error_set([(LARGEST, *large)], "arith", 12, seed=11, slices=[{"steps": 1, "distractors": 0}])
+    assert one and {c["params"]["steps"] for c in one} == {1}  # slices replace OWN_ERROR_SLICES
     fam = get_family("logic")
     assert chains and sum(c["label"] == -1 for c in chains) * 2 == len(chains)
     by_id = {p.id: p for j, params in enumerate(OWN_ERROR_SLICES["logic"])
@@ -92,6 +94,7 @@ def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
                        "answer": ch.answer, "label": label, "writer": "gold-or-injected"})
     r = own_error_f1(*large, "likelihood", chains)
     assert r["n_chains"] == 8 and r["f1"] is not None and r["f1"] >= 0.75, r
+    assert r["ci_low"] <= r["f1"] <= r["ci_high"] and 0 < r["chance"] < r["f1"], r  # problems resampled
     assert own_error_f1(*large, "likelihood", [])["f1"] is None
 
 

@@ -154,12 +154,13 @@ def written_answer(check) -> str:
     return check.answer.text[len("####"):].strip() if check.answer.text else ""
 
 
-def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, seed: int) -> list[dict[str, Any]]:
+def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, seed: int,
+                  slices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Chains written greedily by each ``(name, model, tok)`` writer on held-out problems of the
-    family's :data:`OWN_ERROR_SLICES`, labelled by the exact checker (``label`` = first wrong line,
-    or -1), balanced between correct and erroneous chains by dropping a random surplus."""
+    family's :data:`OWN_ERROR_SLICES` (or ``slices``), labelled by the exact checker (``label`` = first
+    wrong line, or -1), balanced between correct and erroneous chains by dropping a random surplus."""
     records: list[dict[str, Any]] = []
-    for name, params, p, sc in written_chains(writers, family, OWN_ERROR_SLICES[family], n, seed=seed):
+    for name, params, p, sc in written_chains(writers, family, slices or OWN_ERROR_SLICES[family], n, seed=seed):
         if not sc.steps and sc.answer.text == "":
             continue  # nothing readable was written
         records.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in sc.steps],
@@ -173,7 +174,10 @@ def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, s
 
 def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[str, Any]:
     """Earliest-error F1 of ``method`` on model-written chains: threshold fitted on the problems of
-    even rank, reported on the others (so no chain is scored with a threshold chosen on it)."""
+    even rank, reported on the others (so no chain is scored with a threshold chosen on it), with a
+    95% bootstrap interval resampling those problems and the F1 of a uniform guesser (``chance``)."""
+    from verinet.experiments.stats import ee_f1
+
     if not chains:
         return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
                 "note": "no labelled chains (the writers wrote no correct chain, or nothing readable)"}
@@ -188,8 +192,14 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
         return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
                 "note": str(e)}
     res = earliest_error_f1([first_below(s, t) for s, _ in test], [y for _, y in test])
+    by_problem: dict[str, list[tuple[int, int, int]]] = {}  # the interval resamples problems, not chains
+    for i, c in enumerate(chains):
+        if c["problem_id"] not in dev_ids:
+            by_problem.setdefault(c["problem_id"], []).append((first_below(scores[i], t), c["label"], len(scores[i])))
+    boot = ee_f1(list(by_problem.values()), n_boot=AUROC_BOOT)
     return {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()},
-            "threshold": t, "n_chains": len(test)}
+            "threshold": t, "n_chains": len(test), "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+            "chance": boot["chance"]}
 
 
 def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str, Any, Any]] | None = None,
