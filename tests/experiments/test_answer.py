@@ -54,10 +54,24 @@ def test_the_answer_says_when_the_arms_were_trained_with_different_recipes():
     cards = {m: checkpoint_training(spec(m)) for m in ("zoo-xs-s0", "zoo-xs-s1", "zoo-xs-sf-s1", "zoo-l")}
     assert cards["zoo-l"]["tokens"] > cards["zoo-xs-s0"]["tokens"] > 0  # read from the committed cards
     same = _training(cards, ["zoo-xs-s0", "zoo-xs-s1"], "zoo-l")
-    assert same["same_regime"] and "share the training regime" in same["text"]
+    assert same["same_recipe"] and "share the recipe" in same["text"]
     mixed = _training(cards, ["zoo-xs-sf-s1"], "zoo-l")
-    assert not mixed["same_regime"] and "different recipes" in mixed["text"]
+    assert not mixed["same_recipe"] and "different recipes" in mixed["text"]
     assert f"{cards['zoo-xs-sf-s1']['tokens'] / 1e6:.1f}M tokens each" in mixed["text"]
     # a model without a zoo card (a served name): nothing is claimed about training
     assert checkpoint_training(MemberSpec(name="x", backend="openai", model="gpt", base_url="http://127.0.0.1:1")) is None
     assert _training({**cards, "gpt": None}, ["gpt"], "zoo-l") is None
+    # a served zoo model is read through its name; the batch alone makes another recipe
+    served = checkpoint_training(MemberSpec(name="y", backend="openai", model="zoo-l", base_url="http://127.0.0.1:1"))
+    assert served == cards["zoo-l"]
+    other = {**cards, "zoo-xs-s2": {**cards["zoo-xs-s0"], "batch_size": 64}}
+    assert not _training(other, ["zoo-xs-s0", "zoo-xs-s2"], "zoo-l")["same_recipe"]
+
+
+def test_a_broken_card_is_an_error_not_a_silent_unknown(tmp_path):
+    from verinet.backends.config import MemberSpec
+    from verinet.experiments.cost import CostError, checkpoint_training
+
+    (tmp_path / "card.json").write_text('{"training": {"regime": "x"}}')
+    with pytest.raises(CostError, match="not a readable zoo model card"):
+        checkpoint_training(MemberSpec(name="z", backend="hf", model=str(tmp_path)))

@@ -101,8 +101,8 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
     assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}
     # the cards' training provenance reaches the answer: one recipe at both sizes here
     assert s["training"]["zoo-l"]["tokens"] > s["training"]["zoo-xs-s0"]["tokens"] > 0
-    assert s["answer"]["verdicts"]["training"]["same_regime"] is True
-    assert "share the training regime" in s["answer"]["text"]
+    assert s["answer"]["verdicts"]["training"]["same_recipe"] is True
+    assert "share the recipe" in s["answer"]["text"]
 
 
 def test_every_arm_runs_on_the_same_problems_with_paired_tests(tiny_run):
@@ -292,7 +292,7 @@ def test_results_log_rejects_duplicates(tmp_path):
     assert len(ResultsLog(tmp_path / "r.jsonl")) == 1
 
 
-def test_default_config_is_the_zoo_ladder_on_local_ray():
+def test_default_config_is_the_solve_first_xs_against_zoo_l_on_local_ray():
     cfg = CompareConfig()
     assert {t.family for t in cfg.tasks} == {"arith", "logic"}
     assert sum(t.n for t in cfg.tasks) >= 200

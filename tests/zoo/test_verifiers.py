@@ -95,7 +95,8 @@ def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
     r = own_error_f1(*large, "likelihood", chains)
     assert r["n_chains"] == 8 and r["f1"] is not None and r["f1"] >= 0.75, r
     assert r["ci_low"] <= r["f1"] <= r["ci_high"] and 0 < r["chance"] < r["f1"], r  # problems resampled
-    assert own_error_f1(*large, "likelihood", [])["f1"] is None
+    empty = own_error_f1(*large, "likelihood", [])
+    assert empty["f1"] is None and empty["ci_low"] is None and empty["chance"] is None  # same keys, undefined
 
 
 def test_processbench_grid_reaches_likelihood_scale():

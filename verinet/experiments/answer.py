@@ -9,6 +9,7 @@ significant. Nothing here is written by hand: every number comes from the summar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,12 @@ def _says(v: Mapping[str, Any], a: str, b: str) -> str:
     return f"favours the {v['winner']}"
 
 
+def _recipe(t: Mapping[str, Any]) -> str:
+    """What must agree for two models to share a recipe: objectives, task mixture and batch (steps,
+    tokens and lr may grow with size, as they do along the zoo's ladder)."""
+    return json.dumps([t["regime"], t.get("tasks"), t.get("batch_size")], sort_keys=True)
+
+
 def _training(training: Mapping[str, Any], ens: list[str], base: str) -> dict[str, Any] | None:
     """What the zoo cards say about how each arm was trained; None unless every model has a card."""
     if not ens or any(not training.get(m) for m in [*ens, base]):
@@ -67,15 +74,14 @@ def _training(training: Mapping[str, Any], ens: list[str], base: str) -> dict[st
     regimes = {training[m]["regime"] for m in ens}
     tokens = [training[m]["tokens"] for m in ens]
     b = training[base]
-    same = regimes == {b["regime"]}
+    same = {_recipe(training[m]) for m in ens} == {_recipe(b)}
     span = "-".join(dict.fromkeys(f"{t / 1e6:.1f}M" for t in (min(tokens), max(tokens))))
-    text = (f"Training (zoo cards): the ensemble's members {' / '.join(sorted(regimes))}, "
-            f"{span} tokens each; {base} {b['regime']}, "
-            f"{b['tokens'] / 1e6:.1f}M tokens. ")
-    text += ("Both arms share the training regime." if same else
-             "The arms were trained with different recipes, so the differences below measure the recipe as well "
-             "as size and cross-verification.")
-    return {"same_regime": same, "ensemble_regimes": sorted(regimes), "ensemble_tokens": tokens,
+    text = (f"Training (zoo cards): the ensemble's members were trained with {' / '.join(sorted(regimes))}, "
+            f"{span} tokens each; {base} with {b['regime']}, {b['tokens'] / 1e6:.1f}M tokens. ")
+    text += ("Both arms share the recipe (objectives, task mixture, batch)." if same else
+             "The arms were trained with different recipes (objectives, task mixture or batch), so every difference "
+             "in this answer measures the recipe as well as size and cross-verification.")
+    return {"same_recipe": same, "ensemble_regimes": sorted(regimes), "ensemble_tokens": tokens,
             "baseline_regime": b["regime"], "baseline_tokens": b["tokens"], "text": text}
 
 

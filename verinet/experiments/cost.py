@@ -79,14 +79,23 @@ def checkpoint_parameters(spec: MemberSpec, overrides: Mapping[str, float] | Non
 
 
 def checkpoint_training(spec: MemberSpec) -> dict[str, Any] | None:
-    """How ``spec``'s model was trained, from its zoo card: {"regime", "tokens", "steps"}; None when the
-    model has no card (a real pretrained model, a served name), so the report can say what it knows."""
+    """How ``spec``'s model was trained, from its zoo card: {"regime", "tasks", "batch_size", "tokens",
+    "steps"}; None when the model has no card (a real pretrained model, a hub id), so the report says
+    only what it knows. An ``openai`` member serving a zoo model by name is read through that name."""
     try:
-        card = Path(spec.model_location()) / "card.json"
-        t = json.loads(card.read_text(encoding="utf-8"))["training"]
-        return {"regime": str(t["regime"]), "tokens": int(t["tokens"]), "steps": int(t["steps"])}
-    except Exception:  # noqa: BLE001 - no readable card: nothing is known about its training
+        location = (spec.tokenizer_location() if spec.backend == "openai" else spec.model_location()) or ""
+    except Exception:  # noqa: BLE001 - an unresolvable model: make_backend reports it, not the cost
         return None
+    card = Path(location) / "card.json"
+    if not location or not card.is_file():
+        return None
+    try:
+        t = json.loads(card.read_text(encoding="utf-8"))["training"]
+        return {"regime": str(t["regime"]), "tasks": t["tasks"], "batch_size": int(t["hyperparameters"]["batch_size"]),
+                "tokens": int(t["tokens"]), "steps": int(t["steps"])}
+    except (ValueError, KeyError, TypeError) as e:
+        raise CostError(f"{card} is not a readable zoo model card ({type(e).__name__}: {e}); regenerate it with "
+                        f"`verinet zoo eval {spec.model} --update-card`") from None
 
 
 def shares(spec: MemberSpec) -> tuple[float, float]:

@@ -160,7 +160,8 @@ def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, s
     family's :data:`OWN_ERROR_SLICES` (or ``slices``), labelled by the exact checker (``label`` = first
     wrong line, or -1), balanced between correct and erroneous chains by dropping a random surplus."""
     records: list[dict[str, Any]] = []
-    for name, params, p, sc in written_chains(writers, family, slices or OWN_ERROR_SLICES[family], n, seed=seed):
+    slices = OWN_ERROR_SLICES[family] if slices is None else slices
+    for name, params, p, sc in written_chains(writers, family, slices, n, seed=seed):
         if not sc.steps and sc.answer.text == "":
             continue  # nothing readable was written
         records.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in sc.steps],
@@ -180,6 +181,7 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
 
     if not chains:
         return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
+                "ci_low": None, "ci_high": None, "chance": None,
                 "note": "no labelled chains (the writers wrote no correct chain, or nothing readable)"}
     scores = step_scores(model, tok, method, [(c["question"], c["steps"], c["answer"]) for c in chains])
     pids = sorted({c["problem_id"] for c in chains})
@@ -190,6 +192,7 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
         t = choose_threshold(dev)
     except ValueError as e:  # the dev half lacks correct or erroneous chains
         return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
+                "ci_low": None, "ci_high": None, "chance": None,
                 "note": str(e)}
     res = earliest_error_f1([first_below(s, t) for s, _ in test], [y for _, y in test])
     by_problem: dict[str, list[tuple[int, int, int]]] = {}  # the interval resamples problems, not chains
