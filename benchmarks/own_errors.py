@@ -1,7 +1,8 @@
 """Every zoo size as a verifier of the chains an ensemble's members wrote: earliest-error F1 by kind.
 
     python benchmarks/own_errors.py [--writers zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2]
-        [--verifiers zoo-xs-s0,zoo-s,zoo-m,zoo-l,...] [--n 100] [--out runs/own_errors.json]
+        [--verifiers zoo-xs-s0,zoo-s,zoo-m,zoo-l,...] [--n 100] [--families arith,logic]
+        [--out runs/own_errors.json]
 
 The real-error measure of `verinet zoo eval` (docs/metrics.md), run for many verifiers on one
 labelled set. The writers (default: the members of the default comparison, configs/compare-local.yaml)
@@ -55,12 +56,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=EVAL_SEED + OWN_ERROR_SEED, help="the cards' real-error seed")
     ap.add_argument("--arith-slices", default=None)
     ap.add_argument("--logic-slices", default=None)
+    ap.add_argument("--families", default="arith,logic", help="comma-separated: arith, logic")
     ap.add_argument("--out", default="runs/own_errors.json")
     a = ap.parse_args(argv)
     writers = [w.strip() for w in a.writers.split(",") if w.strip()]
     verifiers = ([v.strip() for v in a.verifiers.split(",") if v.strip()] if a.verifiers else
                  [n for n, _, _ in ladder()] + [w for w in writers if w not in {n for n, _, _ in ladder()}])
-    slices = {"arith": parse_slices(a.arith_slices, "arith"), "logic": parse_slices(a.logic_slices, "logic")}
+    given = {"arith": a.arith_slices, "logic": a.logic_slices}
+    families = [f.strip() for f in a.families.split(",") if f.strip()]
+    if not families or set(families) - set(given):
+        raise SystemExit(f"--families: {a.families!r} must name some of {sorted(given)}")
+    slices = {fam: parse_slices(given[fam], fam) for fam in families}
     t0 = time.perf_counter()
     loaded = [(w, *load_checkpoint(resolve(w))) for w in writers]
     chains = {fam: own_error_set(loaded, fam, a.n, seed=a.seed, slices=sl) for fam, sl in slices.items()}

@@ -40,3 +40,5 @@ def test_bad_slices_are_named(bench):
     with pytest.raises(SystemExit, match="--arith-slices: 'stepz=4'"):
         bench.parse_slices("stepz=4", "arith")
     assert bench.parse_slices("steps=6", "arith") == [{"steps": 6, "distractors": 0}]
+    with pytest.raises(SystemExit, match="--families"):
+        bench.main(["--families", "algebra"])
