@@ -182,7 +182,7 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
     if not chains:
         return {"f1": None, "acc_err": None, "acc_corr": None, "n_err": 0, "n_corr": 0, "threshold": None,
                 "ci_low": None, "ci_high": None, "chance": None,
-                "note": "no labelled chains (the writers wrote no correct chain, or nothing readable)"}
+                "note": "no labelled chains (the writers wrote no correct or no erroneous chain, or nothing readable)"}
     scores = step_scores(model, tok, method, [(c["question"], c["steps"], c["answer"]) for c in chains])
     pids = sorted({c["problem_id"] for c in chains})
     dev_ids = set(pids[::2])
