@@ -2,6 +2,7 @@
 resumes where it stopped, and a member (verifier prm, step_pooling min) that scores as the trainer does."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -214,3 +215,48 @@ def test_a_trained_prm_can_be_trained_further(trained, tmp_path):
     assert info["init_from"] == str(trained) and info["extra_layers"] == 0
     with pytest.raises(ZooError, match="another checkpoint"):
         token_prm.train("zoo-s", None, steps=1, init_from=trained, log=lambda s: None)
+
+
+def test_teacher_targets_rate_the_solvers_own_token_one_and_a_ruled_out_result_near_zero():
+    from verinet.zoo.inference import token_logprobs
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    model, tok = load_checkpoint(resolve("zoo-xs-sf-s1"))  # solves 3-step arith: it rules wrong results out
+    p = _problem()
+    gold = ([s.text for s in p.gold_steps], p.answer)
+    ch = FAM.inject(p, "wrong_result", seed=1)
+    text, spans, wrong = token_prm.labelled(p.question, [s.text for s in ch.steps], ch.answer, gold, ch.first_error)
+    gold_text = formats.likelihood_text(p.question, *gold)[0]
+    t_wrong, t_gold = token_prm.teacher_targets(model, tok, [text, gold_text])
+    offsets, _ = token_prm.valid_logprobs(token_prm.as_token_classifier(model, tok), tok, [text])
+    at = next(i for i, (s, e) in enumerate(offsets[0]) if s <= wrong < e)
+    assert torch.isnan(t_wrong[0]) and len(t_wrong) == len(offsets[0])
+    assert t_wrong[at] < 0.01 and t_gold[at] > 0.99  # the same position: the gold digit is the one expected
+    # aligned with the solver's own token log-probabilities (which start at the second token)
+    lp = [v for _, _, v in token_logprobs(model, tok, [text])[0]]
+    assert len(lp) == len(t_wrong) - 1
+    # P(token) / max P lies between P(token) and 1
+    assert all(math.exp(v) - 1e-5 <= float(r) <= 1 + 1e-6 for v, r in zip(lp, t_wrong[1:], strict=True))
+
+
+def test_distillation_and_a_frozen_backbone_are_recorded_and_leave_the_backbone_alone(tmp_path):
+    from typer.testing import CliRunner
+
+    from verinet.cli import app
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    out = tmp_path / "d"
+    r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2", "--batch-size", "4",
+                                 "--lr", "1e-2", "--extra-layers", "1", "--distill", "1", "--freeze-backbone",
+                                 "--own-writers", "", "--eval-every", "0", "--n", "10", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "prm.json").read_text())
+    assert info["distill"] == 1.0 and info["freeze_backbone"] and "distillation" in info["loss"]
+    prm, _ = token_prm.load_token_prm(out)
+    src, _ = load_checkpoint(resolve(ZOO))
+    n = src.config.num_hidden_layers
+    backbone = {k: v for k, v in src.model.state_dict().items() if k != "norm.weight"}  # the final norm trains
+    assert len(backbone) > 10 and all(torch.equal(prm.model.state_dict()[k], v) for k, v in backbone.items())
+    assert prm.model.layers[n].mlp.down_proj.weight.abs().sum() > 0  # the added layer learnt (it starts at zero)

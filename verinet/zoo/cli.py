@@ -182,6 +182,9 @@ def zoo_train_prm(
                                               "last, starting as the identity).")] = 2,
     init_from: Annotated[Optional[Path], typer.Option(help="Continue training this token-level PRM of NAME "
                                                       "(e.g. its NAME/prm) instead of starting from NAME.")] = None,
+    distill: Annotated[float, typer.Option(min=0.0, help="Weight of a dense loss towards NAME's own view of each "
+                                           "chain token (P(token) / max P, teacher-forced); 0: none.")] = 0.0,
+    freeze_backbone: Annotated[bool, typer.Option(help="Train only the added layers and the head.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every
@@ -213,8 +216,8 @@ def zoo_train_prm(
             console.print(f"{len(own)} model-written chains with a placeable first error")
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),
-                                     extra_layers=extra_layers, init_from=init_from,
-                                     log=lambda s: console.print(s, highlight=False))
+                                     extra_layers=extra_layers, init_from=init_from, distill=distill,
+                                     freeze_backbone=freeze_backbone, log=lambda s: console.print(s, highlight=False))
         token_prm.write_repro(target, REPRO_N)
     except ZooError as e:
         raise _fail(str(e)) from None

@@ -200,6 +200,32 @@ def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
 STATE = ".train_state.pt"  # in the output directory while a run is unfinished
 
 
+@torch.inference_mode()
+def teacher_targets(model, tok, texts: list[str], *, batch_size: int = 32) -> list[torch.Tensor]:
+    """Per text, one target per token (aligned with :func:`valid_logprobs`): how expected the token is
+    to the solver ``model``, teacher-forced: P(token | prefix) / max P(any token | prefix), so the
+    token the solver would write scores 1 even where it is unsure, and one it rules out scores near 0.
+    The first token has no prefix: NaN (not a target)."""
+    from verinet.zoo.inference import encode_left_padded
+
+    out = []
+    device = next(model.parameters()).device
+    for i in range(0, len(texts), batch_size):
+        ids, mask, pos, _ = encode_left_padded(tok, texts[i:i + batch_size], device)
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1)
+        ratio = (lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0] - lp[:, :-1].max(-1).values).exp()
+        for b in range(ids.shape[0]):
+            start = ids.shape[1] - int(mask[b].sum())
+            out.append(torch.cat([torch.tensor([float("nan")]), ratio[b, start:]]))
+    return out
+
+
+def _distill_loss(lp_valid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of P(valid) against soft targets in [0, 1]."""
+    lp_invalid = torch.log(-torch.expm1(lp_valid.clamp(max=-1e-7)))
+    return -(target * lp_valid + (1 - target) * lp_invalid).mean()
+
+
 def companion(checkpoint: str | Path) -> Path | None:
     """The token-level PRM trained from a zoo checkpoint (``CHECKPOINT/prm``), if there is one."""
     meta = Path(checkpoint) / "prm" / "prm.json"
@@ -257,13 +283,16 @@ def write_repro(path: str | Path, n: int) -> dict[str, Any]:
 def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
           seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
-          extra_layers: int = 0, init_from: str | Path | None = None,
-          log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+          extra_layers: int = 0, init_from: str | Path | None = None, distill: float = 0.0,
+          freeze_backbone: bool = False, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
     With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
     depends only on the seed and ``k``, so a resumed run trains on the same data). ``init_from``
-    continues from a trained token-level PRM of ``source`` instead (its layers, not ``extra_layers``)."""
+    continues from a trained token-level PRM of ``source`` instead (its layers, not ``extra_layers``).
+    ``distill`` > 0 adds, with that weight, a dense loss on every chain token towards the solver's own
+    view of it (:func:`teacher_targets`, ``source`` as the teacher). ``freeze_backbone`` trains only
+    the added layers and the head."""
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
@@ -282,14 +311,22 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         model, tok = load_checkpoint(src)
         prm = as_token_classifier(model, tok, extra_layers)
         del model
-    opt = torch.optim.AdamW(prm.parameters(), lr=lr, weight_decay=0.0)
+    teacher = load_checkpoint(src)[0].eval() if distill > 0 else None
+    n_backbone = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+    if freeze_backbone:
+        for name, p in prm.named_parameters():
+            if name.startswith("model.embed_tokens") or any(name.startswith(f"model.layers.{i}.")
+                                                              for i in range(n_backbone)):
+                p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in prm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * max(0.1, 1 - s / max(1, steps)))
     curve: list[dict[str, Any]] = []
     exclude = held_out_questions()
     settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers,
-                "init_from": None if init_from is None else str(init_from)}
+                "init_from": None if init_from is None else str(init_from), "distill": distill,
+                "freeze_backbone": freeze_backbone}
     first, spent = 1, 0.0
     state_file = out / STATE if out is not None else None
     if state_file is not None and state_file.is_file():
@@ -338,6 +375,15 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         # the line loss (on the least valid token, as evaluated) puts the contrast between right and wrong
         # lines where they differ; the token loss alone lets "a result digit is suspect" absorb the errors
         loss = _balanced_nll(torch.stack(line_lp), line_y) + TOKEN_LOSS_WEIGHT * _balanced_nll(torch.stack(lp), y)
+        if teacher is not None:
+            targets = teacher_targets(teacher, tok, [t for t, _, _ in batch], batch_size=batch_size)
+            d_lp, d_y = [], []
+            for (_, spans, _), offs, row, tgt in zip(batch, offsets, logps, targets, strict=True):
+                keep = [t for t, (s, e) in enumerate(offs) if e > s and any(a <= s < b for a, b in spans)
+                        and not torch.isnan(tgt[t])]
+                d_lp.append(row[keep])
+                d_y.append(tgt[keep])
+            loss = loss + distill * _distill_loss(torch.cat(d_lp), torch.cat(d_y))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
@@ -358,8 +404,11 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
             "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS, "extra_layers": extra_layers,
-            "init_from": None if init_from is None else str(init_from),
-            "loss": f"class-balanced line loss on each line's least valid token + {TOKEN_LOSS_WEIGHT} x token loss",
+            "init_from": None if init_from is None else str(init_from), "freeze_backbone": freeze_backbone,
+            "loss": f"class-balanced line loss on each line's least valid token + {TOKEN_LOSS_WEIGHT} x token loss"
+                    + (f" + {distill} x distillation towards the solver's P(token) / max P on every chain token"
+                       if distill > 0 else ""),
+            "distill": distill,
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
             "seconds": round(seconds, 1), "curve": curve,
             "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "
