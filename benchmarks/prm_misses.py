@@ -4,7 +4,7 @@ one and by line, beside the likelihood of the solver it was trained from.
     python benchmarks/prm_misses.py [--prm verinet/zoo/models/zoo-l/prm] [--n 300] [--steps 3]
         [--out runs/prm_misses.json]
 
-Held-out 3-step arith problems (mod 10), each with one injected wrong result. Every verifier kind
+Held-out 3-step arith problems, each with one injected wrong result. Every verifier kind
 scores the gold chains and the wrong ones in one pass. A wrong line counts as missed when it scores
 above the lower quartile of the gold lines' scores. The misses are tallied by the circular distance
 of the written result from the right one (1-5) and by line, with the AUROC of the error lines
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prm", default=str(resolve("zoo-l") / "prm"), help="a token-level PRM directory")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=EVAL_SEED + 7, help="held out: the PRM trainer skips EVAL_SEED's "
-                    "first 500 problems only, and the zoo trains on random seeds")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED + 7, help="problems of seeds disjoint from EVAL_SEED's; "
+                    "training draws random 31-bit problem seeds from a far larger question space")
     ap.add_argument("--out", default="runs/prm_misses.json")
     args = ap.parse_args(argv)
     prm = load_token_prm(args.prm)
@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
         ch = fam.inject(p, "wrong_result", seed=args.seed + i)
         fe = ch.first_error
         right, written = int(p.gold_steps[fe].value), int(ch.steps[fe].value)
-        d = (written - right) % 10
+        mod = p.meta["modulus"]
+        d = (written - right) % mod
         wrong.append((p.question, [s.text for s in ch.steps], ch.answer))
-        where.append((i, fe, min(d, 10 - d)))
+        where.append((i, fe, min(d, mod - d)))
     t0 = time.perf_counter()
     out: dict = {"prm": str(args.prm), "source": source, "n": args.n, "steps": args.steps, "seed": args.seed,
                  "miss_quantile": MISS_QUANTILE, "kinds": {}}

@@ -32,6 +32,7 @@ def test_misses_are_tallied_by_distance_and_line_for_both_kinds(bench, tmp_path)
     # the committed solver rules every wrong result out; its PRM misses some (docs/guide.md)
     lik = out["kinds"]["likelihood"]
     assert lik["auroc"] > 0.99 and not any(v["missed"] for v in lik["by_distance"].values())
+    assert sum(v["missed"] for v in out["kinds"]["prm"]["by_distance"].values()) > 0
 
 
 def test_the_tally_counts_a_line_above_the_quantile_as_missed(bench):

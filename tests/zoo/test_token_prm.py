@@ -238,6 +238,26 @@ def test_teacher_targets_rate_the_solvers_own_token_one_and_a_ruled_out_result_n
     assert len(lp) == len(t_wrong) - 1
     # P(token) / max P lies between P(token) and 1
     assert all(math.exp(v) - 1e-5 <= float(r) <= 1 + 1e-6 for v, r in zip(lp, t_wrong[1:], strict=True))
+    short = formats.likelihood_text(p.question, gold[0][:1], None)[0]  # left-padded beside the longer texts
+    assert len(short) < len(text)
+    alone, padded = token_prm.teacher_targets(model, tok, [short])[0], token_prm.teacher_targets(model, tok, [text, short])[1]
+    assert torch.allclose(alone[1:], padded[1:], atol=1e-5)
+
+
+def test_the_distillation_loss_is_the_cross_entropy_against_soft_targets():
+    lp = torch.log(torch.tensor([0.5, 0.9]))
+    want = -(1 * math.log(0.5) + (0.3 * math.log(0.9) + 0.7 * math.log(0.1))) / 2
+    assert token_prm._distill_loss(lp, torch.tensor([1.0, 0.3])).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_distillation_changes_what_is_learnt_and_freezing_needs_added_layers(tmp_path):
+    torch.set_num_threads(1)
+    kw = dict(steps=1, batch_size=4, lr=1e-2, extra_layers=1, log=lambda s: None)
+    plain, _, _ = token_prm.train(ZOO, None, **kw)
+    distilled, _, _ = token_prm.train(ZOO, None, distill=1.0, **kw)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), distilled.state_dict().values()))
+    with pytest.raises(ZooError, match="no added layers"):
+        token_prm.train(ZOO, None, steps=1, batch_size=2, extra_layers=0, freeze_backbone=True, log=lambda s: None)
 
 
 def test_distillation_and_a_frozen_backbone_are_recorded_and_leave_the_backbone_alone(tmp_path):

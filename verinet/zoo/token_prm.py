@@ -212,11 +212,12 @@ def teacher_targets(model, tok, texts: list[str], *, batch_size: int = 32) -> li
     device = next(model.parameters()).device
     for i in range(0, len(texts), batch_size):
         ids, mask, pos, _ = encode_left_padded(tok, texts[i:i + batch_size], device)
-        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1)
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                     use_cache=False).logits.float(), -1)
         ratio = (lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0] - lp[:, :-1].max(-1).values).exp()
         for b in range(ids.shape[0]):
             start = ids.shape[1] - int(mask[b].sum())
-            out.append(torch.cat([torch.tensor([float("nan")]), ratio[b, start:]]))
+            out.append(torch.cat([ratio.new_full((1,), float("nan")), ratio[b, start:]]))
     return out
 
 
@@ -291,8 +292,9 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     depends only on the seed and ``k``, so a resumed run trains on the same data). ``init_from``
     continues from a trained token-level PRM of ``source`` instead (its layers, not ``extra_layers``).
     ``distill`` > 0 adds, with that weight, a dense loss on every chain token towards the solver's own
-    view of it (:func:`teacher_targets`, ``source`` as the teacher). ``freeze_backbone`` trains only
-    the added layers and the head."""
+    view of it (:func:`teacher_targets`, ``source`` as the teacher); not at a token labelled invalid,
+    where the label rules (a chain ``source`` wrote itself has its own argmax there).
+    ``freeze_backbone`` trains only the added layers, the final norm and the head."""
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
@@ -314,6 +316,9 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     teacher = load_checkpoint(src)[0].eval() if distill > 0 else None
     n_backbone = json.loads((src / "config.json").read_text())["num_hidden_layers"]
     if freeze_backbone:
+        if prm.config.num_hidden_layers <= n_backbone:
+            raise ZooError("freeze_backbone with no added layers would train only the final norm and the head; "
+                           "add some (extra_layers, e.g. 2)")
         for name, p in prm.named_parameters():
             if name.startswith("model.embed_tokens") or any(name.startswith(f"model.layers.{i}.")
                                                               for i in range(n_backbone)):
@@ -334,7 +339,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             state = torch.load(state_file, weights_only=False)
         except Exception as e:  # noqa: BLE001 - a state cut short by a crash, or not ours
             raise ZooError(f"{state_file}: unreadable run state ({type(e).__name__}); delete it to start over") from None
-        if state["settings"] != settings:
+        if {"distill": 0.0, "freeze_backbone": False, **state["settings"]} != settings:  # states from before the options
             raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
                            "remove the directory or rerun with the same settings to resume it")
         prm.load_state_dict(state["model"])
@@ -378,9 +383,10 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         if teacher is not None:
             targets = teacher_targets(teacher, tok, [t for t, _, _ in batch], batch_size=batch_size)
             d_lp, d_y = [], []
-            for (_, spans, _), offs, row, tgt in zip(batch, offsets, logps, targets, strict=True):
+            for (_, spans, wrong), offs, row, tgt in zip(batch, offsets, logps, targets, strict=True):
+                invalid = {t for t, label in token_targets(offs, spans, wrong) if label == 0}
                 keep = [t for t, (s, e) in enumerate(offs) if e > s and any(a <= s < b for a, b in spans)
-                        and not torch.isnan(tgt[t])]
+                        and t not in invalid and not torch.isnan(tgt[t])]
                 d_lp.append(row[keep])
                 d_y.append(tgt[keep])
             loss = loss + distill * _distill_loss(torch.cat(d_lp), torch.cat(d_y))
