@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +28,10 @@ def _fail(message: str) -> typer.Exit:
 def zoo_train(
     config: Annotated[Path, typer.Option("--config", "-c", help="configs/zoo/NAME.yaml")],
     out: Annotated[Optional[Path], typer.Option(help="Output directory; default: the package's zoo.")] = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Train only: no evaluation and no card. Run the same "
+                                          "command without it later to evaluate and write the card.")] = False,
+    loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Processes that build batches ahead (the "
+                                                "same batches; for a GPU, where one core cannot keep up).")] = 0,
 ) -> None:
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
@@ -41,9 +46,13 @@ def zoo_train(
                       TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(cfg.name, total=cfg.training.steps, loss=float("nan"), tps=0.0)
-            result = train(cfg, target, on_step=lambda s, loss, tps: bar.update(task, completed=s, loss=loss, tps=tps))
+            result = train(cfg, target, on_step=lambda s, loss, tps: bar.update(task, completed=s, loss=loss, tps=tps),
+                           loader_workers=loader_workers)
         console.print(f"trained {cfg.name}: {result.steps} steps, {result.tokens:,} tokens, {result.wall_s:.0f} s "
                       f"on {result.device}; final loss {result.final_loss:.4f}")
+        if no_eval:
+            console.print(f"weights in {target}; no card yet (--no-eval): rerun without --no-eval to write it")
+            return
         console.print("evaluating on held-out problems ...")
         stub = build_card(read_training_info(target), {})
         ev, repro = _full_evaluation(target, stub, cfg.eval_n, 9_000_000,
@@ -54,6 +63,72 @@ def zoo_train(
         raise _fail(str(e)) from None
     _print_eval(card["evaluation"])
     console.print(f"model card: {target / 'README.md'}")
+
+
+@zoo_app.command("train-ladder")
+def zoo_train_ladder(
+    configs: Annotated[list[Path], typer.Argument(help="configs/zoo/NAME.yaml files, one model each.")],
+    out_root: Annotated[Path, typer.Option("--out-root", help="Each model goes to OUT_ROOT/NAME, with "
+                                           "NAME.log beside it and ladder.json with the grades.")],
+    parallel: Annotated[int, typer.Option(min=1, max=32, help="Models trained at once (on one GPU, several "
+                                          "small models use it better than one).")] = 1,
+    loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Batch-building processes per model.")] = 0,
+    grade_with: Annotated[str, typer.Option(help="Comma-separated trained checkpoints graded beside the new "
+                                            "ones (e.g. the smallest size's seeds).")] = "",
+    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] =
+        "arith:steps=6,distractors=0;arith:steps=4,distractors=2;logic:hops=4,distractors=2",
+    n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per slice.")] = 100,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, tokens, device); train nothing.")]
+        = False,
+) -> None:
+    """Train several zoo configs in one call (several at once, each resumable) and grade solving by size:
+    held-out accuracy on the hardest slices with Wilson intervals, and whether the largest model's interval
+    lies above the smallest's. Weights only; `verinet zoo train --config C --out OUT_ROOT/NAME` writes each card."""
+    import torch
+
+    from verinet.zoo import ladder_run
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.registry import resolve
+
+    try:
+        grade_slices = ladder_run.parse_slices(slices)
+        others = {w.strip(): resolve(w.strip()) for w in grade_with.split(",") if w.strip()}
+        rows = ladder_run.plan(configs)
+    except ZooError as e:
+        raise _fail(str(e)) from None
+    t = Table(title="ladder plan")
+    for col in ("name", "params (non-emb)", "steps", "batch", "tokens (est.)", "device"):
+        t.add_column(col, justify="left" if col in ("name", "device") else "right")
+    for r in rows:
+        t.add_row(r["name"], f"{r['non_embedding']:,}", f"{r['steps']:,}", str(r["batch_size"]),
+                  f"{r['tokens_estimate']:,}", r["device"])
+    console.print(t)
+    out_root.mkdir(parents=True, exist_ok=True)
+    summary = {"plan": rows, "slices": slices, "grade_with": list(others)}
+    ladder_run.write_json(out_root / "ladder.json", summary)
+    if dry_run:
+        return
+    t0 = time.time()
+    summary["runs"] = ladder_run.train_all(rows, out_root, parallel=parallel, loader_workers=loader_workers,
+                                           log=lambda s: console.print(s, highlight=False))
+    summary["train_seconds"] = round(time.time() - t0, 1)
+    ladder_run.write_json(out_root / "ladder.json", summary)
+    models = {**others, **{r["name"]: out_root / r["name"] for r in rows if summary["runs"][r["name"]]["rc"] == 0}}
+
+    def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
+        summary["grades"] = partial
+        ladder_run.write_json(out_root / "ladder.json", summary)
+        console.print(f"graded {name}: " + ", ".join(f"{a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+                                                      for a in row["accuracy"]), highlight=False)
+
+    summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
+                                         on_model=saved)
+    ladder_run.write_json(out_root / "ladder.json", summary)
+    console.print(f"graded by size (largest's interval above the smallest's), per slice: {summary['grades']['graded']}; "
+                  f"{out_root / 'ladder.json'}")
+    failed = [k for k, v in summary["runs"].items() if v["rc"] != 0]
+    if failed:
+        raise _fail(f"training failed for {', '.join(failed)}; see their logs in {out_root}")
 
 
 @zoo_app.command("list")
@@ -184,7 +259,8 @@ def zoo_train_prm(
                                                       "(e.g. its NAME/prm) instead of starting from NAME.")] = None,
     distill: Annotated[float, typer.Option(min=0.0, help="Weight of a dense loss towards NAME's own view of each "
                                            "chain token (P(token) / max P, teacher-forced); 0: none.")] = 0.0,
-    freeze_backbone: Annotated[bool, typer.Option(help="Train only the added layers and the head.")] = False,
+    freeze_backbone: Annotated[bool, typer.Option(help="Train only the added layers (--extra-layers >= 1), the final norm "
+                                           "and the head.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every

@@ -63,16 +63,37 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=False)
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``k`` of a run, collated: a pure function of ``k``, so any worker may build it."""
+
+    def __init__(self, builder: ExampleBuilder, pad_id: int) -> None:
+        self.builder, self.pad_id = builder, pad_id
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        return collate(self.builder.batch(step), self.pad_id)
+
+
+def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, workers: int):
+    """Batches ``first .. last - 1`` in order; with ``workers`` > 0 built ahead by that many processes
+    (a small model on a GPU trains faster than one core builds its batches)."""
+    if workers <= 0:
+        return (collate(builder.batch(k), pad_id) for k in range(first, last))
+    return iter(torch.utils.data.DataLoader(_StepBatches(builder, pad_id), batch_size=None,
+                                            sampler=range(first, last), num_workers=workers, prefetch_factor=8))
+
+
 def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
           on_step: Callable[[int, float, float], None] | None = None,
-          builder: Callable[[ZooConfig, object], ExampleBuilder] | None = None) -> TrainResult:
+          builder: Callable[[ZooConfig, object], ExampleBuilder] | None = None,
+          loader_workers: int = 0) -> TrainResult:
     """Train (or resume) ``config`` into ``out_dir``; returns what happened.
 
     ``stop_after`` ends the run early after that many steps of this call (used to test
     resumption); ``on_step(step, loss, tokens_per_s)`` is called after each step.
     ``builder(config, tokenizer)`` replaces the default :class:`ExampleBuilder` (the probes train
     on other chain formats or on another model's chains); its ``batch(step)`` must stay a pure
-    function of the step, or a resumed run leaves the trajectory.
+    function of the step, or a resumed run leaves the trajectory. ``loader_workers`` processes build
+    the batches ahead (the same batches: the trajectory does not change).
     """
     tc = config.training
     out = Path(out_dir)
@@ -111,10 +132,11 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     model.train()
     window: list[float] = []
     t_start = time.perf_counter() - state["wall_s"]
-    done_here = 0
-    while state["step"] < tc.steps and (stop_after is None or done_here < stop_after):
-        t0 = time.perf_counter()
-        batch = {k: v.to(device) for k, v in collate(builder.batch(state["step"]), tok.pad_token_id).items()}
+    last = tc.steps if stop_after is None else min(tc.steps, state["step"] + stop_after)
+    batches = _batches(builder, tok.pad_token_id, state["step"], last, loader_workers)
+    t0 = time.perf_counter()
+    for cpu_batch in batches:
+        batch = {k: v.to(device) for k, v in cpu_batch.items()}
         with autocast:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = example_weighted_loss(logits, batch["targets"])
@@ -126,11 +148,11 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
         n_tok = int(batch["attention_mask"].sum())
         state["step"] += 1
         state["tokens"] += n_tok
-        done_here += 1
         loss_value = loss.item()
         window.append(loss_value)
         if on_step:
             on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
+        t0 = time.perf_counter()
         if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps:
             state["losses"].append(sum(window) / len(window))
             window = []

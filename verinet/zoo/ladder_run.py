@@ -1,0 +1,146 @@
+"""Train a ladder of zoo configs in one call and grade solving by size on the hardest slices.
+
+Meant for a lent GPU (docs/guide.md, "Training the ladder on a GPU"), where small models train
+far faster than here but time is short: every config trains in its own ``verinet zoo train
+--no-eval`` process, several at once on the one device, with worker processes building the
+batches ahead. The weights and ``training.json`` land in ``OUT_ROOT/NAME``; the model card is
+written afterwards on any machine by ``verinet zoo train --config CONFIG --out OUT_ROOT/NAME``,
+which finds the run finished and only evaluates. The same code trains on a CPU.
+
+Grading: greedy accuracy on held-out problems of each hard slice, with 95% Wilson intervals. A
+slice is graded by size when the largest model's interval lies above every smallest model's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from verinet.zoo.config import ZooConfig, ZooError, load_zoo_config
+
+#: the hardest slices of the solve-first mixture (configs/zoo/zoo-xs-sf-s0.yaml)
+HARD_SLICES: list[tuple[str, dict[str, int]]] = [
+    ("arith", {"steps": 6, "distractors": 0}),
+    ("arith", {"steps": 4, "distractors": 2}),
+    ("logic", {"hops": 4, "distractors": 2}),
+]
+GRADE_SEED = 9_000_000  # the zoo's held-out seed (verinet.zoo.evaluate.EVAL_SEED)
+
+
+def parse_slices(text: str) -> list[tuple[str, dict[str, int]]]:
+    """'arith:steps=6;logic:hops=4,distractors=2' -> [("arith", {"steps": 6}), ...]."""
+    from verinet.tasks import get_family
+
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        family, _, kvs = part.partition(":")
+        try:
+            get_family(family.strip())
+        except Exception:  # noqa: BLE001 - the registry's own error names the families
+            raise ZooError(f"--slices: {family.strip()!r} in {part!r} is not a task family (arith, logic)") from None
+        params = {}
+        for kv in filter(None, kvs.split(",")):
+            key, _, value = kv.partition("=")
+            if not value.strip().isdigit():
+                raise ZooError(f"--slices: {kv!r} in {part!r} is not KEY=INT")
+            params[key.strip()] = int(value)
+        out.append((family.strip(), params))
+    if not out:
+        raise ZooError("--slices: no slice given; e.g. 'arith:steps=6;logic:hops=4,distractors=2'")
+    return out
+
+
+def plan(configs: list[Path], *, sample_batches: int = 3) -> list[dict[str, Any]]:
+    """Per config: name, parameters, steps, batch size, estimated tokens and the device it would use."""
+    from verinet.zoo.data import ExampleBuilder, collate
+    from verinet.zoo.model import build_model, count_parameters
+    from verinet.zoo.tokenizer import build_tokenizer
+    from verinet.zoo.train import resolve_device
+
+    tok = build_tokenizer()
+    rows, names = [], set()
+    for path in configs:
+        cfg: ZooConfig = load_zoo_config(path)
+        if cfg.name in names:
+            raise ZooError(f"{path}: a second config named {cfg.name!r}; each needs its own name (its output folder)")
+        names.add(cfg.name)
+        builder = ExampleBuilder(cfg, tok)
+        per_batch = sum(int(collate(builder.batch(k), tok.pad_token_id)["attention_mask"].sum())
+                        for k in range(sample_batches)) / sample_batches
+        rows.append({"config": str(path), "name": cfg.name,
+                     "non_embedding": count_parameters(build_model(cfg.size, tok, 0))["non_embedding"],
+                     "steps": cfg.training.steps, "batch_size": cfg.training.batch_size,
+                     "tokens_estimate": int(per_batch * cfg.training.steps),
+                     "device": resolve_device(cfg.training.device)})
+    return rows
+
+
+def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, loader_workers: int,
+              log=print) -> dict[str, dict[str, Any]]:
+    """Train every planned config, ``parallel`` at a time, each in its own process (logs in
+    ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "seconds", "log"}}; a failed run does not stop the rest."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    pending, running, done = list(rows), {}, {}
+    while pending or running:
+        while pending and len(running) < max(1, parallel):
+            r = pending.pop(0)
+            logf = out_root / f"{r['name']}.log"
+            cmd = [sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", r["config"],
+                   "--out", str(out_root / r["name"]), "--no-eval", "--loader-workers", str(loader_workers)]
+            fh = logf.open("w")
+            running[r["name"]] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, time.time(), logf)
+            log(f"started {r['name']} ({r['non_embedding']:,} parameters, {r['steps']:,} steps on {r['device']})")
+        for name, (proc, fh, t0, logf) in list(running.items()):
+            if proc.poll() is not None:
+                fh.close()
+                done[name] = {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "log": str(logf)}
+                del running[name]
+                tail = "" if proc.returncode == 0 else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
+                log(f"{name}: {'finished' if proc.returncode == 0 else 'FAILED rc ' + str(proc.returncode)} "
+                    f"in {done[name]['seconds']:.0f} s{tail}")
+        time.sleep(0.5)
+    return done
+
+
+def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,
+          device: str = "cpu", on_model=None) -> dict[str, Any]:
+    """Held-out greedy accuracy of every model on every slice, with Wilson intervals, and per slice
+    whether the largest model's interval lies above each smallest one's (sizes by non-embedding parameters)."""
+    from verinet.experiments.stats import rate
+    from verinet.zoo.evaluate import evaluate_slice
+    from verinet.zoo.model import count_parameters, load_checkpoint
+
+    results: dict[str, Any] = {"n": n, "seed": seed, "slices": [{"family": f, "params": p} for f, p in slices],
+                               "models": {}}
+    for name, path in models.items():
+        model, tok = load_checkpoint(path, device=device)
+        row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": []}
+        for family, params in slices:
+            acc = evaluate_slice(model, tok, family, params, n, seed=seed)["accuracy"]
+            row["accuracy"].append(rate(round(acc * n), n))
+        results["models"][name] = row
+        if on_model:
+            on_model(name, row, results)
+    results["graded"] = graded_by_size(results["models"], len(slices))
+    return results
+
+
+def graded_by_size(models: dict[str, dict[str, Any]], n_slices: int) -> list[bool] | None:
+    """Per slice: does every largest model's interval lie above every smallest model's? None with one size."""
+    sizes = sorted({r["non_embedding"] for r in models.values()})
+    if len(sizes) < 2:
+        return None
+    small = [r for r in models.values() if r["non_embedding"] == sizes[0]]
+    large = [r for r in models.values() if r["non_embedding"] == sizes[-1]]
+    return [all(lg["accuracy"][i]["ci_low"] > sm["accuracy"][i]["ci_high"] for lg in large for sm in small)
+            for i in range(n_slices)]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
