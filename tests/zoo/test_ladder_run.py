@@ -26,7 +26,7 @@ def test_batches_built_by_workers_train_the_same_weights(tmp_path):
 
 
 def test_a_run_stopped_early_and_resumed_with_workers_ends_where_an_unbroken_run_does(tmp_path):
-    train(micro_config(steps=10), tmp_path / "r", stop_after=5, loader_workers=2)
+    train(micro_config(steps=10), tmp_path / "r", stop_after=7, loader_workers=2)  # state of step 5 kept
     assert not (tmp_path / "r" / "training.json").exists()
     resumed = train(micro_config(steps=10), tmp_path / "r", loader_workers=2)
     unbroken = train(micro_config(steps=10), tmp_path / "u")
@@ -53,7 +53,8 @@ def test_the_cli_trains_several_at_once_and_grades_them_by_size(tmp_path):
     summary = json.loads((root / "ladder.json").read_text())
     assert [p["name"] for p in summary["plan"]] == ["tiny-a", "tiny-b"]
     assert summary["plan"][0]["non_embedding"] < summary["plan"][1]["non_embedding"]
-    assert all(v["rc"] == 0 for v in summary["runs"].values())
+    assert all(v["rc"] == 0 and v["status"] == "finished" for v in summary["runs"].values())
+    assert summary["grades"]["smallest"] == ["tiny-a"] and summary["grades"]["largest"] == ["tiny-b"]
     for name in ("tiny-a", "tiny-b"):
         assert (root / name / "model.safetensors").is_file() and not (root / name / "card.json").exists()
         acc = summary["grades"]["models"][name]["accuracy"][0]
@@ -72,9 +73,10 @@ def test_a_failed_run_is_reported_and_the_rest_still_graded(tmp_path):
     root = tmp_path / "l"
     r = CliRunner().invoke(app, ["zoo", "train-ladder", good, bad, "--out-root", str(root),
                                  "--slices", "arith:steps=1", "--n", "10"])
-    assert r.exit_code == 2 and "training failed for tiny-bad" in r.output
+    assert r.exit_code == 2 and "not finished: tiny-bad (failed)" in r.output
     summary = json.loads((root / "ladder.json").read_text())
-    assert summary["runs"]["tiny-bad"]["rc"] != 0 and list(summary["grades"]["models"]) == ["tiny-ok"]
+    assert summary["runs"]["tiny-bad"]["status"] == "failed" and list(summary["grades"]["models"]) == ["tiny-ok"]
+    assert "no-such-checkpoint" in (root / "tiny-bad.log").read_text()
     assert summary["grades"]["graded"] is None  # one size: nothing to grade against
 
 
@@ -83,8 +85,8 @@ def test_the_dry_run_plans_without_training(tmp_path):
     r = CliRunner().invoke(app, ["zoo", "train-ladder", "configs/zoo/zoo-s-sf.yaml", "configs/zoo/zoo-l-sf.yaml",
                                  "--out-root", str(root), "--dry-run"])
     assert r.exit_code == 0, r.output
-    plan = json.loads((root / "ladder.json").read_text())["plan"]
-    assert [p["name"] for p in plan] == ["zoo-s-sf", "zoo-l-sf"] and "runs" not in plan
+    plan = json.loads((root / "plan.json").read_text())["plan"]
+    assert [p["name"] for p in plan] == ["zoo-s-sf", "zoo-l-sf"] and not (root / "ladder.json").exists()
     assert plan[1]["non_embedding"] > 5 * plan[0]["non_embedding"] and plan[0]["tokens_estimate"] > 10_000_000
     assert not (root / "zoo-s-sf").exists()
 
@@ -108,3 +110,100 @@ def test_grading_needs_the_largest_interval_above_every_smallest():
     rows = {"xs-a": row(1, [30, 30]), "xs-b": row(1, [35, 60]), "m": row(8, [10, 10]), "l": row(25, [90, 65])}
     assert ladder_run.graded_by_size(rows, 2) == [True, False]  # slice 2: 65 of 100 against xs-b's 60
     assert ladder_run.graded_by_size({"xs-a": rows["xs-a"]}, 2) is None
+
+
+def test_a_deadline_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):
+    import time
+
+    stopped = train(micro_config(steps=8), tmp_path / "d", deadline=time.time())  # stops after its first step
+    assert stopped.steps == 1 and (tmp_path / "d" / "train_state" / "state.json").is_file()
+    resumed = train(micro_config(steps=8), tmp_path / "d")
+    unbroken = train(micro_config(steps=8), tmp_path / "u")
+    assert resumed.losses == pytest.approx(unbroken.losses, abs=1e-6)  # the partial window was kept
+    wa, wb = load_checkpoint(tmp_path / "d")[0].state_dict(), load_checkpoint(tmp_path / "u")[0].state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_a_spent_budget_stops_the_runs_and_the_pack_keeps_their_state(tmp_path):
+    import tarfile
+
+    long = _config(tmp_path, "tiny-long", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
+                                                         "steps": 100_000})
+    root, archive = tmp_path / "b", tmp_path / "b.tgz"
+    r = CliRunner().invoke(app, ["zoo", "train-ladder", long, "--out-root", str(root), "--budget-s", "20",
+                                 "--pack", str(archive), "--slices", "arith:steps=1", "--n", "10"])
+    assert r.exit_code == 2 and "not finished: tiny-long (stopped)" in r.output, r.output
+    summary = json.loads((root / "ladder.json").read_text())
+    assert summary["runs"]["tiny-long"]["rc"] == 75 and summary["grades"]["models"] == {}
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "tiny-long/train_state/state.json" in names and "ladder.json" in names and "tiny-long.log" in names
+    assert "stopped at step" in (root / "tiny-long.log").read_text()
+
+
+def test_the_pack_leaves_out_a_finished_runs_state(tmp_path):
+    import tarfile
+
+    root = tmp_path / "p"
+    for name in ("done", "open"):
+        (root / name / "train_state").mkdir(parents=True)
+        (root / name / "train_state" / "state.json").write_text("{}")
+        (root / name / "model.safetensors").write_text("w")
+    (root / "ladder.json").write_text("{}")
+    names = ladder_run.pack(root, tmp_path / "p.tgz", {"done": {"status": "finished"}, "open": {"status": "stopped"}})
+    with tarfile.open(tmp_path / "p.tgz") as tar:
+        assert sorted(tar.getnames()) == sorted(names)
+    assert "done/train_state/state.json" not in names and "open/train_state/state.json" in names
+    assert "done/model.safetensors" in names and "ladder.json" in names
+
+
+def test_a_budget_spent_before_a_run_starts_is_reported(tmp_path):
+    root = tmp_path / "n"
+    r = CliRunner().invoke(app, ["zoo", "train-ladder", _config(tmp_path, "tiny-late", 1), "--out-root", str(root),
+                                 "--budget-s", "2", "--slices", "arith:steps=1", "--n", "10"])
+    assert r.exit_code == 2 and "tiny-late (not started)" in r.output and "not graded by size" in r.output
+    assert not (root / "tiny-late").exists()
+
+
+def test_the_gpu_script_runs_the_call_and_returns_the_archive_in_parts(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_ladder.sh"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # a python3 that installs nothing and plays a training call stopped by its budget: it writes the pack
+    (fake / "python3").write_text("""#!/usr/bin/env bash
+[ "$2" = pip ] && exit 0
+while [ $# -gt 0 ]; do
+  case "$1" in --pack) head -c 40000000 /dev/urandom > "$2";; --out-root) mkdir -p "$2"; echo '{}' > "$2/ladder.json";; esac
+  shift
+done
+echo "training stopped"; exit 75
+""")
+    (fake / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out), "LADDER_ROOT": str(tmp_path / "l"),
+           "PACK": str(tmp_path / "l.tgz")}
+    r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 75, r.stdout + r.stderr
+    parts = sorted(p.name for p in out.iterdir() if p.name.startswith("ladder-sf.tgz.part"))
+    assert parts == ["ladder-sf.tgz.part0", "ladder-sf.tgz.part1", "ladder-sf.tgz.part2"]
+    assert all((out / p).stat().st_size <= 15 * 2**20 for p in parts) and len(list(out.iterdir())) <= 8
+    assert "training stopped" in (out / "run.log").read_text() and (out / "ladder.json").is_file()
+
+
+def test_the_gpu_script_is_valid_and_refuses_to_run_off_the_device(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_ladder.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "OUT is set on the device machine only" in r.stderr
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr

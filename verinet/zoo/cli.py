@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from verinet.zoo.config import EXIT_RESUMABLE
+
 REPRO_N = 20  # problems per slice in the card's small sample that tests reproduce
 
 zoo_app = typer.Typer(help="The model zoo: train, list and evaluate small reasoners.", no_args_is_help=True)
@@ -32,6 +34,8 @@ def zoo_train(
                                           "command without it later to evaluate and write the card.")] = False,
     loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Processes that build batches ahead (the "
                                                 "same batches; for a GPU, where one core cannot keep up).")] = 0,
+    budget_s: Annotated[Optional[float], typer.Option(min=1, help="Stop after this many seconds, state saved, "
+                                                      f"exit code {EXIT_RESUMABLE}; the same command resumes.")] = None,
 ) -> None:
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
@@ -42,12 +46,25 @@ def zoo_train(
     try:
         cfg = load_zoo_config(config)
         target = out or MODELS_DIR / cfg.name
+        deadline = None if budget_s is None else time.time() + budget_s
+        every = cfg.training.checkpoint_every * 10
+
+        def plain(step: int, loss: float, tps: float) -> None:  # a log file gets no live bar: a line now and then
+            if not console.is_terminal and (step % every == 0 or step == cfg.training.steps):
+                console.print(f"{cfg.name} step {step}/{cfg.training.steps} loss {loss:.4f} {tps:,.0f} tok/s "
+                              f"at {time.strftime('%H:%M:%S')}", highlight=False)
+
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(cfg.name, total=cfg.training.steps, loss=float("nan"), tps=0.0)
-            result = train(cfg, target, on_step=lambda s, loss, tps: bar.update(task, completed=s, loss=loss, tps=tps),
-                           loader_workers=loader_workers)
+            result = train(cfg, target, on_step=lambda s, loss, tps: (bar.update(task, completed=s, loss=loss, tps=tps),
+                                                                      plain(s, loss, tps)),
+                           loader_workers=loader_workers, deadline=deadline)
+        if result.steps < cfg.training.steps:
+            console.print(f"{cfg.name}: stopped at step {result.steps} of {cfg.training.steps} (--budget-s), state saved "
+                          f"in {target}; the same command resumes", highlight=False)
+            raise typer.Exit(EXIT_RESUMABLE)
         console.print(f"trained {cfg.name}: {result.steps} steps, {result.tokens:,} tokens, {result.wall_s:.0f} s "
                       f"on {result.device}; final loss {result.final_loss:.4f}")
         if no_eval:
@@ -78,13 +95,17 @@ def zoo_train_ladder(
     slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] =
         "arith:steps=6,distractors=0;arith:steps=4,distractors=2;logic:hops=4,distractors=2",
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per slice.")] = 100,
+    budget_s: Annotated[Optional[float], typer.Option(min=1, help="Seconds for training, all models together: "
+                                                      "then every run saves its state and stops, and what finished "
+                                                      "is graded. The same command resumes.")] = None,
+    pack: Annotated[Optional[Path], typer.Option(help="At the end, whatever happened, put OUT_ROOT in this .tar.gz "
+                                                 "(finished runs without their training state).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, tokens, device); train nothing.")]
         = False,
 ) -> None:
     """Train several zoo configs in one call (several at once, each resumable) and grade solving by size:
     held-out accuracy on the hardest slices with Wilson intervals, and whether the largest model's interval
     lies above the smallest's. Weights only; `verinet zoo train --config C --out OUT_ROOT/NAME` writes each card."""
-    import torch
 
     from verinet.zoo import ladder_run
     from verinet.zoo.config import ZooError
@@ -104,16 +125,36 @@ def zoo_train_ladder(
                   f"{r['tokens_estimate']:,}", r["device"])
     console.print(t)
     out_root.mkdir(parents=True, exist_ok=True)
-    summary = {"plan": rows, "slices": slices, "grade_with": list(others)}
-    ladder_run.write_json(out_root / "ladder.json", summary)
+    ladder_run.write_json(out_root / "plan.json", {"plan": rows, "slices": slices, "grade_with": list(others)})
     if dry_run:
         return
+    summary: dict = {"plan": rows, "slices": slices, "grade_with": list(others), "budget_s": budget_s}
+    try:
+        _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
+    finally:
+        if pack is not None:
+            names = ladder_run.pack(out_root, pack, summary.get("runs", {}))
+            console.print(f"packed {len(names)} files into {pack}", highlight=False)
+    not_done = {k: v["status"] for k, v in summary["runs"].items() if v["status"] != "finished"}
+    if not_done:
+        raise _fail("not finished: " + ", ".join(f"{k} ({v})" for k, v in not_done.items()) +
+                    f"; logs in {out_root}; the same command resumes stopped runs")
+
+
+def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list, out_root: Path, parallel: int,
+                     loader_workers: int, budget_s: float | None, n: int) -> None:
+    """train-ladder's work; ``summary`` fills in as it goes and lands in OUT_ROOT/ladder.json at every stage."""
+    import torch
+
+    from verinet.zoo import ladder_run
+
     t0 = time.time()
     summary["runs"] = ladder_run.train_all(rows, out_root, parallel=parallel, loader_workers=loader_workers,
-                                           log=lambda s: console.print(s, highlight=False))
+                                           budget_s=budget_s, log=lambda s: console.print(s, highlight=False))
     summary["train_seconds"] = round(time.time() - t0, 1)
     ladder_run.write_json(out_root / "ladder.json", summary)
-    models = {**others, **{r["name"]: out_root / r["name"] for r in rows if summary["runs"][r["name"]]["rc"] == 0}}
+    models = {**others, **{r["name"]: out_root / r["name"] for r in rows
+                           if summary["runs"][r["name"]]["status"] == "finished"}}
 
     def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
         summary["grades"] = partial
@@ -124,11 +165,13 @@ def zoo_train_ladder(
     summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
                                          on_model=saved)
     ladder_run.write_json(out_root / "ladder.json", summary)
-    console.print(f"graded by size (largest's interval above the smallest's), per slice: {summary['grades']['graded']}; "
-                  f"{out_root / 'ladder.json'}")
-    failed = [k for k, v in summary["runs"].items() if v["rc"] != 0]
-    if failed:
-        raise _fail(f"training failed for {', '.join(failed)}; see their logs in {out_root}")
+    g = summary["grades"]
+    if g["graded"] is None:
+        console.print(f"not graded by size: fewer than two sizes finished; {out_root / 'ladder.json'}", highlight=False)
+    else:
+        console.print(f"graded by size ({', '.join(g['largest'])} against {', '.join(g['smallest'])}: the largest's "
+                      f"interval above the smallest's), per slice: {g['graded']}; {out_root / 'ladder.json'}",
+                      highlight=False)
 
 
 @zoo_app.command("list")

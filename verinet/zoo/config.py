@@ -13,6 +13,9 @@ from verinet.tasks import TaskError, get_family
 MIN_HEAD_DIM = 32  # vLLM's CPU attention kernel refuses smaller heads
 
 
+EXIT_RESUMABLE = 75  # `verinet zoo train` stopped by its time budget, its state saved (EX_TEMPFAIL)
+
+
 class ZooError(ValueError):
     """A zoo config, checkpoint or request that cannot be used; the message says how to fix it."""
 

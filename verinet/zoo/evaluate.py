@@ -20,15 +20,21 @@ def held_out(family: str, params: dict[str, Any], n: int, seed: int = EVAL_SEED)
     return get_family(family).sample(n, seed=seed, params=params)
 
 
-def evaluate_slice(model, tok, family: str, params: dict[str, Any], n: int, *,
-                   seed: int = EVAL_SEED) -> dict[str, Any]:
-    """One family at one difficulty: solve n held-out problems and verify labelled chains."""
+def solve_held_out(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int = EVAL_SEED):
+    """(problems, checks): greedy chains for ``n`` held-out problems of one slice, checked exactly."""
     fam = get_family(family)
     problems = held_out(family, params, n, seed)
     longest = max(len(tok(fam.gold_chain(p).text, add_special_tokens=False)["input_ids"]) for p in problems)
     outs = generate_greedy(model, tok, [formats.solve_prompt(p.question) for p in problems],
                            max_new_tokens=int(longest * 1.5) + 16)
-    checks = [fam.check(p, o) for p, o in zip(problems, outs)]
+    return problems, [fam.check(p, o) for p, o in zip(problems, outs)]
+
+
+def evaluate_slice(model, tok, family: str, params: dict[str, Any], n: int, *,
+                   seed: int = EVAL_SEED) -> dict[str, Any]:
+    """One family at one difficulty: solve n held-out problems and verify labelled chains."""
+    fam = get_family(family)
+    problems, checks = solve_held_out(model, tok, family, params, n, seed=seed)
     n_steps = sum(len(c.steps) for c in checks)
     # verifier: gold and every injectable error, verdict at each step and at the answer line
     rng = random.Random(seed)

@@ -7,6 +7,8 @@ batches ahead. The weights and ``training.json`` land in ``OUT_ROOT/NAME``; the 
 written afterwards on any machine by ``verinet zoo train --config CONFIG --out OUT_ROOT/NAME``,
 which finds the run finished and only evaluates. The same code trains on a CPU.
 
+On a lent GPU only a few files come back: ``--pack`` puts the whole output in one archive.
+
 Grading: greedy accuracy on held-out problems of each hard slice, with 95% Wilson intervals. A
 slice is graded by size when the largest model's interval lies above every smallest model's.
 """
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verinet.zoo.config import ZooConfig, ZooError, load_zoo_config
+from verinet.zoo.config import EXIT_RESUMABLE, ZooConfig, ZooError, load_zoo_config
 
 #: the hardest slices of the solve-first mixture (configs/zoo/zoo-xs-sf-s0.yaml)
 HARD_SLICES: list[tuple[str, dict[str, int]]] = [
@@ -54,6 +56,11 @@ def parse_slices(text: str) -> list[tuple[str, dict[str, int]]]:
     return out
 
 
+CHILD_START_S = 15  # a `zoo train` process's imports and set-up before its budget starts counting
+GRACE_S = 60  # past the budget, a run still going is terminated
+REPORT_EVERY_S = 60
+
+
 def plan(configs: list[Path], *, sample_batches: int = 3) -> list[dict[str, Any]]:
     """Per config: name, parameters, steps, batch size, estimated tokens and the device it would use."""
     from verinet.zoo.data import ExampleBuilder, collate
@@ -80,27 +87,54 @@ def plan(configs: list[Path], *, sample_batches: int = 3) -> list[dict[str, Any]
 
 
 def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, loader_workers: int,
-              log=print) -> dict[str, dict[str, Any]]:
-    """Train every planned config, ``parallel`` at a time, each in its own process (logs in
-    ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "seconds", "log"}}; a failed run does not stop the rest."""
+              budget_s: float | None = None, log=print) -> dict[str, dict[str, Any]]:
+    """Train every planned config, ``parallel`` at a time, each in its own process (logs appended to
+    ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "status", "seconds", "log"}}; a failed run does not stop
+    the rest. With ``budget_s`` every run stops (state saved, status "stopped") when that time is spent."""
     out_root.mkdir(parents=True, exist_ok=True)
+    deadline = None if budget_s is None else time.time() + budget_s
     pending, running, done = list(rows), {}, {}
+    last_report = time.time()
     while pending or running:
         while pending and len(running) < max(1, parallel):
             r = pending.pop(0)
             logf = out_root / f"{r['name']}.log"
             cmd = [sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", r["config"],
                    "--out", str(out_root / r["name"]), "--no-eval", "--loader-workers", str(loader_workers)]
-            fh = logf.open("w")
+            if deadline is not None:
+                left = deadline - time.time() - CHILD_START_S  # the child's clock starts after its imports
+                if left < 1:
+                    done[r["name"]] = {"rc": None, "status": "not started", "seconds": 0.0, "log": str(logf)}
+                    log(f"{r['name']}: not started, the time budget is spent")
+                    continue
+                cmd += ["--budget-s", f"{left:.0f}"]
+            fh = logf.open("a")
             running[r["name"]] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, time.time(), logf)
             log(f"started {r['name']} ({r['non_embedding']:,} parameters, {r['steps']:,} steps on {r['device']})")
+        overdue = deadline is not None and time.time() > deadline + GRACE_S
+        if time.time() - last_report >= REPORT_EVERY_S:  # the children's progress, in this process's log too
+            last_report = time.time()
+            for name, (_, _, _, logf) in running.items():
+                lines = [x for x in logf.read_text(errors="replace").splitlines() if x.strip()]
+                if lines:
+                    log(f"  {name}: {lines[-1].strip()[:160]}")
         for name, (proc, fh, t0, logf) in list(running.items()):
+            if overdue and proc.poll() is None:  # hung past its budget: its last saved state still resumes
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             if proc.poll() is not None:
                 fh.close()
-                done[name] = {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "log": str(logf)}
+                rc = proc.returncode
+                status = ("finished" if rc == 0 else "stopped" if rc == EXIT_RESUMABLE
+                          else "killed" if rc < 0 else "failed")  # stopped or killed: resumable from its state
+                done[name] = {"rc": rc, "status": status, "seconds": round(time.time() - t0, 1), "log": str(logf)}
                 del running[name]
-                tail = "" if proc.returncode == 0 else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
-                log(f"{name}: {'finished' if proc.returncode == 0 else 'FAILED rc ' + str(proc.returncode)} "
+                tail = "" if status != "failed" else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
+                log(f"{name}: {status if status != 'failed' else 'FAILED rc ' + str(rc)} "
                     f"in {done[name]['seconds']:.0f} s{tail}")
         time.sleep(0.5)
     return done
@@ -111,7 +145,7 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
     """Held-out greedy accuracy of every model on every slice, with Wilson intervals, and per slice
     whether the largest model's interval lies above each smallest one's (sizes by non-embedding parameters)."""
     from verinet.experiments.stats import rate
-    from verinet.zoo.evaluate import evaluate_slice
+    from verinet.zoo.evaluate import solve_held_out
     from verinet.zoo.model import count_parameters, load_checkpoint
 
     results: dict[str, Any] = {"n": n, "seed": seed, "slices": [{"family": f, "params": p} for f, p in slices],
@@ -120,12 +154,15 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
         model, tok = load_checkpoint(path, device=device)
         row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": []}
         for family, params in slices:
-            acc = evaluate_slice(model, tok, family, params, n, seed=seed)["accuracy"]
-            row["accuracy"].append(rate(round(acc * n), n))
+            _, checks = solve_held_out(model, tok, family, params, n, seed=seed)
+            row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n))
         results["models"][name] = row
         if on_model:
             on_model(name, row, results)
     results["graded"] = graded_by_size(results["models"], len(slices))
+    sizes = sorted({r["non_embedding"] for r in results["models"].values()})
+    results["smallest"] = [k for k, r in results["models"].items() if sizes and r["non_embedding"] == sizes[0]]
+    results["largest"] = [k for k, r in results["models"].items() if sizes and r["non_embedding"] == sizes[-1]]
     return results
 
 
@@ -138,6 +175,27 @@ def graded_by_size(models: dict[str, dict[str, Any]], n_slices: int) -> list[boo
     large = [r for r in models.values() if r["non_embedding"] == sizes[-1]]
     return [all(lg["accuracy"][i]["ci_low"] > sm["accuracy"][i]["ci_high"] for lg in large for sm in small)
             for i in range(n_slices)]
+
+
+def pack(out_root: Path, target: Path, runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One .tar.gz of ``out_root``: every file, but a finished run's leftover training state; an
+    unfinished run keeps its state, so a later call can resume it. Returns the archived names."""
+    import tarfile
+
+    names = []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as tar:
+        for f in sorted(out_root.rglob("*")):
+            rel = f.relative_to(out_root)
+            if not f.is_file() or f.resolve() == target.resolve() or f.name.endswith((".tgz", ".tar.gz")):
+                continue
+            if len(rel.parts) > 1 and rel.parts[1] in ("train_state.tmp", "train_state.old"):
+                continue  # a save cut short, or the one before the last
+            if rel.parts[0] in runs and runs[rel.parts[0]].get("status") == "finished" and "train_state" in rel.parts[1:2]:
+                continue
+            tar.add(f, arcname=str(rel))
+            names.append(str(rel))
+    return names
 
 
 def write_json(path: Path, obj: Any) -> None:

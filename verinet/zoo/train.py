@@ -85,7 +85,7 @@ def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, worker
 def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
           on_step: Callable[[int, float, float], None] | None = None,
           builder: Callable[[ZooConfig, object], ExampleBuilder] | None = None,
-          loader_workers: int = 0) -> TrainResult:
+          loader_workers: int = 0, deadline: float | None = None) -> TrainResult:
     """Train (or resume) ``config`` into ``out_dir``; returns what happened.
 
     ``stop_after`` ends the run early after that many steps of this call (used to test
@@ -93,7 +93,8 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     ``builder(config, tokenizer)`` replaces the default :class:`ExampleBuilder` (the probes train
     on other chain formats or on another model's chains); its ``batch(step)`` must stay a pure
     function of the step, or a resumed run leaves the trajectory. ``loader_workers`` processes build
-    the batches ahead (the same batches: the trajectory does not change).
+    the batches ahead (the same batches: the trajectory does not change). At ``deadline`` (a
+    ``time.time()`` value) the run saves its state and stops; called again, it resumes.
     """
     tc = config.training
     out = Path(out_dir)
@@ -130,7 +131,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.dtype == "bfloat16" \
         else torch.autocast("cpu", enabled=False)
     model.train()
-    window: list[float] = []
+    window: list[float] = state.pop("window", [])  # a run stopped between checkpoints kept its partial window
     t_start = time.perf_counter() - state["wall_s"]
     last = tc.steps if stop_after is None else min(tc.steps, state["step"] + stop_after)
     batches = _batches(builder, tok.pad_token_id, state["step"], last, loader_workers)
@@ -152,12 +153,16 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
         window.append(loss_value)
         if on_step:
             on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
-        t0 = time.perf_counter()
-        if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps:
-            state["losses"].append(sum(window) / len(window))
-            window = []
+        out_of_time = deadline is not None and time.time() >= deadline
+        if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps or out_of_time:
+            if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps:
+                state["losses"].append(sum(window) / len(window))
+                window = []
             state["wall_s"] = time.perf_counter() - t_start
-            _save_state(state_dir, model, opt, sched, state)
+            _save_state(state_dir, model, opt, sched, {**state, "window": window})
+        if out_of_time:
+            break
+        t0 = time.perf_counter()
     state["wall_s"] = time.perf_counter() - t_start
     if state["step"] >= tc.steps:
         model.eval()
