@@ -98,8 +98,8 @@ def zoo_train_ladder(
     budget_s: Annotated[Optional[float], typer.Option(min=1, help="Seconds for training, all models together: "
                                                       "then every run saves its state and stops, and what finished "
                                                       "is graded. The same command resumes.")] = None,
-    pack: Annotated[Optional[Path], typer.Option(help="At the end, whatever happened, put OUT_ROOT in this .tar.gz "
-                                                 "(finished runs without their training state).")] = None,
+    pack: Annotated[Optional[Path], typer.Option(help="At the end, also after a failure or SIGINT (not a kill), put "
+                                                 "OUT_ROOT in this .tar.gz (finished runs without their training state).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, tokens, device); train nothing.")]
         = False,
 ) -> None:

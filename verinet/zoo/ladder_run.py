@@ -160,20 +160,25 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
         if on_model:
             on_model(name, row, results)
     results["graded"] = graded_by_size(results["models"], len(slices))
-    sizes = sorted({r["non_embedding"] for r in results["models"].values()})
-    results["smallest"] = [k for k, r in results["models"].items() if sizes and r["non_embedding"] == sizes[0]]
-    results["largest"] = [k for k, r in results["models"].items() if sizes and r["non_embedding"] == sizes[-1]]
+    results["smallest"], results["largest"] = size_groups(results["models"])
     return results
+
+
+def size_groups(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(names of the smallest models, names of the largest), by non-embedding parameters."""
+    sizes = sorted({r["non_embedding"] for r in models.values()})
+    if not sizes:
+        return [], []
+    return ([k for k, r in models.items() if r["non_embedding"] == sizes[0]],
+            [k for k, r in models.items() if r["non_embedding"] == sizes[-1]])
 
 
 def graded_by_size(models: dict[str, dict[str, Any]], n_slices: int) -> list[bool] | None:
     """Per slice: does every largest model's interval lie above every smallest model's? None with one size."""
-    sizes = sorted({r["non_embedding"] for r in models.values()})
-    if len(sizes) < 2:
+    small, large = size_groups(models)
+    if small == large:  # one size, or none
         return None
-    small = [r for r in models.values() if r["non_embedding"] == sizes[0]]
-    large = [r for r in models.values() if r["non_embedding"] == sizes[-1]]
-    return [all(lg["accuracy"][i]["ci_low"] > sm["accuracy"][i]["ci_high"] for lg in large for sm in small)
+    return [all(models[lg]["accuracy"][i]["ci_low"] > models[sm]["accuracy"][i]["ci_high"] for lg in large for sm in small)
             for i in range(n_slices)]
 
 

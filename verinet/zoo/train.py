@@ -154,10 +154,11 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
         if on_step:
             on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
         out_of_time = deadline is not None and time.time() >= deadline
-        if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps or out_of_time:
-            if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps:
-                state["losses"].append(sum(window) / len(window))
-                window = []
+        at_checkpoint = state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps
+        if at_checkpoint:
+            state["losses"].append(sum(window) / len(window))
+            window = []
+        if at_checkpoint or out_of_time:
             state["wall_s"] = time.perf_counter() - t_start
             _save_state(state_dir, model, opt, sched, {**state, "window": window})
         if out_of_time:
