@@ -280,3 +280,67 @@ def test_distillation_and_a_frozen_backbone_are_recorded_and_leave_the_backbone_
     backbone = {k: v for k, v in src.model.state_dict().items() if k != "norm.weight"}  # the final norm trains
     assert len(backbone) > 10 and all(torch.equal(prm.model.state_dict()[k], v) for k, v in backbone.items())
     assert prm.model.layers[n].mlp.down_proj.weight.abs().sum() > 0  # the added layer learnt (it starts at zero)
+
+
+
+def test_other_parity_reads_the_wrong_digit_against_the_gold_one():
+    assert token_prm.other_parity("x>3", "x>4", 2) and not token_prm.other_parity("x>3", "x>5", 2)
+    assert not token_prm.other_parity("x>a", "x>4", 2) and not token_prm.other_parity("x>3", "x>", 2)
+
+
+def test_same_parity_makes_wrong_results_keep_the_right_ones_parity_and_leaves_the_mix_alone(monkeypatch):
+    import random
+
+    gold_of = {}
+    labelled = token_prm.labelled
+
+    def spy(question, steps, answer, gold, first_error):
+        ex = labelled(question, steps, answer, gold, first_error)
+        if ex is not None and ex[2] is not None:
+            gold_of[ex[0]] = formats.likelihood_text(question, *gold)[0]
+        return ex
+
+    monkeypatch.setattr(token_prm, "labelled", spy)
+
+    def draw(same_parity: float) -> tuple[float, float, int]:
+        batch = token_prm.sample_examples(random.Random(3), 800, ("arith",), same_parity=same_parity)
+        errors = [(t, w) for t, _, w in batch if w is not None]
+        # a wrong result is the digit after its line's second '>' ("a+b>name>value")
+        results = [(t, w) for t, w in errors if t[:w].rsplit("\n", 1)[-1].count(">") == 2 and t[w].isdigit()]
+        other = sum(token_prm.other_parity(t, gold_of[t], w) for t, w in results)
+        return len(errors) / len(batch), other / len(results), len(results)
+
+    err0, other0, n0 = draw(0.0)
+    err1, other1, n1 = draw(1.0)
+    assert n0 > 100 and n1 > 100
+    assert 0.4 < other0 < 0.7  # the injector's offsets 1..9 mod 10: 5 of 9 change the parity
+    assert other1 < 0.05  # (5/9)^8 of them keep the other parity after MAX_REDRAWS draws
+    assert abs(err0 - err1) < 0.06  # gold chains and errors stay as many as before
+
+
+def test_the_next_token_loss_reads_the_solvers_own_prediction_after_the_backbone():
+    import random
+
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.prm import as_token_classifier
+    from verinet.zoo.registry import resolve
+
+    solver, tok = load_checkpoint(resolve(ZOO))
+    prm = as_token_classifier(load_checkpoint(resolve(ZOO))[0], tok, 2)  # added layers start as the identity
+    batch = token_prm.sample_examples(random.Random(0), 3, ("arith",))
+    hidden = []
+    offsets, _ = token_prm.valid_logprobs(prm, tok, [t for t, _, _ in batch], hidden_layer=solver.config.num_hidden_layers,
+                                          hidden_out=hidden)
+    with torch.inference_mode():
+        logits = solver(**tok(batch[0][0], add_special_tokens=False, return_tensors="pt")).logits[0]
+        assert torch.allclose(solver.lm_head(solver.model.norm(hidden[0])), logits, atol=1e-4)
+        loss = float(token_prm._next_token_loss(solver, tok, batch, offsets, hidden))
+    assert 0 < loss < math.log(len(tok))  # the solver predicts its chains far better than chance
+
+
+def test_the_next_token_loss_is_recorded_and_changes_what_is_learnt():
+    kw = dict(steps=1, batch_size=4, lr=1e-2, extra_layers=1, log=lambda s: None)
+    plain, _, _ = token_prm.train(ZOO, None, **kw)
+    with_lm, _, info = token_prm.train(ZOO, None, lm_loss=1.0, **kw)
+    assert info["lm_loss"] == 1.0 and "next-token" in info["loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), with_lm.state_dict().values()))

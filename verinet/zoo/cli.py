@@ -304,6 +304,11 @@ def zoo_train_prm(
                                            "chain token (P(token) / max P, teacher-forced); 0: none.")] = 0.0,
     freeze_backbone: Annotated[bool, typer.Option(help="Train only the added layers (--extra-layers >= 1), the final norm "
                                            "and the head.")] = False,
+    same_parity: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of drawing again an injected "
+                                               "wrong result whose digit has the other parity than the right one "
+                                               "(hard negatives against a parity check); 0: none.")] = 0.0,
+    lm_loss: Annotated[float, typer.Option(min=0.0, help="Weight of NAME's own next-token loss on valid tokens, "
+                                           "read after the backbone through NAME's frozen head; 0: none.")] = 0.0,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune a zoo checkpoint into a token-level process reward model: a two-class head read at every
@@ -336,7 +341,8 @@ def zoo_train_prm(
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),
                                      extra_layers=extra_layers, init_from=init_from, distill=distill,
-                                     freeze_backbone=freeze_backbone, log=lambda s: console.print(s, highlight=False))
+                                     freeze_backbone=freeze_backbone, same_parity=same_parity,
+                                     lm_loss=lm_loss, log=lambda s: console.print(s, highlight=False))
         token_prm.write_repro(target, REPRO_N)
     except ZooError as e:
         raise _fail(str(e)) from None

@@ -106,24 +106,37 @@ def _balanced_nll(lp_valid: torch.Tensor, y: list[int]) -> torch.Tensor:
     return -(weight * torch.where(yt == 1, lp_valid, lp_invalid)).mean()
 
 
-def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False, valid_label: int = 1
+def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bool = False, valid_label: int = 1,
+                   hidden_layer: int | None = None, hidden_out: list[torch.Tensor] | None = None
                    ) -> tuple[list[list[tuple[int, int]]], list[torch.Tensor]]:
     """Per text, its token character offsets and log P(valid) at every token (one pass, left-padded
-    with explicit positions so each text scores as it would alone)."""
+    with explicit positions so each text scores as it would alone). With ``hidden_layer`` k, the
+    residual stream after decoder layer k (1 = the first; before any final norm) of each text is
+    appended to ``hidden_out``."""
     from verinet.zoo.inference import encode_left_padded
 
     offsets_out, logps = [], []
     device = next(prm.parameters()).device
     ctx = torch.enable_grad() if grad else torch.inference_mode()
-    with ctx:
-        for i in range(0, len(texts), batch_size):
-            ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
-            logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-            lp = torch.log_softmax(logits, -1)[..., valid_label]
-            for b in range(ids.shape[0]):
-                start = ids.shape[1] - int(mask[b].sum())
-                offsets_out.append([tuple(o) for o in offsets[b][start:]])
-                logps.append(lp[b, start:])
+    caught: list[torch.Tensor] = []
+    hook = None if hidden_layer is None else prm.model.layers[hidden_layer - 1].register_forward_hook(
+        lambda _m, _i, out: caught.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        with ctx:
+            for i in range(0, len(texts), batch_size):
+                ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
+                caught.clear()
+                logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+                lp = torch.log_softmax(logits, -1)[..., valid_label]
+                for b in range(ids.shape[0]):
+                    start = ids.shape[1] - int(mask[b].sum())
+                    offsets_out.append([tuple(o) for o in offsets[b][start:]])
+                    logps.append(lp[b, start:])
+                    if hook is not None and hidden_out is not None:
+                        hidden_out.append(caught[0][b, start:])
+    finally:
+        if hook is not None:
+            hook.remove()
     return offsets_out, logps
 
 
@@ -146,11 +159,23 @@ def held_out_questions(n: int = 500) -> set[str]:
     return {p.question for f, params in VERIFIER_SLICES.items() for p in get_family(f).sample(n, EVAL_SEED, params)}
 
 
+def other_parity(text: str, gold_text: str, wrong: int) -> bool:
+    """Whether the wrong character is a digit of the other parity than the gold chain's digit there."""
+    a, b = text[wrong], gold_text[wrong] if wrong < len(gold_text) else ""
+    return a.isdigit() and b.isdigit() and (int(a) - int(b)) % 2 == 1
+
+
+MAX_REDRAWS = 8  # injections of a wrong result tried for one of the same parity before keeping the last
+
+
 def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: list[dict[str, Any]] | None = None,
-                    p_error: float = 0.5, p_own: float = 0.25, exclude: frozenset[str] | set[str] = frozenset()
-                    ) -> list[tuple[str, list[tuple[int, int]], int | None]]:
+                    p_error: float = 0.5, p_own: float = 0.25, exclude: frozenset[str] | set[str] = frozenset(),
+                    same_parity: float = 0.0) -> list[tuple[str, list[tuple[int, int]], int | None]]:
     """``n`` labelled chains: gold or injected (every kind) from :data:`TRAIN_SLICES`, and some
-    model-written chains with errors from ``own`` when given; no question in ``exclude``."""
+    model-written chains with errors from ``own`` when given; no question in ``exclude``.
+    ``same_parity``: the probability that an injected wrong result is drawn again (up to
+    :data:`MAX_REDRAWS` times) until its digit has the parity of the right one, so that more wrong
+    results keep it (hard negatives against a verifier that checks only the parity; docs/guide.md)."""
     out: list[tuple[str, list[tuple[int, int]], int | None]] = []
     while len(out) < n:
         if own and rng.random() < p_error * p_own:
@@ -169,12 +194,18 @@ def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: 
         kinds = list(fam.error_kinds)
         try:
             kind = rng.choices(kinds, weights=[KIND_WEIGHTS.get(k, 1.0) for k in kinds])[0]
-            ch = fam.inject(p, kind, seed=rng.getrandbits(30))
+            redraw = kind == "wrong_result" and same_parity > 0 and rng.random() < same_parity
+            gold_text = formats.likelihood_text(p.question, *gold)[0] if redraw else ""
+            for _ in range(MAX_REDRAWS if redraw else 1):
+                ch = fam.inject(p, kind, seed=rng.getrandbits(30))
+                ex = labelled(p.question, [s.text for s in ch.steps], ch.answer, gold, ch.first_error)
+                if ex is None or not redraw or not other_parity(ex[0], gold_text, ex[2]):
+                    break
         except InjectionUnsupported:
             continue
-        ex = labelled(p.question, [s.text for s in ch.steps], ch.answer, gold, ch.first_error)
-        if ex is not None:
-            out.append(ex)
+        if ex is None:
+            continue
+        out.append(ex)
     return out
 
 
@@ -225,6 +256,19 @@ def _distill_loss(lp_valid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of P(valid) against soft targets in [0, 1]."""
     lp_invalid = torch.log(-torch.expm1(lp_valid.clamp(max=-1e-7)))
     return -(target * lp_valid + (1 - target) * lp_invalid).mean()
+
+
+def _next_token_loss(solver, tok, batch, offsets, hidden) -> torch.Tensor:
+    """Mean cross-entropy of the next token at every position whose next token is labelled valid,
+    from ``hidden`` (the PRM's residual stream after its backbone) through ``solver``'s norm and head."""
+    h, y = [], []
+    for (text, spans, wrong), offs, hid in zip(batch, offsets, hidden, strict=True):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        nxt = [t for t, label in token_targets(offs, spans, wrong) if label == 1 and t > 0]
+        h.append(hid[[t - 1 for t in nxt]])
+        y.extend(ids[t] for t in nxt)
+    logits = solver.lm_head(solver.model.norm(torch.cat(h))).float()
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(y, device=logits.device))
 
 
 def companion(checkpoint: str | Path) -> Path | None:
@@ -285,7 +329,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
           seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
           extra_layers: int = 0, init_from: str | Path | None = None, distill: float = 0.0,
-          freeze_backbone: bool = False, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+          freeze_backbone: bool = False, same_parity: float = 0.0, lm_loss: float = 0.0, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
     With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
@@ -294,7 +338,11 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     ``distill`` > 0 adds, with that weight, a dense loss on every chain token towards the solver's own
     view of it (:func:`teacher_targets`, ``source`` as the teacher); not at a token labelled invalid,
     where the label rules (a chain ``source`` wrote itself has its own argmax there).
-    ``freeze_backbone`` trains only the added layers, the final norm and the head."""
+    ``freeze_backbone`` trains only the added layers, the final norm and the head. ``same_parity``:
+    see :func:`sample_examples`. ``lm_loss`` > 0 adds, with that weight, the solver's own next-token
+    loss on every token the labels call valid, read from the residual stream after the backbone's
+    last layer through ``source``'s (frozen) final norm and output head: fine-tuning as a classifier
+    otherwise erodes the prediction the PRM has to compare a written token with (docs/guide.md)."""
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
@@ -313,7 +361,9 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         model, tok = load_checkpoint(src)
         prm = as_token_classifier(model, tok, extra_layers)
         del model
-    teacher = load_checkpoint(src)[0].eval() if distill > 0 else None
+    teacher = load_checkpoint(src)[0].eval() if distill > 0 or lm_loss > 0 else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
     n_backbone = json.loads((src / "config.json").read_text())["num_hidden_layers"]
     if freeze_backbone:
         if prm.config.num_hidden_layers <= n_backbone:
@@ -331,7 +381,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers,
                 "init_from": None if init_from is None else str(init_from), "distill": distill,
-                "freeze_backbone": freeze_backbone}
+                "freeze_backbone": freeze_backbone, "same_parity": same_parity, "lm_loss": lm_loss}
     first, spent = 1, 0.0
     state_file = out / STATE if out is not None else None
     if state_file is not None and state_file.is_file():
@@ -339,7 +389,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             state = torch.load(state_file, weights_only=False)
         except Exception as e:  # noqa: BLE001 - a state cut short by a crash, or not ours
             raise ZooError(f"{state_file}: unreadable run state ({type(e).__name__}); delete it to start over") from None
-        if {"distill": 0.0, "freeze_backbone": False, **state["settings"]} != settings:  # states from before the options
+        if {"distill": 0.0, "freeze_backbone": False, "same_parity": 0.0, "lm_loss": 0.0, **state["settings"]} != settings:  # states from before the options
             raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
                            "remove the directory or rerun with the same settings to resume it")
         prm.load_state_dict(state["model"])
@@ -367,8 +417,10 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         cycle = [f for f in FAMILY_CYCLE if f in families] or list(families)
         family = cycle[step % len(cycle)]  # one family per batch: logic's long texts pad no arith batch
         batch = sample_examples(rng, batch_size, (family,), [r for r in own or [] if r["family"] == family],
-                                exclude=exclude)
-        offsets, logps = valid_logprobs(prm, tok, [t for t, _, _ in batch], batch_size=batch_size, grad=True)
+                                exclude=exclude, same_parity=same_parity)
+        hidden: list[torch.Tensor] = []
+        offsets, logps = valid_logprobs(prm, tok, [t for t, _, _ in batch], batch_size=batch_size, grad=True,
+                                        hidden_layer=n_backbone if lm_loss > 0 else None, hidden_out=hidden)
         lp, y, line_lp, line_y = [], [], [], []
         for (_, spans, wrong), offs, row in zip(batch, offsets, logps, strict=True):
             for t, label in token_targets(offs, spans, wrong):
@@ -380,7 +432,9 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         # the line loss (on the least valid token, as evaluated) puts the contrast between right and wrong
         # lines where they differ; the token loss alone lets "a result digit is suspect" absorb the errors
         loss = _balanced_nll(torch.stack(line_lp), line_y) + TOKEN_LOSS_WEIGHT * _balanced_nll(torch.stack(lp), y)
-        if teacher is not None:
+        if lm_loss > 0:
+            loss = loss + lm_loss * _next_token_loss(teacher, tok, batch, offsets, hidden)
+        if distill > 0:
             targets = teacher_targets(teacher, tok, [t for t, _, _ in batch], batch_size=batch_size)
             d_lp, d_y = [], []
             for (_, spans, wrong), offs, row, tgt in zip(batch, offsets, logps, targets, strict=True):
@@ -413,8 +467,10 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             "init_from": None if init_from is None else str(init_from), "freeze_backbone": freeze_backbone,
             "loss": f"class-balanced line loss on each line's least valid token + {TOKEN_LOSS_WEIGHT} x token loss"
                     + (f" + {distill} x distillation towards the solver's P(token) / max P on every chain token"
-                       if distill > 0 else ""),
-            "distill": distill,
+                       if distill > 0 else "")
+                    + (f" + {lm_loss} x the solver's next-token loss on valid tokens, after the backbone, through "
+                       "its frozen norm and head" if lm_loss > 0 else ""),
+            "distill": distill, "same_parity": same_parity, "lm_loss": lm_loss,
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
             "seconds": round(seconds, 1), "curve": curve,
             "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "
