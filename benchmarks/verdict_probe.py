@@ -45,10 +45,18 @@ def _result_digit(step_text: str) -> str:
 
 
 def _hidden(model, enc, layer: int | None) -> torch.Tensor:
-    """The last hidden state (after the final norm), or the residual stream after decoder layer ``layer``."""
+    """The last hidden state (after the final norm), or the residual stream after decoder layer
+    ``layer`` (1 = the first), caught before any norm."""
     if layer is None:
         return model.model(**enc).last_hidden_state
-    return model.model(**enc, output_hidden_states=True).hidden_states[layer]
+    caught = []
+    hook = model.model.layers[layer - 1].register_forward_hook(
+        lambda _m, _i, out: caught.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        model.model(**enc)
+    finally:
+        hook.remove()
+    return caught[0]
 
 
 def features(model, tok, n: int, seed: int, layer: int | None = None) -> dict[str, tuple[np.ndarray, ...]]:
@@ -104,7 +112,8 @@ def main() -> None:
     ap.add_argument("--model", default="zoo-l")
     ap.add_argument("--train", type=int, default=1500)
     ap.add_argument("--test", type=int, default=400)
-    ap.add_argument("--prm", type=Path, default=None, help="a token-level PRM directory: probe its last hidden state")
+    ap.add_argument("--prm", type=Path, default=None, help="a token-level PRM directory: probe its hidden "
+                    "states instead of --model's")
     ap.add_argument("--layer", type=int, default=None, help="probe the residual stream after this decoder layer "
                     "(1 = the first) instead of the last hidden state")
     ap.add_argument("--threads", type=int, default=1)
@@ -119,6 +128,8 @@ def main() -> None:
     else:
         model, tok = load_checkpoint(resolve(args.model))
         name = args.model
+    if args.layer is not None and not 1 <= args.layer <= len(model.model.layers):
+        ap.error(f"--layer {args.layer}: {name} has decoder layers 1..{len(model.model.layers)}")
     train = features(model, tok, args.train, seed=1, layer=args.layer)
     test = features(model, tok, args.test, seed=2, layer=args.layer)
     if args.layer is not None:

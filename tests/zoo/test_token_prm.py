@@ -326,16 +326,46 @@ def test_the_next_token_loss_reads_the_solvers_own_prediction_after_the_backbone
     from verinet.zoo.registry import resolve
 
     solver, tok = load_checkpoint(resolve(ZOO))
-    prm = as_token_classifier(load_checkpoint(resolve(ZOO))[0], tok, 2)  # added layers start as the identity
+    n = solver.config.num_hidden_layers
+    prm = as_token_classifier(load_checkpoint(resolve(ZOO))[0], tok, 2)
+    torch.manual_seed(0)
+    for layer in prm.model.layers[n:]:  # the added layers start as the identity: make them change the stream
+        torch.nn.init.normal_(layer.mlp.down_proj.weight, std=0.5)
     batch = token_prm.sample_examples(random.Random(0), 3, ("arith",))
     hidden = []
-    offsets, _ = token_prm.valid_logprobs(prm, tok, [t for t, _, _ in batch], hidden_layer=solver.config.num_hidden_layers,
-                                          hidden_out=hidden)
+    offsets, _ = token_prm.valid_logprobs(prm, tok, [t for t, _, _ in batch], hidden_layer=n, hidden_out=hidden)
     with torch.inference_mode():
-        logits = solver(**tok(batch[0][0], add_special_tokens=False, return_tensors="pt")).logits[0]
+        enc = tok(batch[0][0], add_special_tokens=False, return_tensors="pt")
+        logits = solver(**enc).logits[0]
         assert torch.allclose(solver.lm_head(solver.model.norm(hidden[0])), logits, atol=1e-4)
-        loss = float(token_prm._next_token_loss(solver, tok, batch, offsets, hidden))
-    assert 0 < loss < math.log(len(tok))  # the solver predicts its chains far better than chance
+        loss = float(token_prm._next_token_loss(solver, tok, batch[:1], offsets[:1], hidden[:1]))
+        # the same loss from the solver's own logits: position t-1 predicts token t, for every valid token t
+        ids = enc["input_ids"][0]
+        nxt = [t for t, label in token_prm.token_targets(offsets[0], *batch[0][1:]) if label == 1 and t > 0]
+        own = torch.nn.functional.cross_entropy(logits[[t - 1 for t in nxt]], ids[nxt])
+    assert len(nxt) > 10 and math.isclose(loss, float(own), rel_tol=1e-4)
+    with pytest.raises(ValueError, match="decoder layers"):
+        token_prm.valid_logprobs(prm, tok, [batch[0][0]], hidden_layer=0, hidden_out=[])
+
+
+def test_the_next_token_loss_has_nothing_to_learn_from_chains_wrong_from_the_start():
+    from verinet.zoo.model import load_checkpoint
+    from verinet.zoo.registry import resolve
+
+    solver, tok = load_checkpoint(resolve(ZOO))
+    hidden = [torch.zeros(5, solver.config.hidden_size, requires_grad=True)]
+    offsets = [[(i, i + 1) for i in range(5)]]
+    loss = token_prm._next_token_loss(solver, tok, [("a+b>c", [(0, 5)], 0)], offsets, hidden)
+    assert float(loss) == 0.0
+
+
+def test_hard_negatives_leave_the_committed_prms_batches_alone():
+    """same_parity 0 draws exactly what the committed PRM trained on (fingerprint taken before the option)."""
+    import hashlib
+    import random
+
+    batch = token_prm.sample_examples(random.Random(1), 2000, ("arith", "logic"))
+    assert hashlib.md5(str(batch).encode()).hexdigest() == "b8e13d4f604787ea8f1ee13fe9999be0"
 
 
 def test_the_next_token_loss_is_recorded_and_changes_what_is_learnt():
@@ -343,4 +373,6 @@ def test_the_next_token_loss_is_recorded_and_changes_what_is_learnt():
     plain, _, _ = token_prm.train(ZOO, None, **kw)
     with_lm, _, info = token_prm.train(ZOO, None, lm_loss=1.0, **kw)
     assert info["lm_loss"] == 1.0 and "next-token" in info["loss"]
+    with pytest.raises(ZooError, match="lm_loss with freeze_backbone"):
+        token_prm.train(ZOO, None, lm_loss=1.0, freeze_backbone=True, **kw)
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), with_lm.state_dict().values()))

@@ -115,6 +115,8 @@ def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bo
     appended to ``hidden_out``."""
     from verinet.zoo.inference import encode_left_padded
 
+    if hidden_layer is not None and not 1 <= hidden_layer <= len(prm.model.layers):
+        raise ValueError(f"hidden_layer {hidden_layer}: the model has decoder layers 1..{len(prm.model.layers)}")
     offsets_out, logps = [], []
     device = next(prm.parameters()).device
     ctx = torch.enable_grad() if grad else torch.inference_mode()
@@ -174,7 +176,7 @@ def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: 
     """``n`` labelled chains: gold or injected (every kind) from :data:`TRAIN_SLICES`, and some
     model-written chains with errors from ``own`` when given; no question in ``exclude``.
     ``same_parity``: the probability that an injected wrong result is drawn again (up to
-    :data:`MAX_REDRAWS` times) until its digit has the parity of the right one, so that more wrong
+    :data:`MAX_REDRAWS` draws in all) until its digit has the parity of the right one, so that more wrong
     results keep it (hard negatives against a verifier that checks only the parity; docs/guide.md)."""
     out: list[tuple[str, list[tuple[int, int]], int | None]] = []
     while len(out) < n:
@@ -267,6 +269,8 @@ def _next_token_loss(solver, tok, batch, offsets, hidden) -> torch.Tensor:
         nxt = [t for t, label in token_targets(offs, spans, wrong) if label == 1 and t > 0]
         h.append(hid[[t - 1 for t in nxt]])
         y.extend(ids[t] for t in nxt)
+    if not y:  # every chain wrong from its first character: nothing to predict (an empty mean is NaN)
+        return hidden[0].new_zeros(())
     logits = solver.lm_head(solver.model.norm(torch.cat(h))).float()
     return torch.nn.functional.cross_entropy(logits, torch.tensor(y, device=logits.device))
 
@@ -366,6 +370,9 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         teacher.requires_grad_(False)
     n_backbone = json.loads((src / "config.json").read_text())["num_hidden_layers"]
     if freeze_backbone:
+        if lm_loss > 0:
+            raise ZooError("lm_loss with freeze_backbone: the next-token loss reads the frozen backbone, so it "
+                           "would train nothing; use one or the other")
         if prm.config.num_hidden_layers <= n_backbone:
             raise ZooError("freeze_backbone with no added layers would train only the final norm and the head; "
                            "add some (extra_layers, e.g. 2)")
