@@ -33,6 +33,7 @@ from sklearn.metrics import roc_auc_score
 
 from verinet.tasks import get_family
 from verinet.zoo import formats
+from verinet.zoo.inference import layer_outputs
 from verinet.zoo.model import load_checkpoint
 from verinet.zoo.registry import resolve
 from verinet.zoo.tokenizer import TAG
@@ -49,13 +50,8 @@ def _hidden(model, enc, layer: int | None) -> torch.Tensor:
     ``layer`` (1 = the first), caught before any norm."""
     if layer is None:
         return model.model(**enc).last_hidden_state
-    caught = []
-    hook = model.model.layers[layer - 1].register_forward_hook(
-        lambda _m, _i, out: caught.append(out[0] if isinstance(out, tuple) else out))
-    try:
+    with layer_outputs(model, layer) as caught:
         model.model(**enc)
-    finally:
-        hook.remove()
     return caught[0]
 
 

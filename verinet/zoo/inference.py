@@ -7,7 +7,8 @@ layer wraps the same ideas behind one protocol for every engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -56,6 +57,23 @@ def score_tagged(model, tok, texts: list[str], *, batch_size: int = 64, tag: str
             out.append(p[k:k + c])
             k += c
     return out
+
+
+@contextmanager
+def layer_outputs(model, layer: int) -> Iterator[list[torch.Tensor]]:
+    """Within the block, the residual stream after decoder layer ``layer`` (1 = the first; before any
+    final norm) of every forward pass of ``model`` (a Llama-style ``*For*`` model) is appended to the
+    yielded list."""
+    layers = model.model.layers
+    if not 1 <= layer <= len(layers):
+        raise ValueError(f"layer {layer}: the model has decoder layers 1..{len(layers)}")
+    caught: list[torch.Tensor] = []
+    hook = layers[layer - 1].register_forward_hook(
+        lambda _m, _i, out: caught.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        yield caught
+    finally:
+        hook.remove()
 
 
 def encode_left_padded(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:

@@ -113,32 +113,25 @@ def valid_logprobs(prm, tok, texts: list[str], *, batch_size: int = 32, grad: bo
     with explicit positions so each text scores as it would alone). With ``hidden_layer`` k, the
     residual stream after decoder layer k (1 = the first; before any final norm) of each text is
     appended to ``hidden_out``."""
-    from verinet.zoo.inference import encode_left_padded
+    from contextlib import nullcontext
 
-    if hidden_layer is not None and not 1 <= hidden_layer <= len(prm.model.layers):
-        raise ValueError(f"hidden_layer {hidden_layer}: the model has decoder layers 1..{len(prm.model.layers)}")
+    from verinet.zoo.inference import encode_left_padded, layer_outputs
+
     offsets_out, logps = [], []
     device = next(prm.parameters()).device
     ctx = torch.enable_grad() if grad else torch.inference_mode()
-    caught: list[torch.Tensor] = []
-    hook = None if hidden_layer is None else prm.model.layers[hidden_layer - 1].register_forward_hook(
-        lambda _m, _i, out: caught.append(out[0] if isinstance(out, tuple) else out))
-    try:
-        with ctx:
-            for i in range(0, len(texts), batch_size):
-                ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
-                caught.clear()
-                logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-                lp = torch.log_softmax(logits, -1)[..., valid_label]
-                for b in range(ids.shape[0]):
-                    start = ids.shape[1] - int(mask[b].sum())
-                    offsets_out.append([tuple(o) for o in offsets[b][start:]])
-                    logps.append(lp[b, start:])
-                    if hook is not None and hidden_out is not None:
-                        hidden_out.append(caught[0][b, start:])
-    finally:
-        if hook is not None:
-            hook.remove()
+    with ctx, (nullcontext([]) if hidden_layer is None else layer_outputs(prm, hidden_layer)) as caught:
+        for i in range(0, len(texts), batch_size):
+            ids, mask, pos, offsets = encode_left_padded(tok, texts[i:i + batch_size], device)
+            caught.clear()
+            logits = prm(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+            lp = torch.log_softmax(logits, -1)[..., valid_label]
+            for b in range(ids.shape[0]):
+                start = ids.shape[1] - int(mask[b].sum())
+                offsets_out.append([tuple(o) for o in offsets[b][start:]])
+                logps.append(lp[b, start:])
+                if hidden_layer is not None and hidden_out is not None:
+                    hidden_out.append(caught[0][b, start:])
     return offsets_out, logps
 
 
@@ -205,9 +198,8 @@ def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: 
                     break
         except InjectionUnsupported:
             continue
-        if ex is None:
-            continue
-        out.append(ex)
+        if ex is not None:
+            out.append(ex)
     return out
 
 
@@ -333,7 +325,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
           seed: int = 0, families: tuple[str, ...] = tuple(TRAIN_SLICES), own: list[dict[str, Any]] | None = None,
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
           extra_layers: int = 0, init_from: str | Path | None = None, distill: float = 0.0,
-          freeze_backbone: bool = False, same_parity: float = 0.0, lm_loss: float = 0.0, log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
+          freeze_backbone: bool = False, same_parity: float = 0.0, lm_loss: float = 0.0,
+          log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
     With ``out``, the run saves its state at every evaluation and resumes from it (batch ``k``
@@ -396,7 +389,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             state = torch.load(state_file, weights_only=False)
         except Exception as e:  # noqa: BLE001 - a state cut short by a crash, or not ours
             raise ZooError(f"{state_file}: unreadable run state ({type(e).__name__}); delete it to start over") from None
-        if {"distill": 0.0, "freeze_backbone": False, "same_parity": 0.0, "lm_loss": 0.0, **state["settings"]} != settings:  # states from before the options
+        before_options = {"distill": 0.0, "freeze_backbone": False, "same_parity": 0.0, "lm_loss": 0.0}
+        if {**before_options, **state["settings"]} != settings:  # states saved before these options existed
             raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
                            "remove the directory or rerun with the same settings to resume it")
         prm.load_state_dict(state["model"])
