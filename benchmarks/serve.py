@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from verinet.serve.api import VerifyRequest  # noqa: E402
 from verinet.serve.config import ServeConfig, load_serve_config  # noqa: E402
 from verinet.serve.loadgen import LoadResult, run_load  # noqa: E402
+from verinet.serve.ports import free_port  # noqa: E402
 from verinet.tasks import get_family  # noqa: E402
 
 
@@ -107,12 +107,6 @@ def replicas(app_name: str) -> dict[str, int]:
     deps = serve.status().applications[app_name].deployments
     return {name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING"))
             for name, d in deps.items()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def noop_app() -> FastAPI:

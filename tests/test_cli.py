@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import verinet
 from verinet.cli import app
+from verinet.serve.ports import free_port
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -158,14 +159,6 @@ def test_verify_bad_config_is_a_clear_error(tmp_path):
 
 # --- output that reads well in a pipe, a log or a terminal -----------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tables_are_not_cut_when_piped(tmp_path, monkeypatch):
     """CliRunner's stdout is not a terminal, as in `verinet ... | less` or a CI log."""
     monkeypatch.delenv("COLUMNS", raising=False)
@@ -245,7 +238,7 @@ def test_verify_gsm8k_reads_data(tmp_path):
 
 
 def test_monitor_on_a_dead_port_says_so_plainly():
-    r = runner.invoke(app, ["monitor", "--url", f"http://127.0.0.1:{_free_port()}", "--once"])
+    r = runner.invoke(app, ["monitor", "--url", f"http://127.0.0.1:{free_port()}", "--once"])
     assert r.exit_code == 1
     out = " ".join(_all(r).split())
     assert "cannot connect to http://127.0.0.1:" in out and "Connection refused" in out, out

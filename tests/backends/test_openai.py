@@ -7,7 +7,6 @@ passes batch and pad prompts differently, which moves float32 results by ~1e-6).
 
 import json
 import math
-import socket
 
 import pytest
 import requests
@@ -16,6 +15,7 @@ import torch
 from verinet.backends.base import BackendError
 from verinet.backends.hf import HFBackend
 from verinet.backends.openai import OpenAIBackend
+from verinet.serve.ports import free_port
 from verinet.backends.server import serve
 from verinet.tasks import get_family, split_chain
 from verinet.zoo.formats import solve_prompt, verify_text
@@ -71,12 +71,6 @@ def post(srv, body, **kw):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return requests.post(srv.base_url + "/completions", data=data, headers={"Content-Type": "application/json"},
                          timeout=60, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- models and health -----------------------------------------------------------------------

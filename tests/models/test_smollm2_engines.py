@@ -9,7 +9,6 @@ log-probs within ``LOGPROB_TOL`` of transformers' (measured: within 1.2e-5 for v
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import requests
 
 from verinet.backends import MemberSpec, make_backend
 from verinet.backends.formats import make_format
+from verinet.serve.ports import free_port
 from verinet.tasks import get_family
 
 pytestmark = [pytest.mark.smollm2, pytest.mark.vllm]
@@ -87,16 +87,10 @@ def test_vllm_engine_agrees_with_transformers(smollm2_dir, cases, reference):
     assert got["decode"] == reference["decode"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(smollm2_dir, tmp_path_factory):
     """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 serving the prepared checkpoint."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
            "--served-model-name", NAME, "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),

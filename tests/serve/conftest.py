@@ -13,13 +13,13 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import shutil
-import socket
 import subprocess
 
 import pytest
 
 from verinet.backends import EnsembleConfig, MemberSpec, Resources
 from verinet.serve.config import ServeConfig
+from verinet.serve.ports import free_port
 from verinet.tasks import get_family
 
 MEMBERS = ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
@@ -42,12 +42,6 @@ def serve_config(**updates) -> ServeConfig:
                 member_timeout_s=30.0, timeout_s=60.0, max_queue=16)
     base.update(updates)
     return ServeConfig(**base)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def arith_requests(n: int, seed: int = 0, *, inject: bool = True, **extra) -> list[dict]:

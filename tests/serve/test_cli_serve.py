@@ -61,10 +61,11 @@ def test_verinet_serve_answers_then_stops_every_process(tmp_path, stop):
         deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(url + "/readyz", timeout=5).status_code == 200:
+            try:  # ours only: another process on the port answered 200 here once (see verinet/serve/ports.py)
+                r = requests.get(url + "/readyz", timeout=5)
+                if r.status_code == 200 and r.json().get("status") == "ready":
                     break
-            except requests.RequestException:
+            except (requests.RequestException, ValueError):
                 pass
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1.0)
