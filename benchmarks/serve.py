@@ -186,7 +186,7 @@ def main() -> None:
     engine = local_engine(cfg)
     rows = measure("direct", lambda c, s: direct(engine, bodies, c, s), args.clients, args.seconds,
                    args.warmup)
-    with serve_local(cfg, None, engine=engine, port=free_port()) as srv:
+    with serve_local(cfg, None, engine=engine, port=0) as srv:  # bound in-process: no race
         rows += measure("http", lambda c, s: run_load(srv.url, bodies, clients=c, seconds=s), args.clients,
                         args.seconds, args.warmup)
 

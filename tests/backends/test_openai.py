@@ -15,8 +15,8 @@ import torch
 from verinet.backends.base import BackendError
 from verinet.backends.hf import HFBackend
 from verinet.backends.openai import OpenAIBackend
-from verinet.serve.ports import free_port
 from verinet.backends.server import serve
+from verinet.serve.ports import free_port
 from verinet.tasks import get_family, split_chain
 from verinet.zoo.formats import solve_prompt, verify_text
 from verinet.zoo.registry import MODELS_DIR

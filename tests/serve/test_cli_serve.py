@@ -58,16 +58,17 @@ def test_verinet_serve_answers_then_stops_every_process(tmp_path, stop):
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": "Bearer cli-test-token-0123456789"}
     try:
-        deadline = time.monotonic() + 300
+        deadline, last = time.monotonic() + 300, "no answer"
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             try:  # ours only: another process on the port answered 200 here once (see verinet/serve/ports.py)
                 r = requests.get(url + "/readyz", timeout=5)
-                if r.status_code == 200 and r.json().get("status") == "ready":
+                last = f"last /readyz answer: {r.status_code} {r.text[:200]!r}"
+                if r.status_code == 200 and isinstance(j := r.json(), dict) and j.get("status") == "ready":
                     break
             except (requests.RequestException, ValueError):
                 pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, last + "\n" + (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1.0)
         req = body(arith_requests(1, seed=41, inject=False)[0])
         assert requests.post(url + "/v1/verify", json=req, timeout=60).status_code == 401  # env token is on
