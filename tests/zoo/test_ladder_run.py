@@ -124,6 +124,55 @@ def test_a_deadline_saves_the_state_and_the_run_resumes_on_the_same_trajectory(t
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_sigterm_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate_at_step_3(step, loss, tps):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = train(micro_config(steps=8), tmp_path / "d", on_step=terminate_at_step_3)
+    assert (stopped.steps, stopped.stopped_by) == (3, "SIGTERM")
+    assert json.loads((tmp_path / "d" / "train_state" / "state.json").read_text())["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only as long as the run
+    resumed = train(micro_config(steps=8), tmp_path / "d")
+    unbroken = train(micro_config(steps=8), tmp_path / "u")
+    assert resumed.stopped_by is None and resumed.steps == 8
+    assert resumed.losses == pytest.approx(unbroken.losses, abs=1e-6)
+
+
+def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from verinet.zoo.config import EXIT_RESUMABLE
+
+    long = _config(tmp_path, "tiny-term", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
+                                                         "steps": 100_000})
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", long, "--out",
+                             str(out), "--no-eval"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        t_end = time.time() + 120
+        while not out.is_dir() and proc.poll() is None and time.time() < t_end:  # the handler is in place
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_RESUMABLE, output
+    flat = " ".join(output.split())  # rich wraps long lines
+    assert "(SIGTERM), state saved" in flat and "the same command resumes" in flat, output
+    step = json.loads((out / "train_state" / "state.json").read_text())["step"]
+    assert 1 <= step < 100_000
+
+
 def test_a_spent_budget_stops_the_runs_and_the_pack_keeps_their_state(tmp_path):
     import tarfile
 

@@ -35,7 +35,8 @@ def zoo_train(
     loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Processes that build batches ahead (the "
                                                 "same batches; for a GPU, where one core cannot keep up).")] = 0,
     budget_s: Annotated[Optional[float], typer.Option(min=1, help="Stop after this many seconds, state saved, "
-                                                      f"exit code {EXIT_RESUMABLE}; the same command resumes.")] = None,
+                                                      f"exit code {EXIT_RESUMABLE} (as on SIGTERM or Ctrl-C); the "
+                                                      "same command resumes.")] = None,
 ) -> None:
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
@@ -62,7 +63,8 @@ def zoo_train(
                                                                       plain(s, loss, tps)),
                            loader_workers=loader_workers, deadline=deadline)
         if result.steps < cfg.training.steps:
-            console.print(f"{cfg.name}: stopped at step {result.steps} of {cfg.training.steps} (--budget-s), state saved "
+            why = "--budget-s" if result.stopped_by in (None, "deadline") else result.stopped_by
+            console.print(f"{cfg.name}: stopped at step {result.steps} of {cfg.training.steps} ({why}), state saved "
                           f"in {target}; the same command resumes", highlight=False)
             raise typer.Exit(EXIT_RESUMABLE)
         console.print(f"trained {cfg.name}: {result.steps} steps, {result.tokens:,} tokens, {result.wall_s:.0f} s "

@@ -13,7 +13,7 @@ from verinet.tasks import TaskError, get_family
 MIN_HEAD_DIM = 32  # vLLM's CPU attention kernel refuses smaller heads
 
 
-EXIT_RESUMABLE = 75  # `verinet zoo train` stopped by its time budget, its state saved (EX_TEMPFAIL)
+EXIT_RESUMABLE = 75  # `verinet zoo train` stopped by its time budget or a signal, its state saved (EX_TEMPFAIL)
 
 
 class ZooError(ValueError):

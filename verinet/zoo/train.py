@@ -8,11 +8,14 @@ state are checkpointed, so an interrupted run resumes on the same trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ class TrainResult:
     final_loss: float
     losses: list[float]  # mean loss of each logged window
     device: str
+    stopped_by: str | None = None  # why an unfinished run stopped: "deadline", "SIGTERM" or "SIGINT"
 
 
 def resolve_device(choice: str) -> str:
@@ -73,6 +77,30 @@ class _StepBatches(torch.utils.data.Dataset):
         return collate(self.builder.batch(step), self.pad_id)
 
 
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[str]]:
+    """While training, SIGTERM and SIGINT ask the loop to save its state and stop after the step it is
+    in (the list receives the signal's name); a second SIGINT interrupts at once. Outside the main
+    thread, where Python cannot take signals, nothing is installed."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in requested:
+            raise KeyboardInterrupt
+        requested.append(name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, workers: int):
     """Batches ``first .. last - 1`` in order; with ``workers`` > 0 built ahead by that many processes
     (a small model on a GPU trains faster than one core builds its batches)."""
@@ -94,8 +122,14 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     on other chain formats or on another model's chains); its ``batch(step)`` must stay a pure
     function of the step, or a resumed run leaves the trajectory. ``loader_workers`` processes build
     the batches ahead (the same batches: the trajectory does not change). At ``deadline`` (a
-    ``time.time()`` value) the run saves its state and stops; called again, it resumes.
+    ``time.time()`` value), or on SIGTERM or SIGINT, the run saves its state after the current step
+    and stops; called again, it resumes.
     """
+    with _stop_requests() as signals:
+        return _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadline, signals)
+
+
+def _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadline, signals) -> TrainResult:
     tc = config.training
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +170,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     last = tc.steps if stop_after is None else min(tc.steps, state["step"] + stop_after)
     batches = _batches(builder, tok.pad_token_id, state["step"], last, loader_workers)
     t0 = time.perf_counter()
+    stopped_by = None
     for cpu_batch in batches:
         batch = {k: v.to(device) for k, v in cpu_batch.items()}
         with autocast:
@@ -153,7 +188,9 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
         window.append(loss_value)
         if on_step:
             on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
-        out_of_time = deadline is not None and time.time() >= deadline
+        stopped_by = "deadline" if deadline is not None and time.time() >= deadline \
+            else signals[0] if signals else None
+        out_of_time = stopped_by is not None
         at_checkpoint = state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps
         if at_checkpoint:
             state["losses"].append(sum(window) / len(window))
@@ -180,7 +217,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
         shutil.rmtree(state_dir, ignore_errors=True)
     losses = state["losses"] + ([sum(window) / len(window)] if window else [])
     return TrainResult(state["step"], state["tokens"], state["wall_s"], losses[-1] if losses else float("nan"),
-                       losses, device)
+                       losses, device, None if state["step"] >= tc.steps else stopped_by)
 
 
 def _init_weights(model: torch.nn.Module, init_from: str) -> None:
