@@ -124,24 +124,76 @@ def test_a_deadline_saves_the_state_and_the_run_resumes_on_the_same_trajectory(t
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_sigterm_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):
+def _send_at(step_wanted: int, *signals):
     import os
+
+    def on_step(step, loss, tps):
+        if step == step_wanted:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+    return on_step
+
+
+def test_a_signal_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):
     import signal
 
-    before = signal.getsignal(signal.SIGTERM)
-
-    def terminate_at_step_3(step, loss, tps):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    stopped = train(micro_config(steps=8), tmp_path / "d", on_step=terminate_at_step_3)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stopped = train(micro_config(steps=8), tmp_path / "d", on_step=_send_at(3, signal.SIGTERM), stop_on_signals=True)
     assert (stopped.steps, stopped.stopped_by) == (3, "SIGTERM")
-    assert json.loads((tmp_path / "d" / "train_state" / "state.json").read_text())["step"] == 3
-    assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only as long as the run
+    assert json.loads((tmp_path / "d" / "train_state" / "state.json").read_text())["step"] == 3  # off the schedule
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # put back
+    again = train(micro_config(steps=8), tmp_path / "d", on_step=_send_at(6, signal.SIGINT), stop_on_signals=True)
+    assert (again.steps, again.stopped_by) == (6, "SIGINT")
     resumed = train(micro_config(steps=8), tmp_path / "d")
     unbroken = train(micro_config(steps=8), tmp_path / "u")
     assert resumed.stopped_by is None and resumed.steps == 8
     assert resumed.losses == pytest.approx(unbroken.losses, abs=1e-6)
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_an_ignored_one_stays_ignored(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(micro_config(steps=8), tmp_path / "a", on_step=_send_at(3, signal.SIGINT, signal.SIGINT),
+              stop_on_signals=True)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert not (tmp_path / "a" / "train_state").exists()  # at once: no save at step 3, none scheduled before 5
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job inherits it
+    try:
+        full = train(micro_config(steps=8), tmp_path / "b", on_step=_send_at(3, signal.SIGINT), stop_on_signals=True)
+        assert (full.steps, full.stopped_by) == (8, None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_without_stop_on_signals_a_library_caller_keeps_its_handlers(tmp_path):
+    import signal
+
+    seen = []
+    train(micro_config(steps=2), tmp_path / "p", on_step=lambda *a: seen.append(signal.getsignal(signal.SIGTERM)))
+    assert seen == [signal.getsignal(signal.SIGTERM)] * 2
+
+
+def test_a_save_killed_between_its_renames_resumes_from_the_previous_state(tmp_path):
+    import os
+
+    train(micro_config(steps=10), tmp_path / "r", stop_after=7)  # the state of step 5 is kept
+    os.replace(tmp_path / "r" / "train_state", tmp_path / "r" / "train_state.old")  # as a kill mid-save leaves it
+    seen = []
+    resumed = train(micro_config(steps=10), tmp_path / "r", on_step=lambda step, *_: seen.append(step))
+    assert seen == [6, 7, 8, 9, 10]  # from the saved step 5, not from scratch
+    unbroken = train(micro_config(steps=10), tmp_path / "u")
+    assert resumed.steps == 10 and resumed.losses == pytest.approx(unbroken.losses, abs=1e-6)
+
+
+def _stopped_step(output: str) -> int:
+    import re
+
+    found = re.search(r"stopped at step (\d+) of", " ".join(output.split()))  # rich wraps long lines
+    assert found, output
+    return int(found.group(1))
 
 
 def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):
@@ -152,25 +204,53 @@ def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):
 
     from verinet.zoo.config import EXIT_RESUMABLE
 
+    # checkpoints far apart: the state found afterwards is the save on the signal, not a scheduled one
     long = _config(tmp_path, "tiny-term", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
-                                                         "steps": 100_000})
+                                                         "steps": 100_000, "checkpoint_every": 50_000})
     out = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", long, "--out",
                              str(out), "--no-eval"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         t_end = time.time() + 120
-        while not out.is_dir() and proc.poll() is None and time.time() < t_end:  # the handler is in place
+        while not out.is_dir() and proc.poll() is None and time.time() < t_end:
             time.sleep(0.2)
-        time.sleep(1.0)
+        time.sleep(3.0)  # past set-up, into the loop, where the handler is in place
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == EXIT_RESUMABLE, output
-    flat = " ".join(output.split())  # rich wraps long lines
-    assert "(SIGTERM), state saved" in flat and "the same command resumes" in flat, output
-    step = json.loads((out / "train_state" / "state.json").read_text())["step"]
-    assert 1 <= step < 100_000
+    assert "(SIGTERM), state saved" in " ".join(output.split()), output
+    step = _stopped_step(output)
+    assert 1 <= step < 50_000
+    assert json.loads((out / "train_state" / "state.json").read_text())["step"] == step
+
+
+def test_sigterm_to_train_all_stops_its_runs_which_save_their_state(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    long = _config(tmp_path, "tiny-all", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
+                                                        "steps": 100_000, "checkpoint_every": 50_000})
+    rows = ladder_run.plan([long])
+    root = tmp_path / "all"
+
+    def terminate_once_training():  # the child's out dir exists once its imports are done
+        t_end = time.time() + 120
+        while not (root / "tiny-all").is_dir() and time.time() < t_end:
+            time.sleep(0.2)
+        time.sleep(3.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_training, daemon=True).start()
+    done: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        ladder_run.train_all(rows, root, parallel=1, loader_workers=0, log=lambda s: None, done=done)
+    assert done["tiny-all"]["status"] == "stopped" and done["tiny-all"]["rc"] == 75
+    step = _stopped_step((root / "tiny-all.log").read_text())
+    assert json.loads((root / "tiny-all" / "train_state" / "state.json").read_text())["step"] == step
 
 
 def test_a_spent_budget_stops_the_runs_and_the_pack_keeps_their_state(tmp_path):

@@ -35,8 +35,8 @@ def zoo_train(
     loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Processes that build batches ahead (the "
                                                 "same batches; for a GPU, where one core cannot keep up).")] = 0,
     budget_s: Annotated[Optional[float], typer.Option(min=1, help="Stop after this many seconds, state saved, "
-                                                      f"exit code {EXIT_RESUMABLE} (as on SIGTERM or Ctrl-C); the "
-                                                      "same command resumes.")] = None,
+                                                      f"exit code {EXIT_RESUMABLE} (as on SIGTERM; Ctrl-C saves and "
+                                                      "exits 130); the same command resumes.")] = None,
 ) -> None:
     """Train a zoo model (resumes an interrupted run), evaluate it and write its model card."""
     from verinet.zoo.card import build_card, write_card
@@ -61,12 +61,13 @@ def zoo_train(
             task = bar.add_task(cfg.name, total=cfg.training.steps, loss=float("nan"), tps=0.0)
             result = train(cfg, target, on_step=lambda s, loss, tps: (bar.update(task, completed=s, loss=loss, tps=tps),
                                                                       plain(s, loss, tps)),
-                           loader_workers=loader_workers, deadline=deadline)
+                           loader_workers=loader_workers, deadline=deadline, stop_on_signals=True)
         if result.steps < cfg.training.steps:
             why = "--budget-s" if result.stopped_by in (None, "deadline") else result.stopped_by
             console.print(f"{cfg.name}: stopped at step {result.steps} of {cfg.training.steps} ({why}), state saved "
                           f"in {target}; the same command resumes", highlight=False)
-            raise typer.Exit(EXIT_RESUMABLE)
+            # Ctrl-C is the user's stop, not a spent budget: 130, so a script or a resume loop stops too
+            raise typer.Exit(130 if result.stopped_by == "SIGINT" else EXIT_RESUMABLE)
         console.print(f"trained {cfg.name}: {result.steps} steps, {result.tokens:,} tokens, {result.wall_s:.0f} s "
                       f"on {result.device}; final loss {result.final_loss:.4f}")
         if no_eval:
@@ -100,7 +101,7 @@ def zoo_train_ladder(
     budget_s: Annotated[Optional[float], typer.Option(min=1, help="Seconds for training, all models together: "
                                                       "then every run saves its state and stops, and what finished "
                                                       "is graded. The same command resumes.")] = None,
-    pack: Annotated[Optional[Path], typer.Option(help="At the end, also after a failure or SIGINT (not a kill), put "
+    pack: Annotated[Optional[Path], typer.Option(help="At the end, also after a failure, Ctrl-C or SIGTERM (not a kill), put "
                                                  "OUT_ROOT in this .tar.gz (finished runs without their training state).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, tokens, device); train nothing.")]
         = False,
@@ -133,6 +134,11 @@ def zoo_train_ladder(
     summary: dict = {"plan": rows, "slices": slices, "grade_with": list(others), "budget_s": budget_s}
     try:
         _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs saved their state (train_all waited for them)
+        ladder_run.write_json(out_root / "ladder.json", summary)
+        ended = ", ".join(f"{k} {v['status']}" for k, v in summary.get("runs", {}).items()) or "none"
+        err.print(f"interrupted; runs: {ended}; the same command resumes", highlight=False)
+        raise typer.Exit(130) from None
     finally:
         if pack is not None:
             names = ladder_run.pack(out_root, pack, summary.get("runs", {}))
@@ -151,8 +157,9 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
     from verinet.zoo import ladder_run
 
     t0 = time.time()
-    summary["runs"] = ladder_run.train_all(rows, out_root, parallel=parallel, loader_workers=loader_workers,
-                                           budget_s=budget_s, log=lambda s: console.print(s, highlight=False))
+    summary["runs"] = {}  # filled as runs end, so that an interrupted call still records (and packs) them
+    ladder_run.train_all(rows, out_root, parallel=parallel, loader_workers=loader_workers, budget_s=budget_s,
+                         log=lambda s: console.print(s, highlight=False), done=summary["runs"])
     summary["train_seconds"] = round(time.time() - t0, 1)
     ladder_run.write_json(out_root / "ladder.json", summary)
     models = {**others, **{r["name"]: out_root / r["name"] for r in rows

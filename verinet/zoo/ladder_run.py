@@ -15,9 +15,12 @@ slice is graded by size when the largest model's interval lies above every small
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +60,8 @@ def parse_slices(text: str) -> list[tuple[str, dict[str, int]]]:
 
 
 CHILD_START_S = 15  # a `zoo train` process's imports and set-up before its budget starts counting
-GRACE_S = 60  # past the budget, a run still going is terminated
+GRACE_S = 60  # past the budget, a run still going is terminated; on Ctrl-C, the wait for the runs to save
+TERMINATE_WAIT_S = 10  # a hung run's time to end after SIGTERM, before SIGKILL
 REPORT_EVERY_S = 60
 
 
@@ -87,57 +91,104 @@ def plan(configs: list[Path], *, sample_batches: int = 3) -> list[dict[str, Any]
 
 
 def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, loader_workers: int,
-              budget_s: float | None = None, log=print) -> dict[str, dict[str, Any]]:
+              budget_s: float | None = None, log=print,
+              done: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Train every planned config, ``parallel`` at a time, each in its own process (logs appended to
-    ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "status", "seconds", "log"}}; a failed run does not stop
-    the rest. With ``budget_s`` every run stops (state saved, status "stopped") when that time is spent."""
+    ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "status", "seconds", "log"}}, filled into ``done`` as
+    runs end; a failed run does not stop the rest. With ``budget_s`` every run stops (state saved,
+    status "stopped") when that time is spent. On Ctrl-C or SIGTERM the running ones are sent SIGTERM
+    (each saves its state after its current step), waited for, recorded, and KeyboardInterrupt is raised."""
     out_root.mkdir(parents=True, exist_ok=True)
     deadline = None if budget_s is None else time.time() + budget_s
-    pending, running, done = list(rows), {}, {}
+    pending, running = list(rows), {}
+    done = {} if done is None else done
     last_report = time.time()
-    while pending or running:
-        while pending and len(running) < max(1, parallel):
-            r = pending.pop(0)
-            logf = out_root / f"{r['name']}.log"
-            cmd = [sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", r["config"],
-                   "--out", str(out_root / r["name"]), "--no-eval", "--loader-workers", str(loader_workers)]
-            if deadline is not None:
-                left = deadline - time.time() - CHILD_START_S  # the child's clock starts after its imports
-                if left < 1:
-                    done[r["name"]] = {"rc": None, "status": "not started", "seconds": 0.0, "log": str(logf)}
-                    log(f"{r['name']}: not started, the time budget is spent")
-                    continue
-                cmd += ["--budget-s", f"{left:.0f}"]
-            fh = logf.open("a")
-            running[r["name"]] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, time.time(), logf)
-            log(f"started {r['name']} ({r['non_embedding']:,} parameters, {r['steps']:,} steps on {r['device']})")
-        overdue = deadline is not None and time.time() > deadline + GRACE_S
-        if time.time() - last_report >= REPORT_EVERY_S:  # the children's progress, in this process's log too
-            last_report = time.time()
-            for name, (_, _, _, logf) in running.items():
-                lines = [x for x in logf.read_text(errors="replace").splitlines() if x.strip()]
-                if lines:
-                    log(f"  {name}: {lines[-1].strip()[:160]}")
-        for name, (proc, fh, t0, logf) in list(running.items()):
-            if overdue and proc.poll() is None:  # hung past its budget: its last saved state still resumes
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.poll() is not None:
-                fh.close()
-                rc = proc.returncode
-                status = ("finished" if rc == 0 else "stopped" if rc == EXIT_RESUMABLE
-                          else "killed" if rc < 0 else "failed")  # stopped or killed: resumable from its state
-                done[name] = {"rc": rc, "status": status, "seconds": round(time.time() - t0, 1), "log": str(logf)}
-                del running[name]
-                tail = "" if status != "failed" else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
-                log(f"{name}: {status if status != 'failed' else 'FAILED rc ' + str(rc)} "
-                    f"in {done[name]['seconds']:.0f} s{tail}")
-        time.sleep(0.5)
+    with _sigterm_interrupts():
+        try:
+            while pending or running:
+                while pending and len(running) < max(1, parallel):
+                    r = pending.pop(0)
+                    logf = out_root / f"{r['name']}.log"
+                    cmd = [sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", r["config"],
+                           "--out", str(out_root / r["name"]), "--no-eval", "--loader-workers", str(loader_workers)]
+                    if deadline is not None:
+                        left = deadline - time.time() - CHILD_START_S  # the child's clock starts after its imports
+                        if left < 1:
+                            done[r["name"]] = {"rc": None, "status": "not started", "seconds": 0.0, "log": str(logf)}
+                            log(f"{r['name']}: not started, the time budget is spent")
+                            continue
+                        cmd += ["--budget-s", f"{left:.0f}"]
+                    fh = logf.open("a")
+                    # a session of its own: a Ctrl-C at the terminal reaches this process only, which stops
+                    # the runs in order (SIGTERM, wait, record) instead of racing them
+                    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                    running[r["name"]] = (proc, fh, time.time(), logf)
+                    log(f"started {r['name']} ({r['non_embedding']:,} parameters, {r['steps']:,} steps on {r['device']})")
+                if time.time() - last_report >= REPORT_EVERY_S:  # the children's progress, in this process's log too
+                    last_report = time.time()
+                    for name, (_, _, _, logf) in running.items():
+                        lines = [x for x in logf.read_text(errors="replace").splitlines() if x.strip()]
+                        if lines:
+                            log(f"  {name}: {lines[-1].strip()[:160]}")
+                if deadline is not None and time.time() > deadline + GRACE_S:
+                    # hung past its budget (a step that does not end, or set-up): its last saved state resumes
+                    _stop_children([proc for proc, *_ in running.values()], TERMINATE_WAIT_S)
+                _collect(running, done, log)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            log(f"interrupted: stopping {', '.join(running) or 'nothing'} (each saves its state after its current step)")
+            _stop_children([proc for proc, *_ in running.values()], GRACE_S)
+            _collect(running, done, log)
+            raise
     return done
+
+
+def _collect(running: dict, done: dict, log) -> None:
+    """Move the runs that ended from ``running`` to ``done``, with their status."""
+    for name, (proc, fh, t0, logf) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        fh.close()
+        rc = proc.returncode
+        status = ("finished" if rc == 0 else "stopped" if rc == EXIT_RESUMABLE else "interrupted" if rc == 130
+                  else "killed" if rc < 0 else "failed")  # stopped, interrupted or killed: resumable from its state
+        done[name] = {"rc": rc, "status": status, "seconds": round(time.time() - t0, 1), "log": str(logf)}
+        del running[name]
+        tail = "" if status != "failed" else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
+        log(f"{name}: {status if status != 'failed' else 'FAILED rc ' + str(rc)} in {done[name]['seconds']:.0f} s{tail}")
+
+
+def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
+    """SIGTERM to every live one at once (each saves after its step), one shared wait, then SIGKILL."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        p.terminate()
+    t_end = time.time() + wait_s
+    for p in live:
+        try:
+            p.wait(max(0.0, t_end - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt here while the runs train, so that it stops them like Ctrl-C does
+    (without it this process would die and leave its runs training, orphaned, until their budget)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,

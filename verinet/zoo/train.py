@@ -78,12 +78,13 @@ class _StepBatches(torch.utils.data.Dataset):
 
 
 @contextlib.contextmanager
-def _stop_requests() -> Iterator[list[str]]:
-    """While training, SIGTERM and SIGINT ask the loop to save its state and stop after the step it is
-    in (the list receives the signal's name); a second SIGINT interrupts at once. Outside the main
-    thread, where Python cannot take signals, nothing is installed."""
+def _stop_requests(enabled: bool) -> Iterator[list[str]]:
+    """While enabled, SIGTERM and SIGINT ask the training loop to save its state and stop after the
+    step it is in (the list receives the signal's name); a second SIGINT interrupts at once. A SIGINT
+    the process inherited as ignored (a background job) stays ignored. Outside the main thread, where
+    Python cannot take signals, nothing is installed."""
     requested: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield requested
         return
 
@@ -93,12 +94,21 @@ def _stop_requests() -> Iterator[list[str]]:
             raise KeyboardInterrupt
         requested.append(name)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    caught = [s for s, h in previous.items() if h is not signal.SIG_IGN]
+    for s in caught:
+        signal.signal(s, handler)
     try:
         yield requested
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for s in caught:
+            if previous[s] is not None:  # None: installed from C, which Python cannot put back
+                signal.signal(s, previous[s])
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """Batch workers leave Ctrl-C to the training process, which saves before it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, workers: int):
@@ -107,13 +117,14 @@ def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, worker
     if workers <= 0:
         return (collate(builder.batch(k), pad_id) for k in range(first, last))
     return iter(torch.utils.data.DataLoader(_StepBatches(builder, pad_id), batch_size=None,
-                                            sampler=range(first, last), num_workers=workers, prefetch_factor=8))
+                                            sampler=range(first, last), num_workers=workers, prefetch_factor=8,
+                                            worker_init_fn=_ignore_sigint))
 
 
 def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
           on_step: Callable[[int, float, float], None] | None = None,
           builder: Callable[[ZooConfig, object], ExampleBuilder] | None = None,
-          loader_workers: int = 0, deadline: float | None = None) -> TrainResult:
+          loader_workers: int = 0, deadline: float | None = None, stop_on_signals: bool = False) -> TrainResult:
     """Train (or resume) ``config`` into ``out_dir``; returns what happened.
 
     ``stop_after`` ends the run early after that many steps of this call (used to test
@@ -122,14 +133,11 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     on other chain formats or on another model's chains); its ``batch(step)`` must stay a pure
     function of the step, or a resumed run leaves the trajectory. ``loader_workers`` processes build
     the batches ahead (the same batches: the trajectory does not change). At ``deadline`` (a
-    ``time.time()`` value), or on SIGTERM or SIGINT, the run saves its state after the current step
-    and stops; called again, it resumes.
+    ``time.time()`` value), and with ``stop_on_signals`` on SIGTERM or SIGINT while it trains, the run
+    saves its state after the current step and stops (``stopped_by`` says why); called again, it
+    resumes. Only a command that owns the process should catch its signals: callers that train
+    several models in a row would otherwise go on to the next one.
     """
-    with _stop_requests() as signals:
-        return _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadline, signals)
-
-
-def _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadline, signals) -> TrainResult:
     tc = config.training
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +161,7 @@ def _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadli
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
     state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
     state_dir = out / STATE_DIR
+    _recover_interrupted_save(state_dir)
     if (state_dir / "state.json").is_file():
         state = json.loads((state_dir / "state.json").read_text())
         load_model(model, str(state_dir / "model.safetensors"), device=device)
@@ -169,52 +178,53 @@ def _train(config, out_dir, stop_after, on_step, builder, loader_workers, deadli
     t_start = time.perf_counter() - state["wall_s"]
     last = tc.steps if stop_after is None else min(tc.steps, state["step"] + stop_after)
     batches = _batches(builder, tok.pad_token_id, state["step"], last, loader_workers)
-    t0 = time.perf_counter()
-    stopped_by = None
-    for cpu_batch in batches:
-        batch = {k: v.to(device) for k, v in cpu_batch.items()}
-        with autocast:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = example_weighted_loss(logits, batch["targets"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        n_tok = int(batch["attention_mask"].sum())
-        state["step"] += 1
-        state["tokens"] += n_tok
-        loss_value = loss.item()
-        window.append(loss_value)
-        if on_step:
-            on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
-        stopped_by = "deadline" if deadline is not None and time.time() >= deadline \
-            else signals[0] if signals else None
-        out_of_time = stopped_by is not None
-        at_checkpoint = state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps
-        if at_checkpoint:
-            state["losses"].append(sum(window) / len(window))
-            window = []
-        if at_checkpoint or out_of_time:
-            state["wall_s"] = time.perf_counter() - t_start
-            _save_state(state_dir, model, opt, sched, {**state, "window": window})
-        if out_of_time:
-            break
+    with _stop_requests(stop_on_signals) as signals:  # from here on a signal loses nothing
         t0 = time.perf_counter()
-    state["wall_s"] = time.perf_counter() - t_start
-    if state["step"] >= tc.steps:
-        model.eval()
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        (out / "training.json").write_text(json.dumps({
-            "config": config.model_dump(mode="json"),
-            "parameters": count_parameters(model),
-            "steps": state["step"], "tokens": state["tokens"], "wall_s": round(state["wall_s"], 1),
-            "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "losses": state["losses"],
-            "continued_from": state.get("continued_from"),
-        }, indent=2))
-        shutil.rmtree(state_dir, ignore_errors=True)
+        stopped_by = None
+        for cpu_batch in batches:
+            batch = {k: v.to(device) for k, v in cpu_batch.items()}
+            with autocast:
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = example_weighted_loss(logits, batch["targets"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            n_tok = int(batch["attention_mask"].sum())
+            state["step"] += 1
+            state["tokens"] += n_tok
+            loss_value = loss.item()
+            window.append(loss_value)
+            if on_step:
+                on_step(state["step"], loss_value, n_tok / max(time.perf_counter() - t0, 1e-9))
+            stopped_by = "deadline" if deadline is not None and time.time() >= deadline \
+                else signals[0] if signals else None
+            out_of_time = stopped_by is not None
+            at_checkpoint = state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.steps
+            if at_checkpoint:
+                state["losses"].append(sum(window) / len(window))
+                window = []
+            if at_checkpoint or out_of_time:
+                state["wall_s"] = time.perf_counter() - t_start
+                _save_state(state_dir, model, opt, sched, {**state, "window": window})
+            if out_of_time:
+                break
+            t0 = time.perf_counter()
+        state["wall_s"] = time.perf_counter() - t_start
+        if state["step"] >= tc.steps:
+            model.eval()
+            model.save_pretrained(out, safe_serialization=True)
+            tok.save_pretrained(out)
+            _write_atomically(out / "training.json", json.dumps({
+                "config": config.model_dump(mode="json"),
+                "parameters": count_parameters(model),
+                "steps": state["step"], "tokens": state["tokens"], "wall_s": round(state["wall_s"], 1),
+                "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "losses": state["losses"],
+                "continued_from": state.get("continued_from"),
+            }, indent=2))
+            shutil.rmtree(state_dir, ignore_errors=True)
     losses = state["losses"] + ([sum(window) / len(window)] if window else [])
     return TrainResult(state["step"], state["tokens"], state["wall_s"], losses[-1] if losses else float("nan"),
                        losses, device, None if state["step"] >= tc.steps else stopped_by)
@@ -264,6 +274,19 @@ def read_training_info(out: Path) -> dict | None:
         return json.loads(f.read_text())
     except json.JSONDecodeError:
         raise ZooError(f"{f} is corrupt; delete {out} and retrain") from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _recover_interrupted_save(state_dir: Path) -> None:
+    """A save killed between its two renames leaves only the previous state, as ``.old``: take it back."""
+    old = state_dir.with_name(state_dir.name + ".old")
+    if not state_dir.exists() and (old / "state.json").is_file():
+        os.replace(old, state_dir)
 
 
 def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
