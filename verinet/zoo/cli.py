@@ -133,7 +133,8 @@ def zoo_train_ladder(
         return
     summary: dict = {"plan": rows, "slices": slices, "grade_with": list(others), "budget_s": budget_s}
     try:
-        _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
+        with ladder_run.sigterm_interrupts():  # SIGTERM while grading: still recorded and packed
+            _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs saved their state (train_all waited for them)
         ladder_run.write_json(out_root / "ladder.json", summary)
         ended = ", ".join(f"{k} {v['status']}" for k, v in summary.get("runs", {}).items()) or "none"

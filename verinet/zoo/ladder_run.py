@@ -97,16 +97,17 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
     ``OUT_ROOT/NAME.log``). Returns {name: {"rc", "status", "seconds", "log"}}, filled into ``done`` as
     runs end; a failed run does not stop the rest. With ``budget_s`` every run stops (state saved,
     status "stopped") when that time is spent. On Ctrl-C or SIGTERM the running ones are sent SIGTERM
-    (each saves its state after its current step), waited for, recorded, and KeyboardInterrupt is raised."""
+    (each saves its state after its current step), waited for (up to ``GRACE_S``, then killed) and
+    recorded, and KeyboardInterrupt is raised. An error here stops the runs the same way."""
     out_root.mkdir(parents=True, exist_ok=True)
     deadline = None if budget_s is None else time.time() + budget_s
     pending, running = list(rows), {}
     done = {} if done is None else done
     last_report = time.time()
-    with _sigterm_interrupts():
+    with _stop_requests() as stop:  # signals only set a flag here: nothing is cut short mid-spawn or mid-wait
         try:
-            while pending or running:
-                while pending and len(running) < max(1, parallel):
+            while (pending or running) and not stop:
+                while pending and len(running) < max(1, parallel) and not stop:
                     r = pending.pop(0)
                     logf = out_root / f"{r['name']}.log"
                     cmd = [sys.executable, "-m", "verinet.cli", "zoo", "train", "--config", r["config"],
@@ -119,9 +120,7 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
                             continue
                         cmd += ["--budget-s", f"{left:.0f}"]
                     fh = logf.open("a")
-                    # a session of its own: a Ctrl-C at the terminal reaches this process only, which stops
-                    # the runs in order (SIGTERM, wait, record) instead of racing them
-                    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
                     running[r["name"]] = (proc, fh, time.time(), logf)
                     log(f"started {r['name']} ({r['non_embedding']:,} parameters, {r['steps']:,} steps on {r['device']})")
                 if time.time() - last_report >= REPORT_EVERY_S:  # the children's progress, in this process's log too
@@ -135,11 +134,14 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
                     _stop_children([proc for proc, *_ in running.values()], TERMINATE_WAIT_S)
                 _collect(running, done, log)
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            log(f"interrupted: stopping {', '.join(running) or 'nothing'} (each saves its state after its current step)")
-            _stop_children([proc for proc, *_ in running.values()], GRACE_S)
-            _collect(running, done, log)
-            raise
+        finally:  # stopped by a signal, or an error here: no run outlives this call
+            if running:
+                log(f"{'interrupted' if stop else 'stopping'}: {', '.join(running)} (each saves its state "
+                    "after its current step)")
+                _stop_children([proc for proc, *_ in running.values()], GRACE_S)
+                _collect(running, done, log)
+    if stop:
+        raise KeyboardInterrupt
     return done
 
 
@@ -173,9 +175,30 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM raises KeyboardInterrupt here while the runs train, so that it stops them like Ctrl-C does
-    (without it this process would die and leave its runs training, orphaned, until their budget)."""
+def _stop_requests():
+    """While the runs train, SIGINT and SIGTERM only note themselves in the list (an inherited ignored
+    SIGINT stays ignored): the loop then stops the runs in order. A Ctrl-C at the terminal reaches the
+    runs too (same process group); each saves on its own."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    caught = [s for s, h in previous.items() if h is not signal.SIG_IGN]
+    for s in caught:
+        signal.signal(s, lambda signum, _frame: requested.append(signal.Signals(signum).name))
+    try:
+        yield requested
+    finally:
+        for s in caught:
+            if previous[s] is not None:
+                signal.signal(s, previous[s])
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt in the main thread while this holds, so a command stops on it as on
+    Ctrl-C: its ``finally`` blocks run (the default action would skip them)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -238,6 +261,11 @@ def pack(out_root: Path, target: Path, runs: dict[str, dict[str, Any]]) -> list[
     unfinished run keeps its state, so a later call can resume it. Returns the archived names."""
     import tarfile
 
+    from verinet.zoo.train import STATE_DIR, recover_interrupted_save
+
+    for d in out_root.iterdir():  # a run killed mid-save: its state back under train_state, so it is packed
+        if d.is_dir() and runs.get(d.name, {}).get("status") != "finished":
+            recover_interrupted_save(d / STATE_DIR)
     names = []
     target.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(target, "w:gz") as tar:

@@ -106,9 +106,11 @@ def _stop_requests(enabled: bool) -> Iterator[list[str]]:
                 signal.signal(s, previous[s])
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """Batch workers leave Ctrl-C to the training process, which saves before it stops."""
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Batch workers leave Ctrl-C and a group-wide SIGTERM to the training process, which saves before it
+    stops (torch's watchdog ends a worker whose parent is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, workers: int):
@@ -118,7 +120,7 @@ def _batches(builder: ExampleBuilder, pad_id: int, first: int, last: int, worker
         return (collate(builder.batch(k), pad_id) for k in range(first, last))
     return iter(torch.utils.data.DataLoader(_StepBatches(builder, pad_id), batch_size=None,
                                             sampler=range(first, last), num_workers=workers, prefetch_factor=8,
-                                            worker_init_fn=_ignore_sigint))
+                                            worker_init_fn=_ignore_stop_signals))
 
 
 def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = None,
@@ -161,7 +163,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     sched = get_cosine_schedule_with_warmup(opt, int(tc.warmup * tc.steps), tc.steps)
     state = {"step": 0, "tokens": 0, "wall_s": 0.0, "losses": []}
     state_dir = out / STATE_DIR
-    _recover_interrupted_save(state_dir)
+    recover_interrupted_save(state_dir)
     if (state_dir / "state.json").is_file():
         state = json.loads((state_dir / "state.json").read_text())
         load_model(model, str(state_dir / "model.safetensors"), device=device)
@@ -282,11 +284,18 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _recover_interrupted_save(state_dir: Path) -> None:
-    """A save killed between its two renames leaves only the previous state, as ``.old``: take it back."""
-    old = state_dir.with_name(state_dir.name + ".old")
-    if not state_dir.exists() and (old / "state.json").is_file():
-        os.replace(old, state_dir)
+def recover_interrupted_save(state_dir: Path) -> None:
+    """A save killed between its two renames leaves no ``train_state``, but a complete ``.tmp`` (the new
+    state: state.json is written last) and the previous state as ``.old``: take the newest complete one."""
+    if state_dir.exists():
+        return
+    for cand in (state_dir.with_name(state_dir.name + ".tmp"), state_dir.with_name(state_dir.name + ".old")):
+        try:
+            json.loads((cand / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        os.replace(cand, state_dir)
+        return
 
 
 def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
@@ -305,4 +314,4 @@ def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["TrainResult", "read_training_info", "train", "training_phases"]
+__all__ = ["TrainResult", "read_training_info", "recover_interrupted_save", "train", "training_phases"]
