@@ -216,6 +216,7 @@ def _wait_for(path, proc=None, timeout_s: float = 180) -> None:
     t_end = time.time() + timeout_s
     while not path.is_file() and (proc is None or proc.poll() is None) and time.time() < t_end:
         time.sleep(0.1)
+    assert path.is_file(), f"{path} did not appear (process {'ended' if proc and proc.poll() is not None else 'slow'})"
 
 
 def _stopped_step(output: str) -> int:
@@ -251,27 +252,49 @@ def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):
     assert json.loads((out / "train_state" / "state.json").read_text())["step"] == step
 
 
-def test_sigterm_to_train_all_stops_its_runs_which_save_their_state(tmp_path):
-    import os
+def test_sigterm_to_train_ladder_stops_its_runs_records_and_packs_them(tmp_path):
     import signal
-    import threading
+    import subprocess
+    import sys
+    import tarfile
 
     long = _config(tmp_path, "tiny-all", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
                                                         "steps": 100_000, "checkpoint_every": 7})
-    rows = ladder_run.plan([long])
-    root = tmp_path / "all"
-
-    def terminate_once_training():  # a first save: the run's loop runs, its handler is in place
-        _wait_for(root / "tiny-all" / "train_state" / "state.json")
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=terminate_once_training, daemon=True).start()
-    done: dict = {}
-    with pytest.raises(KeyboardInterrupt):
-        ladder_run.train_all(rows, root, parallel=1, loader_workers=0, log=lambda s: None, done=done)
-    assert done["tiny-all"]["status"] == "stopped" and done["tiny-all"]["rc"] == 75
+    root, archive = tmp_path / "all", tmp_path / "all.tgz"
+    proc = subprocess.Popen([sys.executable, "-m", "verinet.cli", "zoo", "train-ladder", long, "--out-root",
+                             str(root), "--pack", str(archive), "--slices", "arith:steps=1", "--n", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(root / "tiny-all" / "train_state" / "state.json", proc)  # the run's loop, its handler in place
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted; runs: tiny-all stopped" in " ".join(output.split()), output
+    assert json.loads((root / "ladder.json").read_text())["runs"]["tiny-all"]["rc"] == 75
     step = _stopped_step((root / "tiny-all.log").read_text())
-    assert json.loads((root / "tiny-all" / "train_state" / "state.json").read_text())["step"] == step
+    with tarfile.open(archive) as tar:
+        state = json.loads(tar.extractfile("tiny-all/train_state/state.json").read())
+    assert state["step"] == step  # the save on SIGTERM, packed
+
+
+def test_an_error_in_train_all_stops_and_records_its_runs(tmp_path):
+    import signal
+
+    long = _config(tmp_path, "tiny-err", 1, training={**micro_config(steps=4).training.model_dump(mode="json"),
+                                                        "steps": 100_000})
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def failing_log(text):
+        if text.startswith("started"):
+            raise OSError("log failed")
+
+    done: dict = {}
+    with pytest.raises(OSError, match="log failed"):
+        ladder_run.train_all(ladder_run.plan([long]), tmp_path / "e", parallel=1, loader_workers=0,
+                             log=failing_log, done=done)
+    assert done["tiny-err"]["rc"] is not None  # it ended, and was recorded
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_spent_budget_stops_the_runs_and_the_pack_keeps_their_state(tmp_path):

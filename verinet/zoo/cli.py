@@ -136,11 +136,11 @@ def zoo_train_ladder(
         with ladder_run.sigterm_interrupts():  # SIGTERM while grading: still recorded and packed
             _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs saved their state (train_all waited for them)
-        ladder_run.write_json(out_root / "ladder.json", summary)
         ended = ", ".join(f"{k} {v['status']}" for k, v in summary.get("runs", {}).items()) or "none"
         err.print(f"interrupted; runs: {ended}; the same command resumes", highlight=False)
         raise typer.Exit(130) from None
     finally:
+        ladder_run.write_json(out_root / "ladder.json", summary)  # whatever ended it: the runs as recorded
         if pack is not None:
             names = ladder_run.pack(out_root, pack, summary.get("runs", {}))
             console.print(f"packed {len(names)} files into {pack}", highlight=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -136,10 +137,10 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
                 time.sleep(0.5)
         finally:  # stopped by a signal, or an error here: no run outlives this call
             if running:
-                log(f"{'interrupted' if stop else 'stopping'}: {', '.join(running)} (each saves its state "
-                    "after its current step)")
-                _stop_children([proc for proc, *_ in running.values()], GRACE_S)
-                _collect(running, done, log)
+                names = ", ".join(running)
+                _stop_children([proc for proc, *_ in running.values()], GRACE_S)  # first: a log may fail
+                _collect(running, done, _quiet(log))
+                _quiet(log)(f"{'interrupted' if stop else 'stopped after an error'}: {names}")
     if stop:
         raise KeyboardInterrupt
     return done
@@ -158,6 +159,16 @@ def _collect(running: dict, done: dict, log) -> None:
         del running[name]
         tail = "" if status != "failed" else " - " + logf.read_text()[-300:].strip().replace("\n", " | ")
         log(f"{name}: {status if status != 'failed' else 'FAILED rc ' + str(rc)} in {done[name]['seconds']:.0f} s{tail}")
+
+
+def _quiet(log):
+    """``log`` that cannot raise (a broken pipe to ``tee`` must not keep the runs from being recorded)."""
+    def safe(text: str) -> None:
+        try:
+            log(text)
+        except BaseException:  # noqa: BLE001 - rich turns a broken pipe into SystemExit
+            pass
+    return safe
 
 
 def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
@@ -268,10 +279,11 @@ def pack(out_root: Path, target: Path, runs: dict[str, dict[str, Any]]) -> list[
             recover_interrupted_save(d / STATE_DIR)
     names = []
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(target, "w:gz") as tar:
+    partial = target.with_name(target.name + ".partial")  # a pack cut short never passes for a whole one
+    with tarfile.open(partial, "w:gz") as tar:
         for f in sorted(out_root.rglob("*")):
             rel = f.relative_to(out_root)
-            if not f.is_file() or f.resolve() == target.resolve() or f.name.endswith((".tgz", ".tar.gz")):
+            if not f.is_file() or f.resolve() == target.resolve() or f.name.endswith((".tgz", ".tar.gz", ".partial")):
                 continue
             if len(rel.parts) > 1 and rel.parts[1] in ("train_state.tmp", "train_state.old"):
                 continue  # a save cut short, or the one before the last
@@ -279,6 +291,7 @@ def pack(out_root: Path, target: Path, runs: dict[str, dict[str, Any]]) -> list[
                 continue
             tar.add(f, arcname=str(rel))
             names.append(str(rel))
+    os.replace(partial, target)
     return names
 
 
