@@ -12,7 +12,9 @@ rarely err on short chains); the exact checker labels each chain's first wrong l
 balanced between correct and erroneous chains. Each verifier scores every line by each verifier kind
 it has (likelihood, the trained verdict, and its token-level PRM where one is committed); the
 threshold is fitted on the problems of even rank and F1 reported on the others, with a 95% bootstrap
-interval over problems and the F1 of a uniform guesser. Prints a table and writes JSON.
+interval over problems and the F1 of a uniform guesser. The first errors are sorted into kinds by
+the checker's reason (ERROR_KINDS), and for each verifier and kind the share of the reported half's
+erroneous chains whose first error it finds (acc_err by kind). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +30,28 @@ from verinet.zoo.registry import ladder, resolve
 from verinet.zoo.token_prm import companion, load_token_prm
 from verinet.zoo.verifiers import METHODS, OWN_ERROR_SEED, OWN_ERROR_SLICES, own_error_f1, own_error_set
 from verinet.zoo.evaluate import EVAL_SEED
+
+
+#: the exact checker's reasons for a first wrong line, by family, as kinds of error (first match wins)
+ERROR_KINDS = {
+    "arith": [("cannot parse", "unparsable line"), ("is a given, not", "wrong name"),
+              ("is not defined in the problem", "wrong name"), ("do not restate", "inconsistent restatement"),
+              ("restatement", "inconsistent restatement"), ("is not established", "premise not yet computed"),
+              ("but the step reads", "miscopied value"), ("is defined as", "wrong premise"),
+              (" mod ", "wrong result"), ("answer line", "no answer"), ("is not a number", "no answer"),
+              ("differs from", "answer miscopy"), ("is never computed", "answer before the query is computed")],
+    "logic": [("cannot parse", "unparsable line"), ("rule not in the problem", "invented rule"),
+              ("the step is about", "wrong entity"), ("the rule gives", "wrong conclusion"),
+              ("not established", "premise not yet concluded"), ("no answer line", "no answer"),
+              ("is not True or False", "no answer"), ("no step concludes", "answer not concluded")],
+}
+
+
+def error_kind(family: str, reason: str | None) -> str | None:
+    """The kind of a chain's first error, from the checker's reason (None for a correct chain)."""
+    if reason is None:
+        return None
+    return next((kind for key, kind in ERROR_KINDS[family] if key in reason), "other")
 
 
 def parse_slices(text: str | None, family: str) -> list[dict]:
@@ -72,6 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
     chains = {fam: own_error_set(loaded, fam, a.n, seed=a.seed, slices=sl) for fam, sl in slices.items()}
     print(f"labelled chains written by {', '.join(writers)}: "
           + ", ".join(f"{fam} {len(c)} (half correct)" for fam, c in chains.items()), flush=True)
+    kinds = {fam: [error_kind(fam, c["reason"]) for c in cs] for fam, cs in chains.items()}
+    for fam, ks in kinds.items():
+        print(f"{fam} first errors by kind: " + ", ".join(f"{k} {ks.count(k)}" for k in sorted(set(ks) - {None},
+                                                                                              key=ks.count, reverse=True)))
     rows = []
     for v in verifiers:
         path = resolve(v)
@@ -79,14 +107,24 @@ def main(argv: list[str] | None = None) -> dict:
         prm = load_token_prm(companion(path)) if companion(path) is not None else None
         for method in METHODS + (("prm",) if prm is not None else ()):
             for fam, cs in chains.items():
-                r = own_error_f1(*(prm if method == "prm" else (model, tok)), method, cs)
+                r = own_error_f1(*(prm if method == "prm" else (model, tok)), method, cs, per_chain=True)
+                predicted = r.pop("predicted", {})
+                r["acc_err_by_kind"] = by_kind = {}  # the reported half's erroneous chains, first error found
+                for i, pred in predicted.items():
+                    if kinds[fam][i] is not None:
+                        hit, n = by_kind.get(kinds[fam][i], (0, 0))
+                        by_kind[kinds[fam][i]] = (hit + (pred == cs[i]["label"]), n + 1)
+                r["acc_err_by_kind"] = {k: {"found": h, "n": n} for k, (h, n) in sorted(by_kind.items())}
                 rows.append({"verifier": v, "method": method, "family": fam, **r})
                 ci = "" if r["ci_low"] is None else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
                 f1 = "n/a" if r["f1"] is None else f"{r['f1']:.2f}{ci}"
                 print(f"{v:14s} {method:10s} {fam:5s} F1 {f1:20s} acc_err {r['acc_err']} acc_corr {r['acc_corr']} "
                       f"chance {r.get('chance')} n_test {r.get('n_chains')}", flush=True)
+                print("    first error found, by kind: " + ", ".join(
+                    f"{k} {d['found']}/{d['n']}" for k, d in r["acc_err_by_kind"].items()), flush=True)
     out = {"writers": writers, "verifiers": verifiers, "slices": slices, "n_per_slice": a.n, "seed": a.seed,
-           "chains": {fam: len(c) for fam, c in chains.items()}, "rows": rows,
+           "chains": {fam: len(c) for fam, c in chains.items()},
+           "error_kinds": {fam: {k: ks.count(k) for k in set(ks) - {None}} for fam, ks in kinds.items()}, "rows": rows,
            "wall_s": round(time.perf_counter() - t0, 1)}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1), encoding="utf-8")

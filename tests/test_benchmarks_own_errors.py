@@ -34,6 +34,27 @@ def test_every_verifier_and_kind_on_the_same_chains(bench, tmp_path):
     for r in out["rows"]:
         assert r["f1"] is None or (0 <= r["f1"] <= 1 and (r["ci_low"] is None or r["ci_low"] <= r["f1"] <= r["ci_high"]))
     assert any(r["f1"] is not None for r in out["rows"])
+    for fam, counts in out["error_kinds"].items():  # every erroneous chain has a kind: half the set
+        assert sum(counts.values()) * 2 == out["chains"][fam] and "other" not in counts, counts
+    for r in out["rows"]:
+        if r["f1"] is not None:  # by kind, the same erroneous chains as acc_err
+            found = sum(d["found"] for d in r["acc_err_by_kind"].values())
+            n = sum(d["n"] for d in r["acc_err_by_kind"].values())
+            assert n == r["n_err"] and found / n == pytest.approx(r["acc_err"]), r
+
+
+def test_checker_reasons_sort_into_kinds(bench):
+    from verinet.tasks import get_family
+
+    fam = get_family("arith")
+    p = fam.sample(1, seed=5, params={"steps": 3, "distractors": 0})[0]
+    for kind, want in [("wrong_result", "wrong result"), ("wrong_premise", "wrong premise"),
+                       ("answer_miscopy", "answer miscopy"), ("dropped_step", "premise not yet computed")]:
+        ch = fam.inject(p, kind, seed=1)
+        check = fam.check(p, ch.text)
+        wrong = (check.steps + [check.answer])[check.first_error]
+        assert bench.error_kind("arith", wrong.reason) == want, wrong.reason
+    assert bench.error_kind("arith", None) is None and bench.error_kind("logic", "something new") == "other"
 
 
 def test_bad_slices_are_named(bench):

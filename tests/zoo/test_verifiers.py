@@ -81,7 +81,10 @@ def test_own_error_set_is_balanced_and_labelled_by_the_checker(large):
              for p in fam.sample(8, seed=11 + j, params=params)}
     for c in chains:
         text = "\n".join(c["steps"] + [f"#### {c['answer']}"])
-        assert fam.check(by_id[c["problem_id"]], text).first_error == c["label"], c
+        check = fam.check(by_id[c["problem_id"]], text)
+        assert check.first_error == c["label"], c
+        wrong = None if c["label"] == -1 else (check.steps + [check.answer])[c["label"]]
+        assert c["reason"] == (None if wrong is None else wrong.reason) and (c["label"] == -1) == (c["reason"] is None)
 
 
 def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
@@ -92,8 +95,12 @@ def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
         label = -1 if i % 2 else ch.first_error
         chains.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in ch.steps],
                        "answer": ch.answer, "label": label, "writer": "gold-or-injected"})
-    r = own_error_f1(*large, "likelihood", chains)
+    r = own_error_f1(*large, "likelihood", chains, per_chain=True)
     assert r["n_chains"] == 8 and r["f1"] is not None and r["f1"] >= 0.75, r
+    test_half = {i for i, c in enumerate(chains) if c["problem_id"] not in sorted({c["problem_id"] for c in chains})[::2]}
+    assert set(r["predicted"]) == test_half  # the reported half, by index
+    hits = [r["predicted"][i] == chains[i]["label"] for i in test_half if chains[i]["label"] != -1]
+    assert sum(hits) / len(hits) == pytest.approx(r["acc_err"])
     assert r["ci_low"] <= r["f1"] <= r["ci_high"] and 0 < r["chance"] < r["f1"], r  # problems resampled
     empty = own_error_f1(*large, "likelihood", [])
     assert empty["f1"] is None and empty["ci_low"] is None and empty["chance"] is None  # same keys, undefined

@@ -164,8 +164,11 @@ def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, s
     for name, params, p, sc in written_chains(writers, family, slices, n, seed=seed):
         if not sc.steps and sc.answer.text == "":
             continue  # nothing readable was written
+        wrong = None if sc.first_error == -1 else \
+            (sc.steps[sc.first_error] if sc.first_error < len(sc.steps) else sc.answer)
         records.append({"problem_id": p.id, "question": p.question, "steps": [s.text for s in sc.steps],
-                        "answer": written_answer(sc), "label": sc.first_error, "writer": name, "params": params})
+                        "answer": written_answer(sc), "label": sc.first_error, "writer": name, "params": params,
+                        "reason": None if wrong is None else wrong.reason})
     rng = random.Random(f"own-errors:{family}:{seed}")
     correct = [r for r in records if r["label"] == -1]
     wrong = [r for r in records if r["label"] != -1]
@@ -173,10 +176,13 @@ def own_error_set(writers: list[tuple[str, Any, Any]], family: str, n: int, *, s
     return sorted(rng.sample(correct, k) + rng.sample(wrong, k), key=lambda r: (r["problem_id"], r["writer"]))
 
 
-def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[str, Any]:
+def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]], *,
+                 per_chain: bool = False) -> dict[str, Any]:
     """Earliest-error F1 of ``method`` on model-written chains: threshold fitted on the problems of
     even rank, reported on the others (so no chain is scored with a threshold chosen on it), with a
-    95% bootstrap interval resampling those problems and the F1 of a uniform guesser (``chance``)."""
+    95% bootstrap interval resampling those problems and the F1 of a uniform guesser (``chance``).
+    ``per_chain`` adds ``predicted``: {index in ``chains``: first line below the threshold (-1: none)}
+    for the reported half."""
     from verinet.experiments.stats import ee_f1
 
     if not chains:
@@ -200,9 +206,12 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]]) -> dict[
         if c["problem_id"] not in dev_ids:
             by_problem.setdefault(c["problem_id"], []).append((first_below(scores[i], t), c["label"], len(scores[i])))
     boot = ee_f1(list(by_problem.values()), n_boot=AUROC_BOOT)
-    return {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()},
-            "threshold": t, "n_chains": len(test), "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-            "chance": boot["chance"]}
+    out = {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()},
+           "threshold": t, "n_chains": len(test), "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+           "chance": boot["chance"]}
+    if per_chain:
+        out["predicted"] = {i: first_below(scores[i], t) for i, c in enumerate(chains) if c["problem_id"] not in dev_ids}
+    return out
 
 
 def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str, Any, Any]] | None = None,
