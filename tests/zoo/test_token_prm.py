@@ -14,7 +14,7 @@ from verinet.tasks import get_family
 from verinet.zoo import formats, token_prm
 from verinet.zoo.config import ZooError
 from verinet.zoo.prm import export_prm
-from verinet.zoo.registry import list_checkpoints
+from verinet.zoo.registry import list_checkpoints, resolve
 from verinet.zoo.verifiers import evaluate_verifiers
 
 ZOO = list_checkpoints()[0][0]  # the smallest: quick to fine-tune
@@ -147,6 +147,21 @@ def test_the_cli_trains_a_prm_with_own_mistakes_and_reports_held_out_auroc(tmp_p
     assert set(meta["curve"][-1]) >= {"arith", "logic"}
     r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2"])
     assert r.exit_code == 2 and "already here" in r.output
+
+
+def test_own_mistakes_come_from_the_slices_asked_for(tmp_path):
+    from typer.testing import CliRunner
+
+    from verinet.cli import app
+    from verinet.zoo.model import load_checkpoint
+
+    writer = [(ZOO, *load_checkpoint(resolve(ZOO)))]
+    pool = token_prm.own_error_pool(writer, 4, seed=5, slices={"arith": [{"steps": 5, "distractors": 2}]})
+    assert pool and {r["family"] for r in pool} == {"arith"}  # logic left out: no own mistakes from it
+    assert all(r["params"]["steps"] == 5 and r["params"]["distractors"] == 2 for r in pool)
+    for bad, said in [("arith:stepz=4", "--own-slices: arith"), ("algebra:steps=4", "not a task family")]:
+        r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(tmp_path / "p"), "--own-slices", bad])
+        assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
 
 
 def test_extra_layers_start_as_the_identity():

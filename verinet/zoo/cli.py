@@ -303,6 +303,9 @@ def zoo_train_prm(
         help="Comma-separated zoo models whose own greedy chains with errors join the negatives ('' for none).")
     ] = "zoo-xs-s0,zoo-s",
     own_n: Annotated[int, typer.Option(min=0, help="Problems per training slice the writers solve.")] = 200,
+    own_slices: Annotated[Optional[str], typer.Option(
+        help="Slices the writers solve, 'FAMILY:KEY=INT,...;...' (default: the PRM's training slices); e.g. the "
+             "longer ones where an ensemble's members err. A family left out gets no own mistakes.")] = None,
     eval_every: Annotated[int, typer.Option(min=0, help="Steps between held-out AUROC reports and saved states "
                                             "(0: at the end only).")] = 100,
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per family for the reports.")] = 100,
@@ -328,6 +331,7 @@ def zoo_train_prm(
     `step_pooling: min`."""
     import torch
 
+    from verinet.tasks import get_family
     from verinet.zoo import token_prm
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
@@ -342,11 +346,22 @@ def zoo_train_prm(
         if (target / "prm.json").is_file():
             raise ZooError(f"{target}: a trained PRM is already here; remove it or choose another --out")
         writers = [w.strip() for w in own_writers.split(",") if w.strip()]
+        slices = None
+        if own_slices:
+            from verinet.zoo.ladder_run import parse_slices
+
+            slices = {}
+            for fam, params in parse_slices(own_slices):
+                try:
+                    knobs = get_family(fam).knobs(params)
+                except Exception as e:  # noqa: BLE001 - the family's own message says which knob
+                    raise ZooError(f"--own-slices: {fam}:{params} is not a valid slice: {e}") from None
+                slices.setdefault(fam, []).append(knobs.model_dump())
         own = []
         if writers:
             with console.status(f"collecting own mistakes of {', '.join(writers)} ..."):
                 own = token_prm.own_error_pool([(w, *load_checkpoint(resolve(w))) for w in writers], own_n,
-                                               seed=seed + 5_000_000)
+                                               seed=seed + 5_000_000, slices=slices)
             console.print(f"{len(own)} model-written chains with a placeable first error")
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),

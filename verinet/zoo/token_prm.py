@@ -204,21 +204,24 @@ def sample_examples(rng: random.Random, n: int, families: tuple[str, ...], own: 
 
 
 def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
-                   families: tuple[str, ...] = tuple(TRAIN_SLICES)) -> list[dict[str, Any]]:
-    """Chains the ``writers`` wrote greedily on training problems, with an error the checker found
-    and a first wrong character the labels can place."""
+                   families: tuple[str, ...] = tuple(TRAIN_SLICES),
+                   slices: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """Chains the ``writers`` wrote greedily on training problems (of :data:`TRAIN_SLICES`, or of
+    ``slices`` per family, e.g. the harder ones where an ensemble's members err), with an error the
+    checker found and a first wrong character the labels can place."""
     from verinet.zoo.verifiers import written_answer, written_chains
 
     pool = []
     for name in families:
-        for writer, _, p, sc in written_chains(writers, name, TRAIN_SLICES[name], n, seed=seed, seed_stride=1000,
-                                               max_new_tokens=200):
+        for writer, params, p, sc in written_chains(writers, name, (slices or TRAIN_SLICES).get(name, []), n,
+                                                    seed=seed, seed_stride=1000, max_new_tokens=200):
             if sc.first_error == -1 or not sc.steps:
                 continue
             ex = labelled(p.question, [s.text for s in sc.steps], written_answer(sc),
                           ([s.text for s in p.gold_steps], p.answer), sc.first_error)
             if ex is not None:
-                pool.append({"text": ex[0], "spans": ex[1], "wrong": ex[2], "writer": writer, "family": name})
+                pool.append({"text": ex[0], "spans": ex[1], "wrong": ex[2], "writer": writer, "family": name,
+                             "params": params})
     return pool
 
 
@@ -473,6 +476,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
                        "its frozen norm and head" if lm_loss > 0 else ""),
             "distill": distill, "same_parity": same_parity, "lm_loss": lm_loss,
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
+            "own_error_slices": sorted({json.dumps({"family": r["family"], **r.get("params", {})}, sort_keys=True)
+                                        for r in own or []}),
             "seconds": round(seconds, 1), "curve": curve,
             "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "
                    "the first character that leaves the gold chain; a step scores its least valid token"}
