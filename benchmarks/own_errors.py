@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -32,18 +33,24 @@ from verinet.zoo.verifiers import METHODS, OWN_ERROR_SEED, OWN_ERROR_SLICES, own
 from verinet.zoo.evaluate import EVAL_SEED
 
 
-#: the exact checker's reasons for a first wrong line, by family, as kinds of error (first match wins)
+#: the exact checker's reasons for a first wrong line, by family, as kinds of error: anchored patterns on
+#: the checkers' fixed texts (verinet/tasks/arith.py, logic.py), the answer ones first because only they
+#: quote what the model wrote
 ERROR_KINDS = {
-    "arith": [("cannot parse", "unparsable line"), ("is a given, not", "wrong name"),
-              ("is not defined in the problem", "wrong name"), ("do not restate", "inconsistent restatement"),
-              ("restatement", "inconsistent restatement"), ("is not established", "premise not yet computed"),
-              ("but the step reads", "miscopied value"), ("is defined as", "wrong premise"),
-              (" mod ", "wrong result"), ("answer line", "no answer"), ("is not a number", "no answer"),
-              ("differs from", "answer miscopy"), ("is never computed", "answer before the query is computed")],
-    "logic": [("cannot parse", "unparsable line"), ("rule not in the problem", "invented rule"),
-              ("the step is about", "wrong entity"), ("the rule gives", "wrong conclusion"),
-              ("not established", "premise not yet concluded"), ("no answer line", "no answer"),
-              ("is not True or False", "no answer"), ("no step concludes", "answer not concluded")],
+    "arith": [(r"no '#### N' answer line", "no answer"), (r"answer .* is not a number$", "no answer"),
+              (r"answer \d+ differs from", "answer miscopy"),
+              (r"the query \S+ is never computed", "answer before the query is computed"),
+              (r"cannot parse", "unparsable line"), (r"\S+ is a given, not", "wrong name"),
+              (r"\S+ is not defined in the problem", "wrong name"),
+              (r"operands .* do not restate", "inconsistent restatement"),
+              (r"restatement ", "inconsistent restatement"),
+              (r"premise \S+ is not established", "premise not yet computed"),
+              (r"\S+ is \d+ \(.*\), but the step reads", "miscopied value"),
+              (r"\S+ is defined as", "wrong premise"), (r"\S+ is \d+ mod \d+, not \d+$", "wrong result")],
+    "logic": [(r"no answer line", "no answer"), (r"answer .* is not True or False$", "no answer"),
+              (r"no step concludes", "answer not concluded"), (r"cannot parse", "unparsable line"),
+              (r"rule not in the problem", "invented rule"), (r"the step is about", "wrong entity"),
+              (r"the rule gives", "wrong conclusion"), (r"premise .* not established", "premise not yet concluded")],
 }
 
 
@@ -51,7 +58,7 @@ def error_kind(family: str, reason: str | None) -> str | None:
     """The kind of a chain's first error, from the checker's reason (None for a correct chain)."""
     if reason is None:
         return None
-    return next((kind for key, kind in ERROR_KINDS[family] if key in reason), "other")
+    return next((kind for pattern, kind in ERROR_KINDS[family] if re.match(pattern, reason)), "other")
 
 
 def parse_slices(text: str | None, family: str) -> list[dict]:

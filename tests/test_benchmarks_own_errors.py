@@ -55,6 +55,11 @@ def test_checker_reasons_sort_into_kinds(bench):
         wrong = (check.steps + [check.answer])[check.first_error]
         assert bench.error_kind("arith", wrong.reason) == want, wrong.reason
     assert bench.error_kind("arith", None) is None and bench.error_kind("logic", "something new") == "other"
+    # only answer reasons quote the model; they are matched first and anchored, so an echo cannot mis-sort
+    assert bench.error_kind("arith", "answer '5 mod 97, not 3' is not a number") == "no answer"
+    assert bench.error_kind("logic", "answer 'the rule gives' is not True or False") == "no answer"
+    assert bench.error_kind("arith", "restatement a5 differs from the result a6") == "inconsistent restatement"
+    assert bench.error_kind("arith", "b is 5 (stated at step 1), but the step reads 6") == "miscopied value"
 
 
 def test_bad_slices_are_named(bench):

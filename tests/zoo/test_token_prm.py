@@ -144,6 +144,9 @@ def test_the_cli_trains_a_prm_with_own_mistakes_and_reports_held_out_auroc(tmp_p
     assert "model-written chains" in r.output and "step 2" in r.output and "step_pooling min" in r.output
     meta = json.loads((out / "prm.json").read_text())
     assert meta["own_error_writers"] in ([], [ZOO]) and [c["step"] for c in meta["curve"]] == [0, 2]
+    assert meta["own_error_request"] == {"writers": [ZOO], "n_per_slice": 3,
+                                         "slices": json.loads(json.dumps(token_prm.TRAIN_SLICES))}
+    assert sum(meta["own_error_by_slice"].values()) == meta["own_error_chains"]
     assert set(meta["curve"][-1]) >= {"arith", "logic"}
     r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2"])
     assert r.exit_code == 2 and "already here" in r.output
@@ -159,7 +162,8 @@ def test_own_mistakes_come_from_the_slices_asked_for(tmp_path):
     pool = token_prm.own_error_pool(writer, 4, seed=5, slices={"arith": [{"steps": 5, "distractors": 2}]})
     assert pool and {r["family"] for r in pool} == {"arith"}  # logic left out: no own mistakes from it
     assert all(r["params"]["steps"] == 5 and r["params"]["distractors"] == 2 for r in pool)
-    for bad, said in [("arith:stepz=4", "--own-slices: arith"), ("algebra:steps=4", "not a task family")]:
+    for bad, said in [("arith:stepz=4", "--own-slices: arith"), ("algebra:steps=4", "--own-slices: 'algebra'"),
+                      ("arith_nl:steps=2", "trains on arith, logic only"), ("arith:steps=x", "--own-slices: 'steps=x'")]:
         r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(tmp_path / "p"), "--own-slices", bad])
         assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
 

@@ -351,19 +351,25 @@ def zoo_train_prm(
             from verinet.zoo.ladder_run import parse_slices
 
             slices = {}
-            for fam, params in parse_slices(own_slices):
+            for fam, params in parse_slices(own_slices, "--own-slices"):
+                if fam not in token_prm.TRAIN_SLICES:
+                    raise ZooError(f"--own-slices: the PRM trains on {', '.join(token_prm.TRAIN_SLICES)} only, "
+                                   f"not {fam}")
                 try:
-                    knobs = get_family(fam).knobs(params)
+                    get_family(fam).knobs(params)
                 except Exception as e:  # noqa: BLE001 - the family's own message says which knob
                     raise ZooError(f"--own-slices: {fam}:{params} is not a valid slice: {e}") from None
-                slices.setdefault(fam, []).append(knobs.model_dump())
+                slices.setdefault(fam, []).append(params)
         own = []
         if writers:
             with console.status(f"collecting own mistakes of {', '.join(writers)} ..."):
                 own = token_prm.own_error_pool([(w, *load_checkpoint(resolve(w))) for w in writers], own_n,
                                                seed=seed + 5_000_000, slices=slices)
             console.print(f"{len(own)} model-written chains with a placeable first error")
+        request = {"writers": writers, "n_per_slice": own_n, "slices": slices or token_prm.TRAIN_SLICES} if writers \
+            else None
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
+                                     own_request=request,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),
                                      extra_layers=extra_layers, init_from=init_from, distill=distill,
                                      freeze_backbone=freeze_backbone, same_parity=same_parity,

@@ -37,7 +37,7 @@ HARD_SLICES: list[tuple[str, dict[str, int]]] = [
 GRADE_SEED = 9_000_000  # the zoo's held-out seed (verinet.zoo.evaluate.EVAL_SEED)
 
 
-def parse_slices(text: str) -> list[tuple[str, dict[str, int]]]:
+def parse_slices(text: str, option: str = "--slices") -> list[tuple[str, dict[str, int]]]:
     """'arith:steps=6;logic:hops=4,distractors=2' -> [("arith", {"steps": 6}), ...]."""
     from verinet.tasks import get_family
 
@@ -47,16 +47,16 @@ def parse_slices(text: str) -> list[tuple[str, dict[str, int]]]:
         try:
             get_family(family.strip())
         except Exception:  # noqa: BLE001 - the registry's own error names the families
-            raise ZooError(f"--slices: {family.strip()!r} in {part!r} is not a task family (arith, logic)") from None
+            raise ZooError(f"{option}: {family.strip()!r} in {part!r} is not a task family (arith, logic)") from None
         params = {}
         for kv in filter(None, kvs.split(",")):
             key, _, value = kv.partition("=")
             if not value.strip().isdigit():
-                raise ZooError(f"--slices: {kv!r} in {part!r} is not KEY=INT")
+                raise ZooError(f"{option}: {kv!r} in {part!r} is not KEY=INT")
             params[key.strip()] = int(value)
         out.append((family.strip(), params))
     if not out:
-        raise ZooError("--slices: no slice given; e.g. 'arith:steps=6;logic:hops=4,distractors=2'")
+        raise ZooError(f"{option}: no slice given; e.g. 'arith:steps=6;logic:hops=4,distractors=2'")
     return out
 
 

@@ -225,6 +225,15 @@ def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
     return pool
 
 
+def _count_by_slice(own: list[dict[str, Any]]) -> dict[str, int]:
+    """{'arith steps=4': 120, ...}: how many own mistakes came from each slice."""
+    counts: dict[str, int] = {}
+    for r in own:
+        key = " ".join([r["family"]] + [f"{k}={v}" for k, v in sorted(r.get("params", {}).items())])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 STATE = ".train_state.pt"  # in the output directory while a run is unfinished
 
 
@@ -329,6 +338,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
           eval_every: int = 0, evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
           extra_layers: int = 0, init_from: str | Path | None = None, distill: float = 0.0,
           freeze_backbone: bool = False, same_parity: float = 0.0, lm_loss: float = 0.0,
+          own_request: dict[str, Any] | None = None,
           log: Callable[[str], None] = print) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a zoo checkpoint into a token-level PRM; save it to ``out`` (when given) with
     ``prm.json`` recording how. ``evaluate(prm, tok)`` runs every ``eval_every`` steps and at the end.
@@ -476,8 +486,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
                        "its frozen norm and head" if lm_loss > 0 else ""),
             "distill": distill, "same_parity": same_parity, "lm_loss": lm_loss,
             "own_error_chains": len(own or []), "own_error_writers": sorted({r["writer"] for r in own or []}),
-            "own_error_slices": sorted({json.dumps({"family": r["family"], **r.get("params", {})}, sort_keys=True)
-                                        for r in own or []}),
+            "own_error_request": own_request,  # writers, problems per slice and slices asked for
+            "own_error_by_slice": _count_by_slice(own or []),  # the placeable mistakes each slice gave
             "seconds": round(seconds, 1), "curve": curve,
             "how": "fine-tuned as a token-level PRM (verinet.zoo.token_prm): labels on every token up to and at "
                    "the first character that leaves the gold chain; a step scores its least valid token"}
