@@ -134,7 +134,18 @@ def _send_at(step_wanted: int, *signals):
     return on_step
 
 
-def test_a_signal_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):
+@pytest.fixture
+def sigint_caught():
+    """SIGINT as an interactive process has it: a background job (CI under nohup) inherits it ignored,
+    and the training loop rightly leaves an ignored SIGINT alone."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_signal_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path, sigint_caught):
     import signal
 
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -150,7 +161,7 @@ def test_a_signal_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp
     assert resumed.losses == pytest.approx(unbroken.losses, abs=1e-6)
 
 
-def test_a_second_ctrl_c_interrupts_at_once_and_an_ignored_one_stays_ignored(tmp_path):
+def test_a_second_ctrl_c_interrupts_at_once_and_an_ignored_one_stays_ignored(tmp_path, sigint_caught):
     import signal
 
     before = signal.getsignal(signal.SIGINT)
