@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+
+import pytest
+
 
 def pytest_addoption(parser):
     parser.addoption("--with-smollm2", action="store_true", default=False,
@@ -21,3 +25,12 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture
+def sigint_caught():
+    """SIGINT as an interactive process has it: a background job (CI under nohup) inherits it ignored,
+    and verinet rightly leaves an ignored SIGINT alone."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -134,17 +134,6 @@ def _send_at(step_wanted: int, *signals):
     return on_step
 
 
-@pytest.fixture
-def sigint_caught():
-    """SIGINT as an interactive process has it: a background job (CI under nohup) inherits it ignored,
-    and the training loop rightly leaves an ignored SIGINT alone."""
-    import signal
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def test_a_signal_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path, sigint_caught):
     import signal
 

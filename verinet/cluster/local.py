@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from verinet.signals import stop_on_sigterm
+
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # else Ray binds the machine's external interface
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -27,21 +29,7 @@ def init_ray(address: str | None = None, *, num_cpus: float | None = None) -> No
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
+    # ray.init puts its own handler on SIGTERM in the driver, which logs and aborts: the local Ray's raylet,
+    # dashboard and runtime-env agents would then outlive the command. Take SIGTERM back, so it ends the
+    # command as Ctrl-C does and Ray's exit hook runs.
     stop_on_sigterm()
-
-
-def stop_on_sigterm() -> None:
-    """Make SIGTERM end this command as Ctrl-C does, so ``finally`` blocks and Ray's exit hook run.
-
-    ray.init puts its own handler on SIGTERM in the driver, which logs and aborts: the local Ray's raylet,
-    dashboard and runtime-env agents then outlive the command. Only the main thread can set handlers.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from verinet.signals import interrupt
+
 console = Console()
 err = Console(stderr=True)
 
@@ -52,8 +54,8 @@ def serve_command(
     # SIGINT gets the same handler, set explicitly and unblocked: a parent that ignored or blocked it (a CI
     # runner, a supervisor) would otherwise leave Ctrl-C without effect and the endpoint running.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    previous_int = signal.signal(signal.SIGINT, _interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     srv = None
     started_ray = False
     try:
@@ -71,8 +73,8 @@ def serve_command(
             url = start(cfg, token, ray_address=ray_address)
             # ray.init installs its own SIGTERM handler in the driver (it logs and aborts): take it back
             # (a joined cluster too; init_ray does it for the local one).
-            signal.signal(signal.SIGTERM, _interrupt)
-            signal.signal(signal.SIGINT, _interrupt)
+            signal.signal(signal.SIGTERM, interrupt)
+            signal.signal(signal.SIGINT, interrupt)
         console.print(f"verinet serving at {url}  (docs {url}/docs, metrics {url}/metrics, auth {auth})",
                       highlight=False)
         console.print("press Ctrl-C to stop", style="dim")
@@ -89,10 +91,6 @@ def serve_command(
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
     console.print("stopped", style="dim")
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _stop(cfg: object, srv: object, *, local: bool, started_ray: bool) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from verinet.signals import sigterm_interrupts
 from verinet.zoo.config import EXIT_RESUMABLE
 
 REPRO_N = 20  # problems per slice in the card's small sample that tests reproduce
@@ -133,7 +134,7 @@ def zoo_train_ladder(
         return
     summary: dict = {"plan": rows, "slices": slices, "grade_with": list(others), "budget_s": budget_s}
     try:
-        with ladder_run.sigterm_interrupts():  # SIGTERM while grading: still recorded and packed
+        with sigterm_interrupts():  # SIGTERM while grading: still recorded and packed
             _train_and_grade(summary, rows, others, grade_slices, out_root, parallel, loader_workers, budget_s, n)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs saved their state (train_all waited for them)
         ended = ", ".join(f"{k} {v['status']}" for k, v in summary.get("runs", {}).items()) or "none"

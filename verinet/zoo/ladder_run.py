@@ -15,17 +15,15 @@ slice is graded by size when the largest model's interval lies above every small
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from verinet.signals import stop_requests
 from verinet.zoo.config import EXIT_RESUMABLE, ZooConfig, ZooError, load_zoo_config
 
 #: the hardest slices of the solve-first mixture (configs/zoo/zoo-xs-sf-s0.yaml)
@@ -105,7 +103,7 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
     pending, running = list(rows), {}
     done = {} if done is None else done
     last_report = time.time()
-    with _stop_requests() as stop:  # signals only set a flag here: nothing is cut short mid-spawn or mid-wait
+    with stop_requests() as stop:  # signals only set a flag here: nothing is cut short mid-spawn or mid-wait
         try:
             while (pending or running) and not stop:
                 while pending and len(running) < max(1, parallel) and not stop:
@@ -183,46 +181,6 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-@contextlib.contextmanager
-def _stop_requests():
-    """While the runs train, SIGINT and SIGTERM only note themselves in the list (an inherited ignored
-    SIGINT stays ignored): the loop then stops the runs in order. A Ctrl-C at the terminal reaches the
-    runs too (same process group); each saves on its own."""
-    requested: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    caught = [s for s, h in previous.items() if h is not signal.SIG_IGN]
-    for s in caught:
-        signal.signal(s, lambda signum, _frame: requested.append(signal.Signals(signum).name))
-    try:
-        yield requested
-    finally:
-        for s in caught:
-            if previous[s] is not None:
-                signal.signal(s, previous[s])
-
-
-@contextlib.contextmanager
-def sigterm_interrupts():
-    """SIGTERM raises KeyboardInterrupt in the main thread while this holds, so a command stops on it as on
-    Ctrl-C: its ``finally`` blocks run (the default action would skip them)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,

@@ -8,14 +8,12 @@ state are checkpointed, so an interrupted run resumes on the same trajectory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from transformers import get_cosine_schedule_with_warmup
 
+from verinet.signals import stop_requests
 from verinet.zoo.config import ZooConfig, ZooError
 from verinet.zoo.data import IGNORE, ExampleBuilder, collate
 from verinet.zoo.model import build_model, count_parameters
@@ -75,35 +74,6 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         return collate(self.builder.batch(step), self.pad_id)
-
-
-@contextlib.contextmanager
-def _stop_requests(enabled: bool) -> Iterator[list[str]]:
-    """While enabled, SIGTERM and SIGINT ask the training loop to save its state and stop after the
-    step it is in (the list receives the signal's name); a second SIGINT interrupts at once. A SIGINT
-    the process inherited as ignored (a background job) stays ignored. Outside the main thread, where
-    Python cannot take signals, nothing is installed."""
-    requested: list[str] = []
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if name == "SIGINT" and "SIGINT" in requested:
-            raise KeyboardInterrupt
-        requested.append(name)
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    caught = [s for s, h in previous.items() if h is not signal.SIG_IGN]
-    for s in caught:
-        signal.signal(s, handler)
-    try:
-        yield requested
-    finally:
-        for s in caught:
-            if previous[s] is not None:  # None: installed from C, which Python cannot put back
-                signal.signal(s, previous[s])
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
@@ -180,7 +150,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
     t_start = time.perf_counter() - state["wall_s"]
     last = tc.steps if stop_after is None else min(tc.steps, state["step"] + stop_after)
     batches = _batches(builder, tok.pad_token_id, state["step"], last, loader_workers)
-    with _stop_requests(stop_on_signals) as signals:  # from here on a signal loses nothing
+    with stop_requests(stop_on_signals, second_sigint_interrupts=True) as signals:  # from here on a signal loses nothing
         t0 = time.perf_counter()
         stopped_by = None
         for cpu_batch in batches:
