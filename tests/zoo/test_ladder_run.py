@@ -227,6 +227,21 @@ def _stopped_step(output: str) -> int:
     return int(found.group(1))
 
 
+def test_ctrl_c_outside_the_training_loop_exits_130_not_failed(tmp_path, monkeypatch):
+    """In set-up or evaluation Ctrl-C is still the user's stop: 130 (train-ladder records 'interrupted',
+    resumable), not click's 'Aborted!' and 1 ('failed')."""
+    import verinet.zoo.train as zoo_train
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo_train, "train", interrupted)
+    small = _config(tmp_path, "tiny-int", 1)
+    r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(tmp_path / "i"), "--no-eval"])
+    assert r.exit_code == 130, r.output
+    assert "interrupted: the run keeps its last saved state" in " ".join(r.output.split())
+
+
 def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):
     import signal
     import subprocess

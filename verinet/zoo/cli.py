@@ -45,6 +45,7 @@ def zoo_train(
     from verinet.zoo.registry import MODELS_DIR, ladder
     from verinet.zoo.train import read_training_info, train
 
+    target = out
     try:
         cfg = load_zoo_config(config)
         target = out or MODELS_DIR / cfg.name
@@ -82,6 +83,10 @@ def zoo_train(
         write_card(target, card)
     except ZooError as e:
         raise _fail(str(e)) from None
+    except KeyboardInterrupt:  # in set-up, a second Ctrl-C in training, or in evaluation: the user's stop
+        err.print(f"interrupted: the run keeps its last saved state{f' in {target}' if target else ''}; the same "
+                  "command resumes", highlight=False)
+        raise typer.Exit(130) from None
     _print_eval(card["evaluation"])
     console.print(f"model card: {target / 'README.md'}")
 
