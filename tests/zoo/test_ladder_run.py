@@ -176,6 +176,21 @@ def test_without_stop_on_signals_a_library_caller_keeps_its_handlers(tmp_path):
     assert seen == [signal.getsignal(signal.SIGTERM)] * 2
 
 
+def test_saves_reach_the_disk_before_they_are_renamed_into_place(tmp_path, monkeypatch):
+    import verinet.zoo.train as zoo_train
+
+    flushed = []
+    real = zoo_train._fsync
+    monkeypatch.setattr(zoo_train, "_fsync", lambda p: (flushed.append(str(p.relative_to(tmp_path))), real(p)))
+    train(micro_config(steps=6), tmp_path / "f")
+    for f in ("model.safetensors", "optim.pt", "state.json", ""):  # a state's files and its directory ...
+        assert f"f/train_state.tmp/{f}".rstrip("/") in flushed, (f, flushed)
+    i = flushed.index("f/train_state.tmp")
+    assert flushed[i + 1] == "f"  # ... then the directory that records its rename
+    assert flushed.index("f/model.safetensors") < flushed.index("f/training.json.tmp")  # the weights, then the record
+    assert flushed[-1] == "f"
+
+
 def test_a_save_killed_between_its_renames_resumes_from_the_newest_complete_state(tmp_path):
     import os
     import shutil

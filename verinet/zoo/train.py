@@ -188,6 +188,9 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
             model.eval()
             model.save_pretrained(out, safe_serialization=True)
             tok.save_pretrained(out)
+            for f in out.iterdir():  # on disk before training.json says the run is finished
+                if f.is_file():
+                    _fsync(f)
             _write_atomically(out / "training.json", json.dumps({
                 "config": config.model_dump(mode="json"),
                 "parameters": count_parameters(model),
@@ -248,10 +251,22 @@ def read_training_info(out: Path) -> dict | None:
         raise ZooError(f"{f} is corrupt; delete {out} and retrain") from None
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk: a rename is only as durable as what it renames
+    and the directory that records it (a machine crash could otherwise leave an empty state.json)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 def recover_interrupted_save(state_dir: Path) -> None:
@@ -276,11 +291,14 @@ def _save_state(state_dir: Path, model, opt, sched, state: dict) -> None:
     save_model(model, str(tmp / "model.safetensors"))
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optim.pt")
     (tmp / "state.json").write_text(json.dumps(state))
+    for f in ("model.safetensors", "optim.pt", "state.json", "."):
+        _fsync(tmp / f)
     old = state_dir.with_name(state_dir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if state_dir.exists():
         os.replace(state_dir, old)
     os.replace(tmp, state_dir)
+    _fsync(state_dir.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
