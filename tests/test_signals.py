@@ -15,6 +15,21 @@ def _handlers():
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
+class _Missed(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def sigterm_caught():
+    """A SIGTERM that verinet's handler failed to take fails the test instead of ending pytest."""
+    def missed(_signum, _frame):
+        raise _Missed("SIGTERM reached the handler from before the test")
+
+    before = signal.signal(signal.SIGTERM, missed)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
 def test_signals_are_noted_in_order_and_the_handlers_come_back(sigint_caught):
     before = _handlers()
     with stop_requests() as requested:
@@ -33,6 +48,7 @@ def test_a_second_sigint_interrupts_when_asked(sigint_caught):
             assert requested == ["SIGTERM", "SIGINT"]
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM).__name__ == "missed"  # put back too
 
 
 def test_an_inherited_ignored_sigint_stays_ignored():
@@ -71,6 +87,16 @@ def test_sigterm_interrupts_raises_keyboard_interrupt_and_puts_the_handler_back(
         with sigterm_interrupts():
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_handler_python_cannot_put_back_gives_way_to_the_default(sigint_caught, monkeypatch):
+    real = signal.getsignal
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGINT else real(s))  # set from C
+    with stop_requests():
+        pass
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not the noting handler, which would
+    # swallow every later Ctrl-C
 
 
 def test_stop_on_sigterm_keeps_its_handler():

@@ -11,6 +11,9 @@ import threading
 from collections.abc import Iterator
 
 
+_DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 def interrupt(_signum: int, _frame: object) -> None:
     """A signal handler that stops the main thread as Ctrl-C does."""
     raise KeyboardInterrupt
@@ -44,9 +47,8 @@ def stop_requests(enabled: bool = True, *, second_sigint_interrupts: bool = Fals
     try:
         yield requested
     finally:
-        for s in caught:
-            if previous[s] is not None:  # None: installed from C, which Python cannot put back
-                signal.signal(s, previous[s])
+        for s in caught:  # a handler installed from C (None) cannot be put back: Python's default instead
+            signal.signal(s, previous[s] if previous[s] is not None else _DEFAULT[s])
 
 
 @contextlib.contextmanager
@@ -60,8 +62,7 @@ def sigterm_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def stop_on_sigterm() -> None:

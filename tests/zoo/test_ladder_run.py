@@ -254,7 +254,21 @@ def test_ctrl_c_outside_the_training_loop_exits_130_not_failed(tmp_path, monkeyp
     small = _config(tmp_path, "tiny-int", 1)
     r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(tmp_path / "i"), "--no-eval"])
     assert r.exit_code == 130, r.output
-    assert "interrupted: the run keeps its last saved state" in " ".join(r.output.split())
+    assert "interrupted before any state was saved" in " ".join(r.output.split())
+    monkeypatch.undo()
+    train(micro_config(steps=10), tmp_path / "i", stop_after=5)  # a saved state
+    monkeypatch.setattr(zoo_train, "train", interrupted)
+    r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(tmp_path / "i"), "--no-eval"])
+    assert r.exit_code == 130 and "the run keeps its last saved state in" in " ".join(r.output.split()), r.output
+    monkeypatch.undo()  # trained to the end, then Ctrl-C while it evaluates
+    import verinet.zoo.cli as zoo_cli
+
+    assert CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(tmp_path / "e"),
+                                    "--no-eval"]).exit_code == 0
+    monkeypatch.setattr(zoo_cli, "_full_evaluation", interrupted)
+    r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(tmp_path / "e")])
+    assert r.exit_code == 130 and "the weights in" in r.output and "evaluates them without training again" in \
+        " ".join(r.output.split()), r.output
 
 
 def test_the_cli_saves_its_state_on_sigterm_and_exits_resumable(tmp_path):

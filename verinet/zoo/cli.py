@@ -84,11 +84,27 @@ def zoo_train(
     except ZooError as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:  # in set-up, a second Ctrl-C in training, or in evaluation: the user's stop
-        err.print(f"interrupted: the run keeps its last saved state{f' in {target}' if target else ''}; the same "
-                  "command resumes", highlight=False)
+        err.print(_interrupted_message(target), highlight=False)
         raise typer.Exit(130) from None
     _print_eval(card["evaluation"])
     console.print(f"model card: {target / 'README.md'}")
+
+
+def _interrupted_message(target: Path | None) -> str:
+    """What an interrupted `zoo train` leaves, and what the same command does next."""
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.train import STATE_DIR, read_training_info
+
+    try:
+        finished = target is not None and read_training_info(target) is not None
+    except ZooError:
+        finished = False
+    if finished:
+        return (f"interrupted after training: the weights in {target} are complete but have no card yet; the same "
+                "command (without --no-eval) evaluates them without training again")
+    if target is not None and (target / STATE_DIR / "state.json").is_file():
+        return f"interrupted: the run keeps its last saved state in {target}; the same command resumes"
+    return "interrupted before any state was saved; the same command starts the run"
 
 
 @zoo_app.command("train-ladder")

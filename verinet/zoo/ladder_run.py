@@ -103,7 +103,9 @@ def train_all(rows: list[dict[str, Any]], out_root: Path, *, parallel: int, load
     pending, running = list(rows), {}
     done = {} if done is None else done
     last_report = time.time()
-    with stop_requests() as stop:  # signals only set a flag here: nothing is cut short mid-spawn or mid-wait
+    # Signals only set a flag here: nothing is cut short mid-spawn or mid-wait. A Ctrl-C at the terminal reaches
+    # the runs too (same process group), and each saves on its own; a second one stops them at once.
+    with stop_requests() as stop:
         try:
             while (pending or running) and not stop:
                 while pending and len(running) < max(1, parallel) and not stop:

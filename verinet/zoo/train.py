@@ -191,6 +191,7 @@ def train(config: ZooConfig, out_dir: str | Path, *, stop_after: int | None = No
             for f in out.iterdir():  # on disk before training.json says the run is finished
                 if f.is_file():
                     _fsync(f)
+            _fsync(out)
             _write_atomically(out / "training.json", json.dumps({
                 "config": config.model_dump(mode="json"),
                 "parameters": count_parameters(model),
