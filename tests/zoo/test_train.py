@@ -160,6 +160,21 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
         "each step) 40% + answer forcing 20%")
 
 
+def test_a_card_states_own_error_f1_with_its_interval_and_chance():
+    import json
+
+    from verinet.zoo.card import render_markdown
+    from verinet.zoo.registry import list_checkpoints, resolve
+
+    path = resolve(list_checkpoints()[-1][0])
+    card = json.loads((path / "card.json").read_text())
+    md = render_markdown(card)
+    assert md == (path / "README.md").read_text()  # the committed card is the rendering of its card.json
+    r = card["evaluation"]["own_error_detail"]["by_family"]["logic"]["likelihood"]
+    assert (f"| logic | {r['n_chains']} | likelihood | {r['acc_err']:.3f} | {r['acc_corr']:.3f} | {r['f1']:.3f} "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['chance']:.3f} |") in md
+
+
 def test_problems_longer_than_max_len_are_an_error_not_a_hang():
     from tests.zoo.conftest import micro_config
     from verinet.zoo.config import ModelSize, ZooError

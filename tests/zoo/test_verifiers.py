@@ -87,6 +87,27 @@ def test_own_error_set_is_balanced_and_labelled_by_the_checker(large):
         assert c["reason"] == (None if wrong is None else wrong.reason) and (c["label"] == -1) == (c["reason"] is None)
 
 
+def test_written_chains_have_room_for_the_longest_gold_chain(large, monkeypatch):
+    """A writer's chain is never cut short where the gold chain would fit (3-hop logic chains run past
+    160 tokens, the old fixed budget, and were then labelled wrong at a missing answer)."""
+    import verinet.zoo.verifiers as v
+
+    model, tok = large
+    budgets = []
+    monkeypatch.setattr(v, "generate_greedy", lambda m, t, prompts, max_new_tokens: (
+        budgets.append(max_new_tokens) or [""] * len(prompts)))
+    slices = [{"hops": 3, "distractors": 1}, {"hops": 1, "distractors": 1}]
+    list(v.written_chains([("w", model, tok)], "logic", slices, 30, seed=5))
+    fam = get_family("logic")
+    for j, budget in enumerate(budgets):
+        longest = max(len(tok(fam.gold_chain(p).text, add_special_tokens=False)["input_ids"])
+                      for p in fam.sample(30, seed=5 + j, params=slices[j]))
+        assert budget == int(longest * 1.5) + 16
+    assert budgets[0] > 160 > budgets[1]  # per slice, and longer than the old fixed one where needed
+    list(v.written_chains([("w", model, tok)], "logic", slices[:1], 2, seed=5, max_new_tokens=7))
+    assert budgets[-1] == 7
+
+
 def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
     fam = get_family("arith")
     chains = []

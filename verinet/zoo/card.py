@@ -155,12 +155,16 @@ def _verifier_lines(e: dict[str, Any]) -> list[str]:
     own = e.get("own_error_detail")
     if own:
         lines += ["", "Earliest-error F1 (ProcessBench) on chains the models " + ", ".join(own["writers"])
-                  + " wrote greedily on held-out problems, labelled by the exact checker, balanced between correct "
-                  "and erroneous chains; the threshold is fitted on half of the problems and F1 read on the other "
-                  "half (chance: 0 for a verifier that flags everything or nothing).", "",
-                  "| family | chains (test half) | verifier | acc_err | acc_corr | F1 |", "|---|---|---|---|---|---|"]
+                  + " wrote greedily on held-out problems"
+                  + (f" (new tokens: {own['max_new_tokens']})" if own.get("max_new_tokens") else "")
+                  + ", labelled by the exact checker, balanced between correct and erroneous chains; the threshold "
+                  "is fitted on half of the problems and F1 read on the other half, with a 95% bootstrap interval "
+                  "over those problems; chance is a uniform guesser's F1.", "",
+                  "| family | chains (test half) | verifier | acc_err | acc_corr | F1 [95% CI] | chance |",
+                  "|---|---|---|---|---|---|---|"]
         for fam, methods in own["by_family"].items():
             for method, r in methods.items():
+                interval = f" [{f(r['ci_low'])}, {f(r['ci_high'])}]" if r.get("ci_low") is not None else ""
                 lines.append(f"| {fam} | {r.get('n_chains', 0)} | {method} | {f(r['acc_err'])} | "
-                             f"{f(r['acc_corr'])} | {f(r['f1'])} |")
+                             f"{f(r['acc_corr'])} | {f(r['f1'])}{interval} | {f(r.get('chance'))} |")
     return lines

@@ -388,8 +388,8 @@ def zoo_train_prm(
                 own = token_prm.own_error_pool([(w, *load_checkpoint(resolve(w))) for w in writers], own_n,
                                                seed=seed + 5_000_000, slices=slices)
             console.print(f"{len(own)} model-written chains with a placeable first error")
-        request = {"writers": writers, "n_per_slice": own_n, "slices": slices or token_prm.TRAIN_SLICES} if writers \
-            else None
+        request = {"writers": writers, "n_per_slice": own_n, "slices": slices or token_prm.TRAIN_SLICES,
+                   "max_new_tokens": "1.5 x the slice's longest gold chain + 16"} if writers else None
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      own_request=request,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),

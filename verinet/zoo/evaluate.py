@@ -20,13 +20,19 @@ def held_out(family: str, params: dict[str, Any], n: int, seed: int = EVAL_SEED)
     return get_family(family).sample(n, seed=seed, params=params)
 
 
+def chain_budget(tok, problems) -> int:
+    """New tokens a greedy chain may take on these problems: 1.5 times the longest gold chain, plus 16, so
+    a model's chain is never cut short where the gold one would fit."""
+    return max((int(len(tok(get_family(p.family).gold_chain(p).text, add_special_tokens=False)["input_ids"]) * 1.5)
+                + 16 for p in problems), default=16)
+
+
 def solve_held_out(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int = EVAL_SEED):
     """(problems, checks): greedy chains for ``n`` held-out problems of one slice, checked exactly."""
     fam = get_family(family)
     problems = held_out(family, params, n, seed)
-    longest = max(len(tok(fam.gold_chain(p).text, add_special_tokens=False)["input_ids"]) for p in problems)
     outs = generate_greedy(model, tok, [formats.solve_prompt(p.question) for p in problems],
-                           max_new_tokens=int(longest * 1.5) + 16)
+                           max_new_tokens=chain_budget(tok, problems))
     return problems, [fam.check(p, o) for p, o in zip(problems, outs)]
 
 

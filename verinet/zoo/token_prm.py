@@ -214,7 +214,7 @@ def own_error_pool(writers: list[tuple[str, Any, Any]], n: int, *, seed: int,
     pool = []
     for name in families:
         for writer, params, p, sc in written_chains(writers, name, (slices or TRAIN_SLICES).get(name, []), n,
-                                                    seed=seed, seed_stride=1000, max_new_tokens=200):
+                                                    seed=seed, seed_stride=1000):
             if sc.first_error == -1 or not sc.steps:
                 continue
             ex = labelled(p.question, [s.text for s in sc.steps], written_answer(sc),

@@ -34,6 +34,7 @@ from verinet.processbench import choose_threshold, earliest_error_f1, first_belo
 from verinet.schema import ERROR_KINDS
 from verinet.tasks import InjectionUnsupported, get_family
 from verinet.zoo import formats
+from verinet.zoo.evaluate import chain_budget
 from verinet.zoo.inference import generate_greedy, pool_min, score_tagged, token_logprobs
 
 METHODS: tuple[str, ...] = ("likelihood", "verdict")
@@ -136,15 +137,18 @@ def injected_auroc(model, tok, family: str, params: dict[str, Any], n: int, *, s
 
 # ---- real errors: chains the models wrote ----------------------------------------------------
 def written_chains(writers: list[tuple[str, Any, Any]], family: str, slices: list[dict[str, Any]], n: int, *,
-                   seed: int, seed_stride: int = 1, max_new_tokens: int = 160):
+                   seed: int, seed_stride: int = 1, max_new_tokens: int | None = None):
     """Yield ``(writer, params, problem, check)`` for the chain each ``(name, model, tok)`` writer wrote
-    greedily on ``n`` problems of each slice (slice ``j`` samples with ``seed + seed_stride * j``)."""
+    greedily on ``n`` problems of each slice (slice ``j`` samples with ``seed + seed_stride * j``), with room
+    for ``max_new_tokens`` new tokens (default: :func:`~verinet.zoo.evaluate.chain_budget` of the slice, as
+    held-out solving allows, so no chain is labelled wrong only because it was cut short)."""
     fam = get_family(family)
     for j, params in enumerate(slices):
         problems = fam.sample(n, seed=seed + seed_stride * j, params=params)
         prompts = [formats.solve_prompt(p.question) for p in problems]
         for name, model, tok in writers:
-            outs = generate_greedy(model, tok, prompts, max_new_tokens=max_new_tokens)
+            budget = chain_budget(tok, problems) if max_new_tokens is None else max_new_tokens
+            outs = generate_greedy(model, tok, prompts, max_new_tokens=budget)
             for p, text in zip(problems, outs, strict=True):
                 yield name, params, p, fam.check(p, text)
 
@@ -201,16 +205,16 @@ def own_error_f1(model, tok, method: str, chains: list[dict[str, Any]], *,
                 "ci_low": None, "ci_high": None, "chance": None,
                 "note": str(e)}
     res = earliest_error_f1([first_below(s, t) for s, _ in test], [y for _, y in test])
+    predicted = {i: first_below(scores[i], t) for i, c in enumerate(chains) if c["problem_id"] not in dev_ids}
     by_problem: dict[str, list[tuple[int, int, int]]] = {}  # the interval resamples problems, not chains
-    for i, c in enumerate(chains):
-        if c["problem_id"] not in dev_ids:
-            by_problem.setdefault(c["problem_id"], []).append((first_below(scores[i], t), c["label"], len(scores[i])))
+    for i, first in predicted.items():
+        by_problem.setdefault(chains[i]["problem_id"], []).append((first, chains[i]["label"], len(scores[i])))
     boot = ee_f1(list(by_problem.values()), n_boot=AUROC_BOOT)
     out = {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()},
            "threshold": t, "n_chains": len(test), "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
            "chance": boot["chance"]}
     if per_chain:
-        out["predicted"] = {i: first_below(scores[i], t) for i, c in enumerate(chains) if c["problem_id"] not in dev_ids}
+        out["predicted"] = predicted
     return out
 
 
@@ -245,6 +249,7 @@ def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str
         out["own_error_detail"] = {
             "writers": sorted({c["writer"] for fam in families for c in own_errors[fam]}),
             "slices": {fam: OWN_ERROR_SLICES[fam] for fam in families},
+            "max_new_tokens": "1.5 x the slice's longest gold chain + 16",
             "chains": {fam: len(own_errors[fam]) for fam in families},
             "by_family": own,
         }
