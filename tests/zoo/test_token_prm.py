@@ -146,7 +146,7 @@ def test_the_cli_trains_a_prm_with_own_mistakes_and_reports_held_out_auroc(tmp_p
     assert meta["own_error_writers"] in ([], [ZOO]) and [c["step"] for c in meta["curve"]] == [0, 2]
     assert meta["own_error_request"] == {"writers": [ZOO], "n_per_slice": 3,
                                          "slices": json.loads(json.dumps(token_prm.TRAIN_SLICES)),
-                                         "max_new_tokens": "1.5 x the slice's longest gold chain + 16"}
+                                         "max_new_tokens": "1.5 x the slice's longest gold chain + 16"}  # as cards say
     assert sum(meta["own_error_by_slice"].values()) == meta["own_error_chains"]
     assert set(meta["curve"][-1]) >= {"arith", "logic"}
     r = CliRunner().invoke(app, ["zoo", "train-prm", ZOO, "--out", str(out), "--steps", "2"])

@@ -108,6 +108,23 @@ def test_written_chains_have_room_for_the_longest_gold_chain(large, monkeypatch)
     assert budgets[-1] == 7
 
 
+def test_greedy_generation_stops_at_the_end_of_the_models_positions(large, monkeypatch):
+    from verinet.zoo.inference import generate_greedy
+
+    model, tok = large
+    asked = []
+    real = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: (asked.append(kw["max_new_tokens"]), real(**kw))[1])
+    prompt = "a " * 40
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    monkeypatch.setattr(model.config, "max_position_embeddings", n_prompt + 5)
+    out = generate_greedy(model, tok, [prompt], max_new_tokens=50)
+    assert asked == [5] and len(tok(out[0], add_special_tokens=False)["input_ids"]) <= 5
+    monkeypatch.setattr(model.config, "max_position_embeddings", 512)
+    generate_greedy(model, tok, [prompt], max_new_tokens=50)
+    assert asked[-1] == 50
+
+
 def test_own_error_f1_fits_its_threshold_on_the_other_half(large):
     fam = get_family("arith")
     chains = []

@@ -355,6 +355,7 @@ def zoo_train_prm(
 
     from verinet.tasks import get_family
     from verinet.zoo import token_prm
+    from verinet.zoo.evaluate import BUDGET_RULE
     from verinet.zoo.config import ZooError
     from verinet.zoo.model import load_checkpoint
     from verinet.zoo.registry import resolve
@@ -389,7 +390,7 @@ def zoo_train_prm(
                                                seed=seed + 5_000_000, slices=slices)
             console.print(f"{len(own)} model-written chains with a placeable first error")
         request = {"writers": writers, "n_per_slice": own_n, "slices": slices or token_prm.TRAIN_SLICES,
-                   "max_new_tokens": "1.5 x the slice's longest gold chain + 16"} if writers else None
+                   "max_new_tokens": BUDGET_RULE} if writers else None
         _, _, info = token_prm.train(src, target, steps=steps, batch_size=batch_size, lr=lr, seed=seed, own=own,
                                      own_request=request,
                                      eval_every=eval_every, evaluate=lambda m, t: token_prm.held_out_auroc(m, t, n),

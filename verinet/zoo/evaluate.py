@@ -20,6 +20,10 @@ def held_out(family: str, params: dict[str, Any], n: int, seed: int = EVAL_SEED)
     return get_family(family).sample(n, seed=seed, params=params)
 
 
+#: how :func:`chain_budget` sizes a chain's room, as records state it
+BUDGET_RULE = "1.5 x the slice's longest gold chain + 16"
+
+
 def chain_budget(tok, problems) -> int:
     """New tokens a greedy chain may take on these problems: 1.5 times the longest gold chain, plus 16, so
     a model's chain is never cut short where the gold one would fit."""

@@ -17,12 +17,15 @@ from verinet.zoo.tokenizer import INVALID, TAG, VALID
 
 @torch.inference_mode()
 def generate_greedy(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy continuation of each prompt, up to ``<eos>``; results in input order."""
+    """Greedy continuation of each prompt, up to ``<eos>``, ``max_new_tokens`` or the end of the model's
+    positions (a zoo model never saw a position past its ``max_len``); results in input order."""
     out: list[str] = []
     device = next(model.parameters()).device
+    positions = getattr(model.config, "max_position_embeddings", None)
     for i in range(0, len(prompts), batch_size):
         enc = tok(prompts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+        room = max_new_tokens if positions is None else max(1, min(max_new_tokens, positions - enc["input_ids"].shape[1]))
+        gen = model.generate(**enc, max_new_tokens=room, do_sample=False,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         new = gen[:, enc["input_ids"].shape[1]:]
         out += tok.batch_decode(new, skip_special_tokens=True)

@@ -34,7 +34,7 @@ from verinet.processbench import choose_threshold, earliest_error_f1, first_belo
 from verinet.schema import ERROR_KINDS
 from verinet.tasks import InjectionUnsupported, get_family
 from verinet.zoo import formats
-from verinet.zoo.evaluate import chain_budget
+from verinet.zoo.evaluate import BUDGET_RULE, chain_budget
 from verinet.zoo.inference import generate_greedy, pool_min, score_tagged, token_logprobs
 
 METHODS: tuple[str, ...] = ("likelihood", "verdict")
@@ -249,7 +249,7 @@ def evaluate_verifiers(model, tok, n: int, *, seed: int, writers: list[tuple[str
         out["own_error_detail"] = {
             "writers": sorted({c["writer"] for fam in families for c in own_errors[fam]}),
             "slices": {fam: OWN_ERROR_SLICES[fam] for fam in families},
-            "max_new_tokens": "1.5 x the slice's longest gold chain + 16",
+            "max_new_tokens": BUDGET_RULE,
             "chains": {fam: len(own_errors[fam]) for fam in families},
             "by_family": own,
         }
