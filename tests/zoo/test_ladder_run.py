@@ -57,9 +57,11 @@ def test_the_cli_trains_several_at_once_and_grades_them_by_size(tmp_path):
     assert summary["grades"]["smallest"] == ["tiny-a"] and summary["grades"]["largest"] == ["tiny-b"]
     for name in ("tiny-a", "tiny-b"):
         assert (root / name / "model.safetensors").is_file() and not (root / name / "card.json").exists()
-        acc = summary["grades"]["models"][name]["accuracy"][0]
-        assert acc["n"] == 10 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
-    assert len(summary["grades"]["graded"]) == 1 and "graded by size" in r.output
+        acc, valid = (summary["grades"]["models"][name][k][0] for k in ("accuracy", "valid"))
+        assert acc["n"] == valid["n"] == 10 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+        assert valid["ci_low"] <= valid["value"] <= valid["ci_high"]
+    assert len(summary["grades"]["graded"]) == len(summary["grades"]["graded_valid"]) == 1
+    assert "graded by size" in r.output and "chains valid" in r.output
     # a finished run is not retrained: `--no-eval` again returns at once with the same record
     info = json.loads((root / "tiny-a" / "training.json").read_text())
     r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(root / "tiny-a"), "--no-eval"])
@@ -104,11 +106,12 @@ def test_bad_input_is_named(tmp_path):
 def test_grading_needs_the_largest_interval_above_every_smallest():
     from verinet.experiments.stats import rate
 
-    def row(params, hits):
-        return {"non_embedding": params, "accuracy": [rate(h, 100) for h in hits]}
+    def row(params, hits, valid=(0, 0)):
+        return {"non_embedding": params, "accuracy": [rate(h, 100) for h in hits], "valid": [rate(v, 100) for v in valid]}
 
-    rows = {"xs-a": row(1, [30, 30]), "xs-b": row(1, [35, 60]), "m": row(8, [10, 10]), "l": row(25, [90, 65])}
+    rows = {"xs-a": row(1, [30, 30]), "xs-b": row(1, [35, 60]), "m": row(8, [10, 10]), "l": row(25, [90, 65], [5, 40])}
     assert ladder_run.graded_by_size(rows, 2) == [True, False]  # slice 2: 65 of 100 against xs-b's 60
+    assert ladder_run.graded_by_size(rows, 2, key="valid") == [False, True]  # 5 of 100 valid is not clear of 0
     assert ladder_run.graded_by_size({"xs-a": rows["xs-a"]}, 2) is None
 
 

@@ -191,8 +191,8 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
     def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
         summary["grades"] = partial
         ladder_run.write_json(out_root / "ladder.json", summary)
-        console.print(f"graded {name}: " + ", ".join(f"{a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
-                                                      for a in row["accuracy"]), highlight=False)
+        console.print(f"graded {name}: accuracy " + _rates(row["accuracy"]) + "; chains valid " + _rates(row["valid"]),
+                      highlight=False)
 
     summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
                                          on_model=saved)
@@ -202,8 +202,12 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
         console.print(f"not graded by size: fewer than two sizes finished; {out_root / 'ladder.json'}", highlight=False)
     else:
         console.print(f"graded by size ({', '.join(g['largest'])} against {', '.join(g['smallest'])}: the largest's "
-                      f"interval above the smallest's), per slice: {g['graded']}; {out_root / 'ladder.json'}",
-                      highlight=False)
+                      f"interval above the smallest's), per slice: accuracy {g['graded']}, chains valid "
+                      f"{g['graded_valid']}; {out_root / 'ladder.json'}", highlight=False)
+
+
+def _rates(rates: list[dict]) -> str:
+    return ", ".join(f"{a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]" for a in rates)
 
 
 @zoo_app.command("list")

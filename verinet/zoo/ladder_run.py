@@ -187,8 +187,11 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
 
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,
           device: str = "cpu", on_model=None) -> dict[str, Any]:
-    """Held-out greedy accuracy of every model on every slice, with Wilson intervals, and per slice
-    whether the largest model's interval lies above each smallest one's (sizes by non-embedding parameters)."""
+    """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every step
+    (``valid``: a right answer can rest on invented steps, and True/False is right half the time by
+    chance), with Wilson intervals; per slice, whether the largest model's interval lies above each
+    smallest one's (``graded`` for accuracy, ``graded_valid`` for validity; sizes by non-embedding
+    parameters)."""
     from verinet.experiments.stats import rate
     from verinet.zoo.evaluate import solve_held_out
     from verinet.zoo.model import count_parameters, load_checkpoint
@@ -197,14 +200,17 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
                                "models": {}}
     for name, path in models.items():
         model, tok = load_checkpoint(path, device=device)
-        row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": []}
+        row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": [],
+               "valid": []}
         for family, params in slices:
             _, checks = solve_held_out(model, tok, family, params, n, seed=seed)
             row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n))
+            row["valid"].append(rate(sum(c.first_error == -1 for c in checks), n))
         results["models"][name] = row
         if on_model:
             on_model(name, row, results)
     results["graded"] = graded_by_size(results["models"], len(slices))
+    results["graded_valid"] = graded_by_size(results["models"], len(slices), key="valid")
     results["smallest"], results["largest"] = size_groups(results["models"])
     return results
 
@@ -218,12 +224,13 @@ def size_groups(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]
             [k for k, r in models.items() if r["non_embedding"] == sizes[-1]])
 
 
-def graded_by_size(models: dict[str, dict[str, Any]], n_slices: int) -> list[bool] | None:
-    """Per slice: does every largest model's interval lie above every smallest model's? None with one size."""
+def graded_by_size(models: dict[str, dict[str, Any]], n_slices: int, *, key: str = "accuracy") -> list[bool] | None:
+    """Per slice: does every largest model's interval of ``key`` lie above every smallest model's? None
+    with one size."""
     small, large = size_groups(models)
     if small == large:  # one size, or none
         return None
-    return [all(models[lg]["accuracy"][i]["ci_low"] > models[sm]["accuracy"][i]["ci_high"] for lg in large for sm in small)
+    return [all(models[lg][key][i]["ci_low"] > models[sm][key][i]["ci_high"] for lg in large for sm in small)
             for i in range(n_slices)]
 
 
