@@ -120,6 +120,9 @@ def test_greedy_generation_stops_at_the_end_of_the_models_positions(large, monke
     monkeypatch.setattr(model.config, "max_position_embeddings", n_prompt + 5)
     out = generate_greedy(model, tok, [prompt], max_new_tokens=50)
     assert asked == [5] and len(tok(out[0], add_special_tokens=False)["input_ids"]) <= 5
+    monkeypatch.setattr(model.config, "max_position_embeddings", n_prompt)
+    with pytest.raises(ValueError, match=f"a prompt of {n_prompt} tokens leaves no room"):
+        generate_greedy(model, tok, [prompt], max_new_tokens=50)
     monkeypatch.setattr(model.config, "max_position_embeddings", 512)
     generate_greedy(model, tok, [prompt], max_new_tokens=50)
     assert asked[-1] == 50

@@ -129,8 +129,8 @@ def zoo_train_ladder(
         = False,
 ) -> None:
     """Train several zoo configs in one call (several at once, each resumable) and grade solving by size:
-    held-out accuracy on the hardest slices with Wilson intervals, and whether the largest model's interval
-    lies above the smallest's. Weights only; `verinet zoo train --config C --out OUT_ROOT/NAME` writes each card."""
+    held-out accuracy and the share of fully valid chains on the hardest slices with Wilson intervals, and
+    whether the largest model's interval lies above the smallest's. Weights only; `verinet zoo train --config C --out OUT_ROOT/NAME` writes each card."""
 
     from verinet.zoo import ladder_run
     from verinet.zoo.config import ZooError

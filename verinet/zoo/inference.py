@@ -18,13 +18,17 @@ from verinet.zoo.tokenizer import INVALID, TAG, VALID
 @torch.inference_mode()
 def generate_greedy(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 64) -> list[str]:
     """Greedy continuation of each prompt, up to ``<eos>``, ``max_new_tokens`` or the end of the model's
-    positions (a zoo model never saw a position past its ``max_len``); results in input order."""
+    positions (a zoo model never saw a position past its ``max_len``), counted from the batch's longest
+    prompt; results in input order."""
     out: list[str] = []
     device = next(model.parameters()).device
     positions = getattr(model.config, "max_position_embeddings", None)
     for i in range(0, len(prompts), batch_size):
         enc = tok(prompts[i:i + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-        room = max_new_tokens if positions is None else max(1, min(max_new_tokens, positions - enc["input_ids"].shape[1]))
+        room = max_new_tokens if positions is None else min(max_new_tokens, positions - enc["input_ids"].shape[1])
+        if room < 1:
+            raise ValueError(f"a prompt of {enc['input_ids'].shape[1]} tokens leaves no room to generate in the "
+                             f"model's {positions} positions")
         gen = model.generate(**enc, max_new_tokens=room, do_sample=False,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         new = gen[:, enc["input_ids"].shape[1]:]
