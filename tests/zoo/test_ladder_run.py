@@ -2,6 +2,7 @@
 by worker processes, several models at once, and solving graded by size with Wilson intervals."""
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -9,8 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from verinet.cli import app
+from verinet.probes.stats import majority_rate
 from verinet.zoo import ladder_run
 from verinet.zoo.config import ZooError
+from verinet.zoo.evaluate import held_out
 from verinet.zoo.model import load_checkpoint
 from verinet.zoo.train import train
 
@@ -59,9 +62,10 @@ def test_the_cli_trains_several_at_once_and_grades_them_by_size(tmp_path):
         assert (root / name / "model.safetensors").is_file() and not (root / name / "card.json").exists()
         acc, valid = (summary["grades"]["models"][name][k][0] for k in ("accuracy", "valid"))
         assert acc["n"] == valid["n"] == 10 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+        assert 0.1 <= acc["chance"] <= 1 and valid["chance"] is None
         assert valid["ci_low"] <= valid["value"] <= valid["ci_high"]
     assert len(summary["grades"]["graded"]) == len(summary["grades"]["graded_valid"]) == 1
-    assert "graded by size" in r.output and "chains valid" in r.output
+    assert "graded by size" in r.output and "chains valid" in r.output and "(chance " in r.output
     # a finished run is not retrained: `--no-eval` again returns at once with the same record
     info = json.loads((root / "tiny-a" / "training.json").read_text())
     r = CliRunner().invoke(app, ["zoo", "train", "--config", small, "--out", str(root / "tiny-a"), "--no-eval"])
@@ -113,6 +117,13 @@ def test_grading_needs_the_largest_interval_above_every_smallest():
     assert ladder_run.graded_by_size(rows, 2) == [True, False]  # slice 2: 65 of 100 against xs-b's 60
     assert ladder_run.graded_by_size(rows, 2, key="valid") == [False, True]  # 5 of 100 valid is not clear of 0
     assert ladder_run.graded_by_size({"xs-a": rows["xs-a"]}, 2) is None
+
+
+def test_arith_accuracy_starts_well_above_a_tenth():
+    # the chance level graded accuracy carries: on arith mod 10 products make 0 far commoner than a tenth
+    problems = held_out("arith", {"steps": 6, "distractors": 0}, 300, ladder_run.GRADE_SEED)
+    assert 0.2 < majority_rate([p.answer for p in problems]) < 0.35
+    assert Counter(p.answer for p in problems).most_common(1)[0][0] == "0"
 
 
 def test_a_deadline_saves_the_state_and_the_run_resumes_on_the_same_trajectory(tmp_path):

@@ -191,7 +191,8 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
     def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
         summary["grades"] = partial
         ladder_run.write_json(out_root / "ladder.json", summary)
-        console.print(f"graded {name}: accuracy " + _rates(row["accuracy"]) + "; chains valid " + _rates(row["valid"]),
+        console.print(f"graded {name}: accuracy " + _rates(row["accuracy"], chance=True) + "; chains valid "
+                      + _rates(row["valid"]),
                       highlight=False)
 
     summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
@@ -206,8 +207,9 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
                       f"{g['graded_valid']}; {out_root / 'ladder.json'}", highlight=False)
 
 
-def _rates(rates: list[dict]) -> str:
-    return ", ".join(f"{a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]" for a in rates)
+def _rates(rates: list[dict], chance: bool = False) -> str:
+    return ", ".join(f"{a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+                     + (f" (chance {a['chance']:.2f})" if chance else "") for a in rates)
 
 
 @zoo_app.command("list")

@@ -188,11 +188,14 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,
           device: str = "cpu", on_model=None) -> dict[str, Any]:
     """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every step
-    (``valid``: a right answer can rest on invented steps, and True/False is right half the time by
-    chance), with Wilson intervals; per slice, whether the largest model's interval lies above each
+    (``valid``: a right answer can rest on invented steps), with Wilson intervals; each accuracy's
+    ``chance`` is the share of the slice's problems whose answer is its commonest one (always answering
+    that: 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common); per slice,
+    whether the largest model's interval lies above each
     smallest one's (``graded`` for accuracy, ``graded_valid`` for validity; sizes by non-embedding
     parameters)."""
     from verinet.experiments.stats import rate
+    from verinet.probes.stats import majority_rate
     from verinet.zoo.evaluate import solve_held_out
     from verinet.zoo.model import count_parameters, load_checkpoint
 
@@ -203,8 +206,9 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
         row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": [],
                "valid": []}
         for family, params in slices:
-            _, checks = solve_held_out(model, tok, family, params, n, seed=seed)
-            row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n))
+            problems, checks = solve_held_out(model, tok, family, params, n, seed=seed)
+            row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n,
+                                     chance=majority_rate([p.answer for p in problems])))
             row["valid"].append(rate(sum(c.first_error == -1 for c in checks), n))
         results["models"][name] = row
         if on_model:
