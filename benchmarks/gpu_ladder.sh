@@ -15,8 +15,9 @@
 # unpack it as runs/ladder-sf, carry that too, and run the same command to resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONFIGS="configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml"
-GRADE_WITH="zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2"
+# Another ladder: e.g. CONFIGS="$(echo configs/zoo/arith-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/arith-only
+CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
+GRADE_WITH="${GRADE_WITH-zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2}"
 case "${1:-}" in
   prepare)
     rm -rf .whl  # one version of each wheel: two stop the install there

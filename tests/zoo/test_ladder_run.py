@@ -3,6 +3,7 @@ by worker processes, several models at once, and solving graded by size with Wil
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,6 +96,21 @@ def test_the_dry_run_plans_without_training(tmp_path):
     assert [p["name"] for p in plan] == ["zoo-s-sf", "zoo-l-sf"] and not (root / "ladder.json").exists()
     assert plan[1]["non_embedding"] > 5 * plan[0]["non_embedding"] and plan[0]["tokens_estimate"] > 10_000_000
     assert not (root / "zoo-s-sf").exists()
+
+
+def test_the_arith_only_ladder_differs_only_in_size_and_seed(tmp_path):
+    # configs/zoo/arith-only: the sizes compared on the hardest arith slices at equal tokens (docs/guide.md)
+    paths = sorted(Path("configs/zoo/arith-only").glob("*.yaml"))
+    r = CliRunner().invoke(app, ["zoo", "train-ladder", *map(str, paths), "--out-root", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    plan = {p["name"]: p["non_embedding"] for p in json.loads((tmp_path / "plan.json").read_text())["plan"]}
+    assert sorted(plan) == ["arith-l", "arith-m", "arith-s", "arith-xs-s0", "arith-xs-s1", "arith-xs-s2"]
+    assert plan["arith-l"] >= 25 * plan["arith-xs-s0"]
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in paths}
+    assert {c["training"]["seed"] for n, c in configs.items() if n.startswith("arith-xs")} == {0, 1, 2}
+    rest = [{k: v for k, v in c.items() if k not in ("name", "size")} | {"training": {
+        k: v for k, v in c["training"].items() if k != "seed"}} for c in configs.values()]
+    assert all(r == rest[0] for r in rest) and rest[0]["tasks"][0]["family"] == "arith" and len(rest[0]["tasks"]) == 1
 
 
 def test_bad_input_is_named(tmp_path):
@@ -407,6 +423,7 @@ def test_the_gpu_script_runs_the_call_and_returns_the_archive_in_parts(tmp_path)
     # a python3 that installs nothing and plays a training call stopped by its budget: it writes the pack
     (fake / "python3").write_text("""#!/usr/bin/env bash
 [ "$2" = pip ] && exit 0
+echo "args: $*"
 while [ $# -gt 0 ]; do
   case "$1" in --pack) head -c 40000000 /dev/urandom > "$2";; --out-root) mkdir -p "$2"; echo '{}' > "$2/ladder.json";; esac
   shift
@@ -423,7 +440,18 @@ echo "training stopped"; exit 75
     parts = sorted(p.name for p in out.iterdir() if p.name.startswith("ladder-sf.tgz.part"))
     assert parts == ["ladder-sf.tgz.part0", "ladder-sf.tgz.part1", "ladder-sf.tgz.part2"]
     assert all((out / p).stat().st_size <= 15 * 2**20 for p in parts) and len(list(out.iterdir())) <= 8
-    assert "training stopped" in (out / "run.log").read_text() and (out / "ladder.json").is_file()
+    log = (out / "run.log").read_text()
+    assert "training stopped" in log and (out / "ladder.json").is_file()
+    assert "zoo train-ladder configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml " in log
+    assert "--grade-with zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2 " in log
+    # another ladder through the same call
+    env.update(CONFIGS="configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/arith-l.yaml", GRADE_WITH="")
+    for p in out.iterdir():
+        p.unlink()
+    r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    log = (out / "run.log").read_text()
+    assert r.returncode == 75 and "train-ladder configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/" \
+        "arith-l.yaml --out-root" in log and "--grade-with  --budget-s" in log
 
 
 def test_the_gpu_script_is_valid_and_refuses_to_run_off_the_device(tmp_path):
