@@ -63,7 +63,8 @@ def test_the_cli_trains_several_at_once_and_grades_them_by_size(tmp_path):
         assert (root / name / "model.safetensors").is_file() and not (root / name / "card.json").exists()
         acc, valid = (summary["grades"]["models"][name][k][0] for k in ("accuracy", "valid"))
         assert acc["n"] == valid["n"] == 10 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
-        assert 0.1 <= acc["chance"] <= 1 and valid["chance"] is None
+        gold = [p.answer for p in held_out("arith", {"steps": 1, "distractors": 0}, 10, ladder_run.GRADE_SEED)]
+        assert acc["chance"] == majority_rate(gold) and valid["chance"] is None
         assert valid["ci_low"] <= valid["value"] <= valid["ci_high"]
     assert len(summary["grades"]["graded"]) == len(summary["grades"]["graded_valid"]) == 1
     assert "graded by size" in r.output and "chains valid" in r.output and "(chance " in r.output
@@ -100,7 +101,8 @@ def test_the_dry_run_plans_without_training(tmp_path):
 
 def test_the_arith_only_ladder_differs_only_in_size_and_seed(tmp_path):
     # configs/zoo/arith-only: the sizes compared on the hardest arith slices at equal tokens (docs/guide.md)
-    paths = sorted(Path("configs/zoo/arith-only").glob("*.yaml"))
+    configs_dir = Path(__file__).resolve().parents[2] / "configs" / "zoo"
+    paths = sorted((configs_dir / "arith-only").glob("*.yaml"))
     r = CliRunner().invoke(app, ["zoo", "train-ladder", *map(str, paths), "--out-root", str(tmp_path), "--dry-run"])
     assert r.exit_code == 0, r.output
     plan = {p["name"]: p["non_embedding"] for p in json.loads((tmp_path / "plan.json").read_text())["plan"]}
@@ -111,6 +113,9 @@ def test_the_arith_only_ladder_differs_only_in_size_and_seed(tmp_path):
     rest = [{k: v for k, v in c.items() if k not in ("name", "size")} | {"training": {
         k: v for k, v in c["training"].items() if k != "seed"}} for c in configs.values()]
     assert all(r == rest[0] for r in rest) and rest[0]["tasks"][0]["family"] == "arith" and len(rest[0]["tasks"]) == 1
+    for size in ("xs", "s", "m", "l"):  # the solve-first ladder's sizes
+        sf = yaml.safe_load((configs_dir / f"zoo-{size}-sf{'-s0' if size == 'xs' else ''}.yaml").read_text())
+        assert configs[f"arith-{size}{'-s0' if size == 'xs' else ''}"]["size"] == sf["size"]
 
 
 def test_bad_input_is_named(tmp_path):
@@ -435,6 +440,7 @@ echo "training stopped"; exit 75
     out.mkdir()
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out), "LADDER_ROOT": str(tmp_path / "l"),
            "PACK": str(tmp_path / "l.tgz")}
+    env.pop("CONFIGS", None), env.pop("GRADE_WITH", None)  # the script's defaults
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 75, r.stdout + r.stderr
     parts = sorted(p.name for p in out.iterdir() if p.name.startswith("ladder-sf.tgz.part"))

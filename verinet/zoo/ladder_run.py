@@ -190,7 +190,7 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
     """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every step
     (``valid``: a right answer can rest on invented steps), with Wilson intervals; each accuracy's
     ``chance`` is the share of the slice's problems whose answer is its commonest one (always answering
-    that: 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common); per slice,
+    that: about 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common); per slice,
     whether the largest model's interval lies above each
     smallest one's (``graded`` for accuracy, ``graded_valid`` for validity; sizes by non-embedding
     parameters)."""
