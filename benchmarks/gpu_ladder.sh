@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Another ladder: e.g. CONFIGS="$(echo configs/zoo/arith-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/arith-only
+# SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2" (train-ladder's --slices; empty: its default)
 CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
 GRADE_WITH="${GRADE_WITH-zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2}"
 case "${1:-}" in
@@ -38,6 +39,7 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     timeout -s INT -k 20 "${CALL_S:-560}" python3 -m verinet.cli zoo train-ladder $CONFIGS --out-root "$root" \
       --parallel 3 --loader-workers 4 --grade-with "$GRADE_WITH" --budget-s "${BUDGET_S:-300}" \
+      ${SLICES:+--slices "$SLICES"} \
       --pack "$pack" 2>&1 | tee "$OUT/run.log"
     rc=${PIPESTATUS[0]}
     [ -f "$pack" ] && split -b 15M -d -a 1 "$pack" "$OUT/ladder-sf.tgz.part"

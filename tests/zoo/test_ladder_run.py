@@ -440,7 +440,8 @@ echo "training stopped"; exit 75
     out.mkdir()
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out), "LADDER_ROOT": str(tmp_path / "l"),
            "PACK": str(tmp_path / "l.tgz")}
-    env.pop("CONFIGS", None), env.pop("GRADE_WITH", None)  # the script's defaults
+    for k in ("CONFIGS", "GRADE_WITH", "SLICES"):  # the script's defaults
+        env.pop(k, None)
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 75, r.stdout + r.stderr
     parts = sorted(p.name for p in out.iterdir() if p.name.startswith("ladder-sf.tgz.part"))
@@ -449,15 +450,17 @@ echo "training stopped"; exit 75
     log = (out / "run.log").read_text()
     assert "training stopped" in log and (out / "ladder.json").is_file()
     assert "zoo train-ladder configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml " in log
-    assert "--grade-with zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2 " in log
+    assert "--grade-with zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2 " in log and "--slices" not in log
     # another ladder through the same call
-    env.update(CONFIGS="configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/arith-l.yaml", GRADE_WITH="")
+    env.update(CONFIGS="configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/arith-l.yaml", GRADE_WITH="",
+               SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2")
     for p in out.iterdir():
         p.unlink()
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
     log = (out / "run.log").read_text()
     assert r.returncode == 75 and "train-ladder configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/" \
-        "arith-l.yaml --out-root" in log and "--grade-with  --budget-s" in log
+        "arith-l.yaml --out-root" in log and "--grade-with  --budget-s" in log \
+        and "--slices arith:steps=6,distractors=0;arith:steps=4,distractors=2 --pack" in log
 
 
 def test_the_gpu_script_is_valid_and_refuses_to_run_off_the_device(tmp_path):
