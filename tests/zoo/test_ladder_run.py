@@ -99,23 +99,30 @@ def test_the_dry_run_plans_without_training(tmp_path):
     assert not (root / "zoo-s-sf").exists()
 
 
-def test_the_arith_only_ladder_differs_only_in_size_and_seed(tmp_path):
-    # configs/zoo/arith-only: the sizes compared on the hardest arith slices at equal tokens (docs/guide.md)
+@pytest.mark.parametrize("family", ["arith", "logic"])
+def test_the_one_family_ladders_differ_only_in_size_and_seed(tmp_path, family):
+    # configs/zoo/{arith,logic}-only: the sizes compared on a family's hardest slices at equal tokens (docs/guide.md)
     configs_dir = Path(__file__).resolve().parents[2] / "configs" / "zoo"
-    paths = sorted((configs_dir / "arith-only").glob("*.yaml"))
+    paths = sorted((configs_dir / f"{family}-only").glob("*.yaml"))
     r = CliRunner().invoke(app, ["zoo", "train-ladder", *map(str, paths), "--out-root", str(tmp_path), "--dry-run"])
     assert r.exit_code == 0, r.output
     plan = {p["name"]: p["non_embedding"] for p in json.loads((tmp_path / "plan.json").read_text())["plan"]}
-    assert sorted(plan) == ["arith-l", "arith-m", "arith-s", "arith-xs-s0", "arith-xs-s1", "arith-xs-s2"]
-    assert plan["arith-l"] >= 25 * plan["arith-xs-s0"]
+    assert sorted(plan) == [f"{family}-{s}" for s in ("l", "m", "s", "xs-s0", "xs-s1", "xs-s2")]
+    assert plan[f"{family}-l"] >= 25 * plan[f"{family}-xs-s0"]
     configs = {p.stem: yaml.safe_load(p.read_text()) for p in paths}
-    assert {c["training"]["seed"] for n, c in configs.items() if n.startswith("arith-xs")} == {0, 1, 2}
+    assert {c["training"]["seed"] for n, c in configs.items() if n.startswith(f"{family}-xs")} == {0, 1, 2}
     rest = [{k: v for k, v in c.items() if k not in ("name", "size")} | {"training": {
         k: v for k, v in c["training"].items() if k != "seed"}} for c in configs.values()]
-    assert all(r == rest[0] for r in rest) and rest[0]["tasks"][0]["family"] == "arith" and len(rest[0]["tasks"]) == 1
-    for size in ("xs", "s", "m", "l"):  # the solve-first ladder's sizes
+    assert all(r == rest[0] for r in rest) and rest[0]["tasks"][0]["family"] == family and len(rest[0]["tasks"]) == 1
+    for size in ("xs", "s", "m", "l"):  # the solve-first ladder's sizes and slices
         sf = yaml.safe_load((configs_dir / f"zoo-{size}-sf{'-s0' if size == 'xs' else ''}.yaml").read_text())
-        assert configs[f"arith-{size}{'-s0' if size == 'xs' else ''}"]["size"] == sf["size"]
+        assert configs[f"{family}-{size}{'-s0' if size == 'xs' else ''}"]["size"] == sf["size"]
+        assert rest[0]["tasks"][0]["params"] == next(t["params"] for t in sf["tasks"] if t["family"] == family)
+    twin = yaml.safe_load((configs_dir / "arith-only" / "arith-m.yaml").read_text())  # same batch, lr, tokens
+    assert rest[0]["training"] | {"steps": 0} == {k: v for k, v in twin["training"].items() if k != "seed"} | {"steps": 0}
+    tokens = [row["tokens_estimate"] for row in ladder_run.plan([paths[0], configs_dir / "arith-only" / "arith-m.yaml"])]
+    assert abs(tokens[0] / tokens[1] - 1) < 0.05  # equal tokens: logic's examples are longer, so fewer steps
+    assert rest[0]["objectives"] == twin["objectives"] == {"solve": 1.0, "verify": 0.0, "force": 0.0}
 
 
 def test_bad_input_is_named(tmp_path):

@@ -187,13 +187,12 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
 
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,
           device: str = "cpu", on_model=None) -> dict[str, Any]:
-    """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every step
-    (``valid``: a right answer can rest on invented steps), with Wilson intervals; each accuracy's
+    """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every
+    step (``valid``: a right answer can rest on invented steps), with Wilson intervals. Each accuracy's
     ``chance`` is the share of the slice's problems whose answer is its commonest one (always answering
-    that: about 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common); per slice,
-    whether the largest model's interval lies above each
-    smallest one's (``graded`` for accuracy, ``graded_valid`` for validity; sizes by non-embedding
-    parameters)."""
+    that: about 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common).
+    Per slice, whether the largest model's interval lies above each smallest one's (``graded`` for
+    accuracy, ``graded_valid`` for validity; sizes by non-embedding parameters)."""
     from verinet.experiments.stats import rate
     from verinet.probes.stats import majority_rate
     from verinet.zoo.evaluate import solve_held_out
