@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Another ladder: e.g. CONFIGS="$(echo configs/zoo/arith-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/arith-only
 # SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2" (train-ladder's --slices; empty: its default);
-# the logic twin: configs/zoo/logic-only/*.yaml, LADDER_ROOT=runs/logic-only,
+# the logic twin: CONFIGS="$(echo configs/zoo/logic-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/logic-only
 # SLICES="logic:hops=3,distractors=1;logic:hops=4,distractors=2"
 CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
 GRADE_WITH="${GRADE_WITH-zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2}"
