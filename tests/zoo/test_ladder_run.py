@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from verinet.cli import app
 from verinet.probes.stats import majority_rate
 from verinet.zoo import ladder_run
-from verinet.zoo.config import ZooError
+from verinet.zoo.config import ZooConfig, ZooError
 from verinet.zoo.evaluate import held_out
 from verinet.zoo.model import load_checkpoint
 from verinet.zoo.train import train
@@ -124,6 +124,26 @@ def test_the_one_family_ladders_differ_only_in_size_and_seed(tmp_path, family):
     arith_m = ladder_run.plan([configs_dir / "arith-only" / "arith-m.yaml"])[0]["tokens_estimate"]
     assert abs(rows[f"{family}-m"]["tokens_estimate"] / arith_m - 1) < 0.05  # equal tokens: logic's examples are longer
     assert rest[0]["objectives"] == twin["objectives"] == {"solve": 1.0, "verify": 0.0, "force": 0.0}
+
+
+def test_the_arith_ladders_continuation_is_one_schedule_for_every_size():
+    # configs/zoo/arith-only/continued: the same 1,200 steps for every size, so the continued ladder stays
+    # at equal tokens and schedule (docs/guide.md); each starts from its own size's base run
+    only = Path(__file__).resolve().parents[2] / "configs" / "zoo" / "arith-only"
+    bases = {p.stem: ZooConfig.model_validate(yaml.safe_load(p.read_text())) for p in only.glob("*.yaml")}
+    cont = {p.stem: (ZooConfig.model_validate(yaml.safe_load(p.read_text())), p.read_text())
+            for p in (only / "continued").glob("*.yaml")}
+    assert sorted(cont) == sorted(bases)
+    schedules = set()
+    for stem, (cfg, text) in cont.items():
+        base = bases[stem]
+        assert cfg.name == f"{stem}-more" and cfg.size == base.size and cfg.tasks == base.tasks
+        assert cfg.objectives == base.objectives
+        assert cfg.training.init_from == f"runs/arith-only/{stem}"  # where the base config's own command puts it
+        assert f"--config configs/zoo/arith-only/{stem}.yaml --out runs/arith-only/{stem} " in text
+        assert f"--config configs/zoo/arith-only/continued/{stem}.yaml --out runs/arith-only/{stem}-more " in text
+        schedules.add(json.dumps(cfg.training.model_dump(exclude={"init_from"}), sort_keys=True))
+    assert len(schedules) == 1 and json.loads(schedules.pop())["lr"] < bases["arith-m"].training.lr
 
 
 def test_bad_input_is_named(tmp_path):
