@@ -9,14 +9,16 @@
 # and scikit-learn but not pydantic: the carried wheels go to /tmp/site. (Those versions are older
 # than the ones tested here.) Training gets BUDGET_S seconds (default 300), then every run saves its
 # state and what finished is graded; the whole call is cut at CALL_S (default 560) with SIGINT, which
-# still packs. The output comes back as $OUT/ladder-sf.tgz.part0.. (split under the 16 MiB a returned
-# file may hold; `cat ladder-sf.tgz.part* > ladder-sf.tgz` joins them), $OUT/ladder.json and
-# $OUT/run.log. Stopped runs keep their state in the archive, so a later session with a GPU can
-# unpack it as runs/ladder-sf, carry that too, and run the same command to resume.
+# still packs. The output comes back as $OUT/ladder-sf.tgz.part0.. (named after LADDER_ROOT's last part;
+# split under the 16 MiB a returned file may hold; `cat ladder-sf.tgz.part* > ladder-sf.tgz` joins them),
+# $OUT/ladder.json and $OUT/run.log. Stopped runs keep their state in the archive, so a later session with
+# a GPU can unpack it as runs/ladder-sf, carry that too, and run the same command to resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Another ladder: e.g. CONFIGS="$(echo configs/zoo/arith-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/arith-only
-# SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2" (train-ladder's --slices; empty: its default);
+# SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2" (train-ladder's --slices; empty: its default),
+# then its continuation, a second call with the same overrides but CONFIGS="$(echo configs/zoo/arith-only/continued/*.yaml)"
+# (each starts from LADDER_ROOT/<its base>, so the first call's runs must be finished and carried);
 # the logic twin: CONFIGS="$(echo configs/zoo/logic-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/logic-only
 # SLICES="logic:hops=3,distractors=1;logic:hops=4,distractors=2"
 CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
@@ -36,7 +38,9 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-    root="${LADDER_ROOT:-runs/ladder-sf}" pack="${PACK:-/tmp/ladder-sf.tgz}"
+    root="${LADDER_ROOT:-runs/ladder-sf}"
+    name="$(basename "$root")"
+    pack="${PACK:-/tmp/$name.tgz}"
     set +e
     # shellcheck disable=SC2086
     timeout -s INT -k 20 "${CALL_S:-560}" python3 -m verinet.cli zoo train-ladder $CONFIGS --out-root "$root" \
@@ -44,7 +48,7 @@ case "${1:-}" in
       ${SLICES:+--slices "$SLICES"} \
       --pack "$pack" 2>&1 | tee "$OUT/run.log"
     rc=${PIPESTATUS[0]}
-    [ -f "$pack" ] && split -b 15M -d -a 1 "$pack" "$OUT/ladder-sf.tgz.part"
+    [ -f "$pack" ] && split -b 15M -d -a 1 "$pack" "$OUT/$name.tgz.part"
     cp "$root/ladder.json" "$OUT/" 2>/dev/null
     ls -l "$OUT"
     exit "$rc"

@@ -466,8 +466,8 @@ echo "training stopped"; exit 75
     (fake / "python3").chmod(0o755)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out), "LADDER_ROOT": str(tmp_path / "l"),
-           "PACK": str(tmp_path / "l.tgz")}
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out),
+           "LADDER_ROOT": str(tmp_path / "ladder-sf"), "PACK": str(tmp_path / "l.tgz")}
     for k in ("CONFIGS", "GRADE_WITH", "SLICES"):  # the script's defaults
         env.pop(k, None)
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -481,7 +481,7 @@ echo "training stopped"; exit 75
     assert "--grade-with zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2 " in log and "--slices" not in log
     # another ladder through the same call
     env.update(CONFIGS="configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/arith-l.yaml", GRADE_WITH="",
-               SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2")
+               SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2", LADDER_ROOT=str(tmp_path / "arith-only"))
     for p in out.iterdir():
         p.unlink()
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -489,6 +489,7 @@ echo "training stopped"; exit 75
     assert r.returncode == 75 and "train-ladder configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/" \
         "arith-l.yaml --out-root" in log and "--grade-with  --budget-s" in log \
         and "--slices arith:steps=6,distractors=0;arith:steps=4,distractors=2 --pack" in log
+    assert sorted(p.name for p in out.iterdir() if ".tgz.part" in p.name) == [f"arith-only.tgz.part{i}" for i in range(3)]
 
 
 def test_the_gpu_script_is_valid_and_refuses_to_run_off_the_device(tmp_path):
