@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 # Another ladder: e.g. CONFIGS="$(echo configs/zoo/arith-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/arith-only
 # SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2" (train-ladder's --slices; empty: its default),
 # then its continuation, a second call with the same overrides but CONFIGS="$(echo configs/zoo/arith-only/continued/*.yaml)"
-# (each starts from LADDER_ROOT/<its base>, so the first call's runs must be finished and carried);
+# (each starts from runs/arith-only/<its base>, its init_from: keep LADDER_ROOT=runs/arith-only, and carry the
+# first call's finished runs);
 # the logic twin: CONFIGS="$(echo configs/zoo/logic-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/logic-only
 # SLICES="logic:hops=3,distractors=1;logic:hops=4,distractors=2"
 CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
@@ -40,7 +41,8 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     root="${LADDER_ROOT:-runs/ladder-sf}"
     name="$(basename "$root")"
-    pack="${PACK:-/tmp/$name.tgz}"
+    pack="${PACK:-${TMPDIR:-/tmp}/$name.tgz}"
+    rm -f "$pack"  # a call that fails before packing must not return an earlier call's archive
     set +e
     # shellcheck disable=SC2086
     timeout -s INT -k 20 "${CALL_S:-560}" python3 -m verinet.cli zoo train-ladder $CONFIGS --out-root "$root" \

@@ -143,7 +143,12 @@ def test_the_arith_ladders_continuation_is_one_schedule_for_every_size():
         assert f"--config configs/zoo/arith-only/{stem}.yaml --out runs/arith-only/{stem} " in text
         assert f"--config configs/zoo/arith-only/continued/{stem}.yaml --out runs/arith-only/{stem}-more " in text
         schedules.add(json.dumps(cfg.training.model_dump(exclude={"init_from"}), sort_keys=True))
-    assert len(schedules) == 1 and json.loads(schedules.pop())["lr"] < bases["arith-m"].training.lr
+    assert len(schedules) == 1
+    schedule = json.loads(schedules.pop())  # the schedule docs/guide.md and the configs' headers state
+    assert {k: schedule[k] for k in ("steps", "batch_size", "lr", "seed")} == {"steps": 1200, "batch_size": 64,
+                                                                              "lr": 0.001, "seed": 7}
+    for stem, base in bases.items():  # the base's own command puts its run where the continuation reads it
+        assert f"--config configs/zoo/arith-only/{stem}.yaml --out runs/arith-only/{stem} " in (only / f"{stem}.yaml").read_text()
 
 
 def test_bad_input_is_named(tmp_path):
@@ -457,6 +462,7 @@ def test_the_gpu_script_runs_the_call_and_returns_the_archive_in_parts(tmp_path)
     (fake / "python3").write_text("""#!/usr/bin/env bash
 [ "$2" = pip ] && exit 0
 echo "args: $*"
+[ -n "${FAIL_EARLY:-}" ] && { echo "no such checkpoint"; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in --pack) head -c 40000000 /dev/urandom > "$2";; --out-root) mkdir -p "$2"; echo '{}' > "$2/ladder.json";; esac
   shift
@@ -467,8 +473,8 @@ echo "training stopped"; exit 75
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out),
-           "LADDER_ROOT": str(tmp_path / "ladder-sf"), "PACK": str(tmp_path / "l.tgz")}
-    for k in ("CONFIGS", "GRADE_WITH", "SLICES"):  # the script's defaults
+           "LADDER_ROOT": str(tmp_path / "ladder-sf"), "TMPDIR": str(tmp_path)}
+    for k in ("CONFIGS", "GRADE_WITH", "SLICES", "PACK"):  # the script's defaults
         env.pop(k, None)
     r = subprocess.run(["bash", str(script), "device"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 75, r.stdout + r.stderr
@@ -479,6 +485,7 @@ echo "training stopped"; exit 75
     assert "training stopped" in log and (out / "ladder.json").is_file()
     assert "zoo train-ladder configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml " in log
     assert "--grade-with zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2 " in log and "--slices" not in log
+    assert f"--pack {tmp_path}/ladder-sf.tgz" in log  # the default archive: in TMPDIR, named after the root
     # another ladder through the same call
     env.update(CONFIGS="configs/zoo/arith-only/arith-xs-s0.yaml configs/zoo/arith-only/arith-l.yaml", GRADE_WITH="",
                SLICES="arith:steps=6,distractors=0;arith:steps=4,distractors=2", LADDER_ROOT=str(tmp_path / "arith-only"))
@@ -490,6 +497,12 @@ echo "training stopped"; exit 75
         "arith-l.yaml --out-root" in log and "--grade-with  --budget-s" in log \
         and "--slices arith:steps=6,distractors=0;arith:steps=4,distractors=2 --pack" in log
     assert sorted(p.name for p in out.iterdir() if ".tgz.part" in p.name) == [f"arith-only.tgz.part{i}" for i in range(3)]
+    # the same call again, failing before it packs: the first call's archive must not come back as its result
+    for p in out.iterdir():
+        p.unlink()
+    r = subprocess.run(["bash", str(script), "device"], env={**env, "FAIL_EARLY": "1"}, capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and not [p for p in out.iterdir() if ".tgz" in p.name]
 
 
 def test_the_gpu_script_is_valid_and_refuses_to_run_off_the_device(tmp_path):
