@@ -21,7 +21,7 @@ from verinet.graph.pipeline import BatchResult, verify_batch
 from verinet.graph.topology import assign_verifiers
 from verinet.orchestration.protocol import CallResult, Caller
 from verinet.schema import Chain, Problem, Verdict
-from verinet.tasks import get_family
+from verinet.tasks import chain_budget, get_family
 
 
 @dataclass
@@ -39,19 +39,13 @@ class VerifyRun:
     member_s: dict[str, dict[str, float]] = field(default_factory=dict)  # member -> phase -> seconds answering
 
 
-def _max_tokens(problems: Sequence[Problem]) -> int:
-    fam = get_family(problems[0].family)
-    longest = max(len(fam.gold_chain(p).text) for p in problems)
-    return int(longest * 1.5) + 16
-
-
 def solve(caller: Caller, formats: Mapping[str, PromptFormat], problems: Sequence[Problem], *,
           solvers: Sequence[str] | None = None, max_tokens: int | None = None, temperature: float = 0.0,
           seed: int | None = None) -> tuple[dict[str, list[Chain]], CallResult]:
     """Each solver writes one chain per problem; chains are read in the family's format. By default
     every member that can write chains solves (process reward models only verify)."""
     solvers = list(solvers or [m for m in caller.members if formats[m].can_solve])
-    max_tokens = max_tokens or _max_tokens(problems)
+    max_tokens = max_tokens or chain_budget(problems)
     calls = {m: ("generate", ([formats[m].solve_prompt(p.question) for p in problems],),
                  {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}) for m in solvers}
     res = caller.call_each(calls)

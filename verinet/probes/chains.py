@@ -22,7 +22,7 @@ import torch
 from verinet.faithfulness.metrics import figure
 from verinet.probes.config import ProbeError
 from verinet.schema import Problem
-from verinet.tasks import get_family
+from verinet.tasks import chain_budget, get_family
 from verinet.tasks.base import split_chain
 from verinet.tasks.spec import TaskSpec
 from verinet.zoo import formats
@@ -71,11 +71,6 @@ def problem_ref(p: Problem) -> dict[str, Any]:
 
 
 # ---- sampling and labels ----------------------------------------------------------------------
-def max_new_tokens(problems: Sequence[Problem]) -> int:
-    """Room for a chain 1.5 times the longest gold chain (as the verification run allows)."""
-    return max(int(len(get_family(p.family).gold_chain(p).text) * 1.5) + 16 for p in problems)
-
-
 def sample_seed(seed: int, problem_id: str, sample: int) -> int:
     """The seed of one sampled chain: a function of (seed, problem, sample index) only, so the samples of a
     problem do not depend on the batch or chunk it is drawn in (a resumed run draws what a whole one does)."""
@@ -108,7 +103,7 @@ def sample_chains(model, tok, problems: Sequence[Problem], *, k: int, temperatur
     from transformers import LogitsProcessorList
 
     prompts = [formats.solve_prompt(p.question) for p in problems]
-    limit = max_new_tokens(problems)
+    limit = chain_budget(problems)  # as the verification run allows
     device = next(model.parameters()).device
     out: list[list[str]] = [[] for _ in problems]
     n_sampled = k - 1 if greedy_first else k
@@ -264,5 +259,5 @@ def plot_bars(panels: Mapping[str, Mapping[str, Mapping[str, Any] | None]], path
 
 
 __all__ = ["EXACT_FAMILIES", "ChainBuilder", "chain_builder", "eval_problems", "format_figures", "label_chain",
-           "max_new_tokens", "per_problem_format", "plot_bars", "problem_ref", "sample_chains", "sample_seed",
+           "per_problem_format", "plot_bars", "problem_ref", "sample_chains", "sample_seed",
            "training_problems"]

@@ -33,8 +33,16 @@ def get_family(name: str) -> TaskFamily:
     return _instances[name]
 
 
+def chain_budget(problems, length=len) -> int:
+    """Room for a chain on these problems: 1.5 times the longest gold chain, plus 16, so a model's chain is
+    never cut short where the gold one would fit. ``length`` measures a chain's text: characters by default,
+    a tokenizer's count for a model's own tokens (every caller sizes chains this one way)."""
+    return max((int(length(get_family(p.family).gold_chain(p).text) * 1.5) + 16 for p in problems), default=16)
+
+
 __all__ = [
     "ANSWER_CUE",
+    "chain_budget",
     "FAMILY_NAMES",
     "InjectionUnsupported",
     "TaskError",

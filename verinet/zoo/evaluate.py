@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from verinet.tasks import chain_budget as tasks_chain_budget
 from verinet.tasks import get_family
 from verinet.zoo import formats
 from verinet.zoo.config import TaskMix
@@ -25,10 +26,9 @@ BUDGET_RULE = "1.5 x the slice's longest gold chain + 16"
 
 
 def chain_budget(tok, problems) -> int:
-    """New tokens a greedy chain may take on these problems: 1.5 times the longest gold chain, plus 16, so
-    a model's chain is never cut short where the gold one would fit."""
-    return max((int(len(tok(get_family(p.family).gold_chain(p).text, add_special_tokens=False)["input_ids"]) * 1.5)
-                + 16 for p in problems), default=16)
+    """New tokens a greedy chain may take on these problems (:func:`verinet.tasks.chain_budget` in ``tok``'s
+    tokens)."""
+    return tasks_chain_budget(problems, length=lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
 
 
 def solve_held_out(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int = EVAL_SEED):
