@@ -21,7 +21,8 @@ cd "$(dirname "$0")/.."
 # (each starts from runs/arith-only/<its base>, its init_from: keep LADDER_ROOT=runs/arith-only, and carry the
 # first call's finished runs);
 # the logic twin: CONFIGS="$(echo configs/zoo/logic-only/*.yaml)" GRADE_WITH= LADDER_ROOT=runs/logic-only
-# SLICES="logic:hops=3,distractors=1;logic:hops=4,distractors=2"
+# SLICES="logic:hops=3,distractors=1;logic:hops=4,distractors=2", and its continuation likewise
+# (configs/zoo/logic-only/continued/, LADDER_ROOT=runs/logic-only)
 CONFIGS="${CONFIGS:-configs/zoo/zoo-s-sf.yaml configs/zoo/zoo-m-sf.yaml configs/zoo/zoo-l-sf.yaml}"
 GRADE_WITH="${GRADE_WITH-zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2}"
 case "${1:-}" in

@@ -126,10 +126,12 @@ def test_the_one_family_ladders_differ_only_in_size_and_seed(tmp_path, family):
     assert rest[0]["objectives"] == twin["objectives"] == {"solve": 1.0, "verify": 0.0, "force": 0.0}
 
 
-def test_the_arith_ladders_continuation_is_one_schedule_for_every_size():
-    # configs/zoo/arith-only/continued: the same 1,200 steps for every size, so the continued ladder stays
-    # at equal tokens and schedule (docs/guide.md); each starts from its own size's base run
-    only = Path(__file__).resolve().parents[2] / "configs" / "zoo" / "arith-only"
+@pytest.mark.parametrize("family, steps", [("arith", 1200), ("logic", 400)])
+def test_a_ladders_continuation_is_one_schedule_for_every_size(family, steps):
+    # configs/zoo/{arith,logic}-only/continued: the same steps for every size, so the continued ladder stays
+    # at equal tokens and schedule (docs/guide.md); each starts from its own size's base run. 0.4 of the base's
+    # steps in both families: the bases are at equal tokens (the test above), so the continuations are too.
+    only = Path(__file__).resolve().parents[2] / "configs" / "zoo" / f"{family}-only"
     bases = {p.stem: ZooConfig.model_validate(yaml.safe_load(p.read_text())) for p in only.glob("*.yaml")}
     cont = {p.stem: (ZooConfig.model_validate(yaml.safe_load(p.read_text())), p.read_text())
             for p in (only / "continued").glob("*.yaml")}
@@ -138,17 +140,18 @@ def test_the_arith_ladders_continuation_is_one_schedule_for_every_size():
     for stem, (cfg, text) in cont.items():
         base = bases[stem]
         assert cfg.name == f"{stem}-more" and cfg.size == base.size and cfg.tasks == base.tasks
-        assert cfg.objectives == base.objectives
-        assert cfg.training.init_from == f"runs/arith-only/{stem}"  # where the base config's own command puts it
-        assert f"--config configs/zoo/arith-only/{stem}.yaml --out runs/arith-only/{stem} " in text
-        assert f"--config configs/zoo/arith-only/continued/{stem}.yaml --out runs/arith-only/{stem}-more " in text
+        assert cfg.objectives == base.objectives and cfg.training.steps == 0.4 * base.training.steps
+        assert cfg.training.init_from == f"runs/{family}-only/{stem}"  # where the base config's own command puts it
+        assert f"--config configs/zoo/{family}-only/{stem}.yaml --out runs/{family}-only/{stem} " in text
+        assert f"--config configs/zoo/{family}-only/continued/{stem}.yaml --out runs/{family}-only/{stem}-more " in text
         schedules.add(json.dumps(cfg.training.model_dump(exclude={"init_from"}), sort_keys=True))
     assert len(schedules) == 1
     schedule = json.loads(schedules.pop())  # the schedule docs/guide.md and the configs' headers state
-    assert {k: schedule[k] for k in ("steps", "batch_size", "lr", "seed")} == {"steps": 1200, "batch_size": 64,
+    assert {k: schedule[k] for k in ("steps", "batch_size", "lr", "seed")} == {"steps": steps, "batch_size": 64,
                                                                               "lr": 0.001, "seed": 7}
-    for stem, base in bases.items():  # the base's own command puts its run where the continuation reads it
-        assert f"--config configs/zoo/arith-only/{stem}.yaml --out runs/arith-only/{stem} " in (only / f"{stem}.yaml").read_text()
+    for stem in bases:  # the base's own command puts its run where the continuation reads it
+        assert f"--config configs/zoo/{family}-only/{stem}.yaml --out runs/{family}-only/{stem} " \
+            in (only / f"{stem}.yaml").read_text()
 
 
 def test_bad_input_is_named(tmp_path):
