@@ -36,7 +36,8 @@ def get_family(name: str) -> TaskFamily:
 def chain_budget(problems, length=len) -> int:
     """Room for a chain on these problems: 1.5 times the longest gold chain, plus 16, so a model's chain is
     never cut short where the gold one would fit. ``length`` measures a chain's text: characters by default,
-    a tokenizer's count for a model's own tokens (every caller sizes chains this one way)."""
+    a tokenizer's count for a model's own tokens (the verification run, the probes and the zoo's evaluation
+    size a chain's room from the gold chain this one way)."""
     return max((int(length(get_family(p.family).gold_chain(p).text) * 1.5) + 16 for p in problems), default=16)
 
 
