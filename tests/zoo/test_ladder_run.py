@@ -140,7 +140,7 @@ def test_a_ladders_continuation_is_one_schedule_for_every_size(family, steps):
     for stem, (cfg, text) in cont.items():
         base = bases[stem]
         assert cfg.name == f"{stem}-more" and cfg.size == base.size and cfg.tasks == base.tasks
-        assert cfg.objectives == base.objectives and cfg.training.steps == 0.4 * base.training.steps
+        assert cfg.objectives == base.objectives and 5 * cfg.training.steps == 2 * base.training.steps
         assert cfg.training.init_from == f"runs/{family}-only/{stem}"  # where the base config's own command puts it
         assert f"--config configs/zoo/{family}-only/{stem}.yaml --out runs/{family}-only/{stem} " in text
         assert f"--config configs/zoo/{family}-only/continued/{stem}.yaml --out runs/{family}-only/{stem}-more " in text
