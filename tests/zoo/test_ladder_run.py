@@ -154,6 +154,45 @@ def test_a_ladders_continuation_is_one_schedule_for_every_size(family, steps):
             in (only / f"{stem}.yaml").read_text()
 
 
+def test_the_two_family_ladder_continues_every_arith_size_on_the_solve_first_mixture():
+    # configs/zoo/two-family: each continued arith-only size trained on both families on one schedule, so at
+    # equal tokens (docs/guide.md)
+    zoo = Path(__file__).resolve().parents[2] / "configs" / "zoo"
+    sf = ZooConfig.model_validate(yaml.safe_load((zoo / "zoo-xs-sf-s0.yaml").read_text()))
+    arith = {p.stem: ZooConfig.model_validate(yaml.safe_load(p.read_text()))
+             for p in (zoo / "arith-only" / "continued").glob("*.yaml")}
+    both = {p.stem: (ZooConfig.model_validate(yaml.safe_load(p.read_text())), p.read_text())
+            for p in (zoo / "two-family").glob("*.yaml")}
+    assert sorted(both) == sorted(s.replace("arith-", "both-") for s in arith)
+    schedules = set()
+    for stem, (cfg, text) in both.items():
+        base = stem.replace("both-", "arith-")
+        assert cfg.name == stem and cfg.size == arith[base].size
+        assert cfg.tasks == sf.tasks and cfg.objectives == sf.objectives  # the solve-first recipe's mixture
+        assert cfg.training.init_from == f"runs/arith-only/{base}-more"  # the continued base's own command
+        assert f"--config configs/zoo/arith-only/continued/{base}.yaml --out runs/arith-only/{base}-more " in text
+        assert f"--config configs/zoo/two-family/{stem}.yaml --out runs/two-family/{stem} " in text
+        schedules.add(json.dumps(cfg.training.model_dump(exclude={"init_from"}), sort_keys=True))
+    assert len(schedules) == 1
+    schedule = json.loads(schedules.pop())  # the schedule docs/guide.md and the configs' headers state
+    assert {k: schedule[k] for k in ("steps", "batch_size", "lr", "seed")} == {"steps": 600, "batch_size": 64,
+                                                                              "lr": 0.001, "seed": 11}
+    tokens = {row["tokens_estimate"] for row in ladder_run.plan(sorted((zoo / "two-family").glob("*.yaml")))}
+    assert len(tokens) == 1 and 5.5e6 < tokens.pop() < 7.5e6  # 6.4M measured (docs/guide.md)
+    more = {p.stem: (ZooConfig.model_validate(yaml.safe_load(p.read_text())), p.read_text())
+            for p in (zoo / "two-family" / "continued").glob("*.yaml")}
+    assert sorted(more) == sorted(both)
+    for stem, (cfg, text) in more.items():  # the same mixture and schedule again, another data seed
+        first = both[stem][0]
+        assert cfg.name == f"{stem}-more" and (cfg.size, cfg.tasks, cfg.objectives) == (first.size, first.tasks,
+                                                                                        first.objectives)
+        assert cfg.training.model_dump(exclude={"init_from"}) == first.training.model_dump(exclude={"init_from"}) | {
+            "seed": 13}
+        assert cfg.training.init_from == f"runs/two-family/{stem}"
+        assert f"--config configs/zoo/two-family/{stem}.yaml --out runs/two-family/{stem} " in text
+        assert f"--config configs/zoo/two-family/continued/{stem}.yaml --out runs/two-family/{stem}-more " in text
+
+
 def test_bad_input_is_named(tmp_path):
     with pytest.raises(ZooError, match="'algebra'"):
         ladder_run.parse_slices("algebra:steps=2")
