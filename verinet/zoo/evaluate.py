@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from verinet.tasks import chain_budget as tasks_chain_budget
+from verinet.tasks import chain_budget
 from verinet.tasks import get_family
 from verinet.zoo import formats
 from verinet.zoo.config import TaskMix
@@ -21,14 +21,14 @@ def held_out(family: str, params: dict[str, Any], n: int, seed: int = EVAL_SEED)
     return get_family(family).sample(n, seed=seed, params=params)
 
 
-#: how :func:`chain_budget` sizes a chain's room, as records state it
+#: how :func:`token_chain_budget` sizes a chain's room, as records state it
 BUDGET_RULE = "1.5 x the slice's longest gold chain + 16"
 
 
-def chain_budget(tok, problems) -> int:
+def token_chain_budget(tok, problems) -> int:
     """New tokens a greedy chain may take on these problems (:func:`verinet.tasks.chain_budget` in ``tok``'s
     tokens)."""
-    return tasks_chain_budget(problems, length=lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
+    return chain_budget(problems, length=lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
 
 
 def solve_held_out(model, tok, family: str, params: dict[str, Any], n: int, *, seed: int = EVAL_SEED):
@@ -36,7 +36,7 @@ def solve_held_out(model, tok, family: str, params: dict[str, Any], n: int, *, s
     fam = get_family(family)
     problems = held_out(family, params, n, seed)
     outs = generate_greedy(model, tok, [formats.solve_prompt(p.question) for p in problems],
-                           max_new_tokens=chain_budget(tok, problems))
+                           max_new_tokens=token_chain_budget(tok, problems))
     return problems, [fam.check(p, o) for p, o in zip(problems, outs)]
 
 

@@ -34,7 +34,7 @@ from verinet.processbench import choose_threshold, earliest_error_f1, first_belo
 from verinet.schema import ERROR_KINDS
 from verinet.tasks import InjectionUnsupported, get_family
 from verinet.zoo import formats
-from verinet.zoo.evaluate import BUDGET_RULE, chain_budget
+from verinet.zoo.evaluate import BUDGET_RULE, token_chain_budget
 from verinet.zoo.inference import generate_greedy, pool_min, score_tagged, token_logprobs
 
 METHODS: tuple[str, ...] = ("likelihood", "verdict")
@@ -140,14 +140,14 @@ def written_chains(writers: list[tuple[str, Any, Any]], family: str, slices: lis
                    seed: int, seed_stride: int = 1, max_new_tokens: int | None = None):
     """Yield ``(writer, params, problem, check)`` for the chain each ``(name, model, tok)`` writer wrote
     greedily on ``n`` problems of each slice (slice ``j`` samples with ``seed + seed_stride * j``), with room
-    for ``max_new_tokens`` new tokens (default: :func:`~verinet.zoo.evaluate.chain_budget` of the slice, as
+    for ``max_new_tokens`` new tokens (default: :func:`~verinet.zoo.evaluate.token_chain_budget` of the slice, as
     held-out solving allows, so no chain is labelled wrong only because it was cut short)."""
     fam = get_family(family)
     for j, params in enumerate(slices):
         problems = fam.sample(n, seed=seed + seed_stride * j, params=params)
         prompts = [formats.solve_prompt(p.question) for p in problems]
         for name, model, tok in writers:
-            budget = chain_budget(tok, problems) if max_new_tokens is None else max_new_tokens
+            budget = token_chain_budget(tok, problems) if max_new_tokens is None else max_new_tokens
             outs = generate_greedy(model, tok, prompts, max_new_tokens=budget)
             for p, text in zip(problems, outs, strict=True):
                 yield name, params, p, fam.check(p, text)
