@@ -191,20 +191,83 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
     def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
         summary["grades"] = partial
         ladder_run.write_json(out_root / "ladder.json", summary)
-        console.print(f"graded {name}: accuracy " + _rates(row["accuracy"], chance=True) + "; chains valid "
-                      + _rates(row["valid"]),
-                      highlight=False)
+        _print_graded_model(name, row)
 
     summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
                                          on_model=saved)
     ladder_run.write_json(out_root / "ladder.json", summary)
-    g = summary["grades"]
+    _print_grade_summary(summary["grades"], out_root / "ladder.json")
+
+
+@zoo_app.command("grade")
+def zoo_grade(
+    models: Annotated[list[str], typer.Argument(help="Checkpoint names (see `verinet zoo list`) or run directories; "
+                                                "each is reported under its directory's name.")],
+    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] =
+        "arith:steps=6,distractors=0;arith:steps=4,distractors=2;logic:hops=4,distractors=2",
+    n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per slice.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out sample.")] = 9_000_000,
+    out: Annotated[Optional[Path], typer.Option(help="JSON file written after every model; run again with the same "
+                                                "file, slices, n and seed, models graded there are not graded again.")]
+        = None,
+) -> None:
+    """Grade solving by size without training: held-out greedy accuracy (with its chance level) and the share
+    of fully valid chains per slice, with Wilson intervals, and whether the largest models' intervals lie
+    above the smallest's (what `train-ladder` reports after training)."""
+    import torch
+
+    from verinet.zoo import ladder_run
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.registry import resolve
+
+    try:
+        grade_slices = ladder_run.parse_slices(slices)
+        paths = {}
+        for m in models:
+            path = resolve(m)
+            label = path.resolve().name
+            if label in paths:
+                raise ZooError(f"two models would both be reported as {label!r} ({paths[label]} and {path}); "
+                               "grade them in separate calls")
+            paths[label] = path
+        earlier = None
+        if out is not None and out.is_file():
+            try:
+                earlier = json.loads(out.read_text())
+            except json.JSONDecodeError as e:
+                raise ZooError(f"--out {out} is not a grade file ({e}); give another file or delete it") from None
+            if not ladder_run.same_grading(earlier, {"n": n, "seed": seed, "slices": [
+                    {"family": f, "params": p} for f, p in grade_slices]}):
+                raise ZooError(f"--out {out} holds grades on other problems (n={earlier.get('n')}, seed="
+                               f"{earlier.get('seed')}, slices {earlier.get('slices')}); give another file or delete it")
+
+        def saved(name, row, partial):
+            if out is not None:
+                ladder_run.write_json(out, partial)
+            _print_graded_model(name, row)
+
+        g = ladder_run.grade(paths, grade_slices, n, seed=seed, on_model=saved, earlier=earlier,
+                             device="cuda" if torch.cuda.is_available() else "cpu")
+    except ZooError as e:
+        raise _fail(str(e)) from None
+    if out is not None:
+        ladder_run.write_json(out, g)
+    _print_grade_summary(g, out)
+
+
+def _print_graded_model(name: str, row: dict) -> None:
+    console.print(f"graded {name} ({row['non_embedding']:,} non-embedding): accuracy "
+                  + _rates(row["accuracy"], chance=True) + "; chains valid " + _rates(row["valid"]), highlight=False)
+
+
+def _print_grade_summary(g: dict, where: Path | None) -> None:
+    at = f"; {where}" if where is not None else ""
     if g["graded"] is None:
-        console.print(f"not graded by size: fewer than two sizes finished; {out_root / 'ladder.json'}", highlight=False)
+        console.print(f"not graded by size: fewer than two sizes{at}", highlight=False)
     else:
         console.print(f"graded by size ({', '.join(g['largest'])} against {', '.join(g['smallest'])}: the largest's "
                       f"interval above the smallest's), per slice: accuracy {g['graded']}, chains valid "
-                      f"{g['graded_valid']}; {out_root / 'ladder.json'}", highlight=False)
+                      f"{g['graded_valid']}{at}", highlight=False)
 
 
 def _rates(rates: list[dict], chance: bool = False) -> str:

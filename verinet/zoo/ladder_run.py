@@ -186,13 +186,16 @@ def _stop_children(procs: list[subprocess.Popen], wait_s: float) -> None:
 
 
 def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: int, *, seed: int = GRADE_SEED,
-          device: str = "cpu", on_model=None) -> dict[str, Any]:
+          device: str = "cpu", on_model=None, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Held-out greedy accuracy of every model on every slice, and the share of chains valid in every
     step (``valid``: a right answer can rest on invented steps), with Wilson intervals. Each accuracy's
     ``chance`` is the share of the slice's problems whose answer is its commonest one (always answering
     that: about 0.5 for True/False, and on arith mod 10 more than 0.1, since products make 0 common).
     Per slice, whether the largest model's interval lies above each smallest one's (``graded`` for
-    accuracy, ``graded_valid`` for validity; sizes by non-embedding parameters)."""
+    accuracy, ``graded_valid`` for validity; sizes by non-embedding parameters).
+
+    ``earlier``: a result of this function (e.g. read back from its file after a crash); a model whose
+    row there has the same path is not graded again. It must be for the same slices, ``n`` and ``seed``."""
     from verinet.experiments.stats import rate
     from verinet.probes.stats import majority_rate
     from verinet.zoo.evaluate import solve_held_out
@@ -200,7 +203,16 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
 
     results: dict[str, Any] = {"n": n, "seed": seed, "slices": [{"family": f, "params": p} for f, p in slices],
                                "models": {}}
+    if earlier is not None and not same_grading(earlier, results):
+        raise ZooError(f"earlier grades are for n={earlier.get('n')}, seed={earlier.get('seed')}, slices "
+                       f"{earlier.get('slices')}, not n={n}, seed={seed}, slices {results['slices']}")
     for name, path in models.items():
+        row = (earlier or {}).get("models", {}).get(name)
+        if row is not None and row.get("path") == str(path):
+            results["models"][name] = row  # graded before, on the same problems
+            if on_model:
+                on_model(name, row, results)
+            continue
         model, tok = load_checkpoint(path, device=device)
         row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": [],
                "valid": []}
@@ -216,6 +228,11 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
     results["graded_valid"] = graded_by_size(results["models"], len(slices), key="valid")
     results["smallest"], results["largest"] = size_groups(results["models"])
     return results
+
+
+def same_grading(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two grade results were taken on the same problems (slices, n and seed)."""
+    return (a.get("n"), a.get("seed"), a.get("slices")) == (b.get("n"), b.get("seed"), b.get("slices"))
 
 
 def size_groups(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
