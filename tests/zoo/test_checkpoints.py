@@ -32,6 +32,15 @@ def test_the_ladder_is_committed():
         assert {t["family"] for t in card["training"]["tasks"]} == {"arith", "logic"}, name
 
 
+@pytest.mark.parametrize("name, path, card", CHECKPOINTS, ids=[n for n, _, _ in CHECKPOINTS])
+def test_every_card_describes_the_weights_beside_it(name, path, card):
+    """Weights replaced without a new card: zoo eval would otherwise reuse the old run's figures."""
+    from verinet.zoo.card import describes_run
+    from verinet.zoo.train import read_training_info
+
+    assert describes_run(card, read_training_info(path)), f"{name}: card.json is for another run than training.json"
+
+
 def test_committed_zoo_fits_the_package_budget():
     assert CHECKPOINTS, f"no zoo checkpoints with cards in {MODELS_DIR}"
     size = sum(f.stat().st_size for f in MODELS_DIR.rglob("*") if f.is_file())

@@ -160,6 +160,32 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
         "each step) 40% + answer forcing 20%")
 
 
+def test_weights_retrained_under_an_old_card_are_evaluated_afresh_with_a_card_of_the_new_run(tmp_path):
+    """The swap of a ladder: new weights and training.json copied over a checkpoint whose card holds the old
+    run's figures. zoo eval must neither reuse those figures nor keep the old run's name and training."""
+    import json
+    import shutil
+
+    from verinet.zoo.card import build_card, describes_run, write_card
+    from verinet.zoo.cli import _card_for_these_weights
+    from verinet.zoo.train import read_training_info
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    train(micro_config(steps=3), old)
+    train(micro_config(steps=2, init_from=str(old)).model_copy(update={"name": "micro-new"}), new)
+    stale = {"n_per_slice": 10, "seed": 9_000_000, "slices": [], "overall": {}, "by_family": {}}
+    write_card(old, build_card(read_training_info(old), stale, stale))
+    card = json.loads((old / "card.json").read_text())
+    assert describes_run(card, read_training_info(old)) and _card_for_these_weights(old, card) is card
+    for f in ("model.safetensors", "training.json"):
+        shutil.copy(new / f, old / f)
+    assert not describes_run(card, read_training_info(old))
+    fresh = _card_for_these_weights(old, card)
+    assert fresh["name"] == "micro-new" and fresh["training"]["steps"] == 5  # both phases of the new run
+    assert not fresh["evaluation"] and fresh["repro"] is None  # so _solving has nothing to reuse
+    assert describes_run(fresh, read_training_info(old))
+
+
 def test_a_card_states_own_error_f1_with_its_interval_and_chance():
     import json
 

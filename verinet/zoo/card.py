@@ -64,6 +64,17 @@ def _distinct_in_turn(items) -> list:
     return out
 
 
+def describes_run(card: dict[str, Any], training: dict[str, Any]) -> bool:
+    """Whether a card was written for this training record (the weights beside it), not for an earlier run
+    whose weights were since replaced: steps, tokens and wall time of all phases together."""
+    from verinet.zoo.train import training_phases
+
+    phases = training_phases(training)
+    t = card.get("training", {})
+    return (t.get("steps"), t.get("tokens"), t.get("wall_s")) == (
+        sum(ph["steps"] for ph in phases), sum(ph["tokens"] for ph in phases), round(sum(ph["wall_s"] for ph in phases), 1))
+
+
 def write_card(out: Path, card: dict[str, Any]) -> None:
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "README.md").write_text(render_markdown(card))

@@ -317,6 +317,7 @@ def zoo_eval(
         own_errors: dict = {}  # the real-error set is written once and verified by every model
         for name in names:
             path, card = _checkpoint_with_card(name)
+            card = _card_for_these_weights(path, card)
             ev, repro = _full_evaluation(path, card, n, seed, _writer_names(writers), own_errors)
             if update_card:
                 from verinet.zoo.card import write_card
@@ -484,6 +485,21 @@ def _checkpoint_with_card(name: str):
     if not card_file.is_file():
         raise ZooError(f"{path}: no card.json, so the training tasks are unknown; run `verinet zoo train`")
     return path, json.loads(card_file.read_text())
+
+
+def _card_for_these_weights(path: Path, card: dict) -> dict:
+    """The card itself, or, when the weights were retrained since it was written (training.json records
+    another run), a new card from training.json without figures: nothing of the old one is reused, and
+    --update-card writes the new run's name, training and phases with the new figures."""
+    from verinet.zoo.card import build_card, describes_run
+    from verinet.zoo.train import read_training_info
+
+    info = read_training_info(path)
+    if info is None or describes_run(card, info):
+        return card
+    err.print(f"{path}: card.json describes an earlier run than training.json; evaluating the new weights "
+              "from scratch", highlight=False)
+    return build_card(info, {}, None)
 
 
 def _writer_names(writers: Optional[str]) -> list[str]:
