@@ -65,14 +65,12 @@ def _distinct_in_turn(items) -> list:
 
 
 def describes_run(card: dict[str, Any], training: dict[str, Any]) -> bool:
-    """Whether a card was written for this training record (the weights beside it), not for an earlier run
+    """Whether a card was written for this training record (the weights beside it), not for another run
     whose weights were since replaced: steps, tokens and wall time of all phases together."""
-    from verinet.zoo.train import training_phases
+    from verinet.zoo.train import run_identity
 
-    phases = training_phases(training)
     t = card.get("training", {})
-    return (t.get("steps"), t.get("tokens"), t.get("wall_s")) == (
-        sum(ph["steps"] for ph in phases), sum(ph["tokens"] for ph in phases), round(sum(ph["wall_s"] for ph in phases), 1))
+    return (t.get("steps"), t.get("tokens"), t.get("wall_s")) == run_identity(training)
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:

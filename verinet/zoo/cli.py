@@ -14,6 +14,7 @@ from rich.table import Table
 
 from verinet.signals import sigterm_interrupts
 from verinet.zoo.config import EXIT_RESUMABLE
+from verinet.zoo.ladder_run import HARD_SLICES_TEXT
 
 REPRO_N = 20  # problems per slice in the card's small sample that tests reproduce
 
@@ -117,8 +118,7 @@ def zoo_train_ladder(
     loader_workers: Annotated[int, typer.Option(min=0, max=64, help="Batch-building processes per model.")] = 0,
     grade_with: Annotated[str, typer.Option(help="Comma-separated trained checkpoints graded beside the new "
                                             "ones (e.g. the smallest size's seeds).")] = "",
-    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] =
-        "arith:steps=6,distractors=0;arith:steps=4,distractors=2;logic:hops=4,distractors=2",
+    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] = HARD_SLICES_TEXT,
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per slice.")] = 100,
     budget_s: Annotated[Optional[float], typer.Option(min=1, help="Seconds for training, all models together: "
                                                       "then every run saves its state and stops, and what finished "
@@ -188,10 +188,10 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
     models = {**others, **{r["name"]: out_root / r["name"] for r in rows
                            if summary["runs"][r["name"]]["status"] == "finished"}}
 
-    def saved(name, row, partial):  # results as they come: a crash while grading keeps the graded ones
+    def saved(name, row, partial, how):  # results as they come: a crash while grading keeps the graded ones
         summary["grades"] = partial
         ladder_run.write_json(out_root / "ladder.json", summary)
-        _print_graded_model(name, row)
+        _print_graded_model(name, row, how)
 
     summary["grades"] = ladder_run.grade(models, grade_slices, n, device="cuda" if torch.cuda.is_available() else "cpu",
                                          on_model=saved)
@@ -202,13 +202,14 @@ def _train_and_grade(summary: dict, rows: list, others: dict, grade_slices: list
 @zoo_app.command("grade")
 def zoo_grade(
     models: Annotated[list[str], typer.Argument(help="Checkpoint names (see `verinet zoo list`) or run directories; "
-                                                "each is reported under its directory's name.")],
-    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] =
-        "arith:steps=6,distractors=0;arith:steps=4,distractors=2;logic:hops=4,distractors=2",
+                                                "each is reported under its directory's name (with its parent's "
+                                                "when two share one).")],
+    slices: Annotated[str, typer.Option(help="Slices to grade on, 'FAMILY:KEY=INT,...;...'.")] = HARD_SLICES_TEXT,
     n: Annotated[int, typer.Option("--n", "-n", min=10, help="Held-out problems per slice.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the held-out sample.")] = 9_000_000,
-    out: Annotated[Optional[Path], typer.Option(help="JSON file written after every model; run again with the same "
-                                                "file, slices, n and seed, models graded there are not graded again.")]
+    out: Annotated[Optional[Path], typer.Option(help="JSON file written after every model. Run again on the same "
+                                                "file (same slices, n and seed), it keeps the models graded there "
+                                                "and grades only the new ones, or those whose weights changed.")]
         = None,
 ) -> None:
     """Grade solving by size without training: held-out greedy accuracy (with its chance level) and the share
@@ -218,33 +219,17 @@ def zoo_grade(
 
     from verinet.zoo import ladder_run
     from verinet.zoo.config import ZooError
-    from verinet.zoo.registry import resolve
 
     try:
         grade_slices = ladder_run.parse_slices(slices)
-        paths = {}
-        for m in models:
-            path = resolve(m)
-            label = path.resolve().name
-            if label in paths:
-                raise ZooError(f"two models would both be reported as {label!r} ({paths[label]} and {path}); "
-                               "grade them in separate calls")
-            paths[label] = path
-        earlier = None
-        if out is not None and out.is_file():
-            try:
-                earlier = json.loads(out.read_text())
-            except json.JSONDecodeError as e:
-                raise ZooError(f"--out {out} is not a grade file ({e}); give another file or delete it") from None
-            if not ladder_run.same_grading(earlier, {"n": n, "seed": seed, "slices": [
-                    {"family": f, "params": p} for f, p in grade_slices]}):
-                raise ZooError(f"--out {out} holds grades on other problems (n={earlier.get('n')}, seed="
-                               f"{earlier.get('seed')}, slices {earlier.get('slices')}); give another file or delete it")
+        paths = _grade_labels(models)
+        earlier = _earlier_grades(out, {"n": n, "seed": seed,
+                                        "slices": [{"family": f, "params": p} for f, p in grade_slices]})
 
-        def saved(name, row, partial):
+        def saved(name, row, partial, how):
             if out is not None:
                 ladder_run.write_json(out, partial)
-            _print_graded_model(name, row)
+            _print_graded_model(name, row, how)
 
         g = ladder_run.grade(paths, grade_slices, n, seed=seed, on_model=saved, earlier=earlier,
                              device="cuda" if torch.cuda.is_available() else "cpu")
@@ -255,8 +240,57 @@ def zoo_grade(
     _print_grade_summary(g, out)
 
 
-def _print_graded_model(name: str, row: dict) -> None:
-    console.print(f"graded {name} ({row['non_embedding']:,} non-embedding): accuracy "
+def _grade_labels(models: list[str]) -> dict[str, Path]:
+    """{label: checkpoint directory}: a directory's name, or parent/name where two directories share a name;
+    a directory named twice is graded once. Each must hold a checkpoint, checked before any grading."""
+    import os
+
+    from verinet.zoo.config import ZooError
+    from verinet.zoo.registry import resolve
+
+    paths = list(dict.fromkeys(Path(os.path.abspath(resolve(m))) for m in models))
+    for p in paths:
+        missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (p / f).is_file()]
+        if missing:
+            raise ZooError(f"{p} holds no finished checkpoint (no {', '.join(missing)}); a run still training "
+                           "has only train_state/: let it finish, or give another directory")
+    short = [p.name for p in paths]
+    labels = [p.name if short.count(p.name) == 1 else f"{p.parent.name}/{p.name}" for p in paths]
+    if len(set(labels)) < len(labels):
+        raise ZooError("two directories would be reported under one name: " + ", ".join(
+            f"{lb} ({p})" for lb, p in zip(labels, paths) if labels.count(lb) > 1) + "; grade them in separate files")
+    return dict(zip(labels, paths))
+
+
+def _earlier_grades(out: Path | None, grading: dict) -> dict | None:
+    """The grades already in ``out`` (None if it does not exist yet); errors before any grading when the file
+    cannot be written or holds something else than grades on the same problems."""
+    from verinet.zoo import ladder_run
+    from verinet.zoo.config import ZooError
+
+    if out is None:
+        return None
+    if out.is_dir():
+        raise ZooError(f"--out {out} is a directory; give a file, e.g. {out / 'grades.json'}")
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return None
+    try:
+        earlier = json.loads(out.read_text())
+    except json.JSONDecodeError as e:
+        raise ZooError(f"--out {out} is not a grade file ({e}); give another file or delete it") from None
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("models"), dict):
+        hint = " (a train-ladder ladder.json: its grades are under 'grades')" if isinstance(earlier, dict) and \
+            "grades" in earlier else ""
+        raise ZooError(f"--out {out} is not a grade file{hint}; give another file or delete it")
+    if not ladder_run.same_grading(earlier, grading):
+        raise ZooError(f"--out {out} holds grades on other problems (n={earlier.get('n')}, seed={earlier.get('seed')}, "
+                       f"slices {earlier.get('slices')}); give another file or delete it")
+    return earlier
+
+
+def _print_graded_model(name: str, row: dict, how: str = "graded") -> None:
+    console.print(f"{how} {name} ({row['non_embedding']:,} non-embedding): accuracy "
                   + _rates(row["accuracy"], chance=True) + "; chains valid " + _rates(row["valid"]), highlight=False)
 
 
@@ -497,8 +531,8 @@ def _card_for_these_weights(path: Path, card: dict) -> dict:
     info = read_training_info(path)
     if info is None or describes_run(card, info):
         return card
-    err.print(f"{path}: card.json describes an earlier run than training.json; evaluating the new weights "
-              "from scratch", highlight=False)
+    err.print(f"{path}: card.json describes another run than training.json; evaluating these weights from "
+              "scratch (--update-card writes their card)", highlight=False)
     return build_card(info, {}, None)
 
 

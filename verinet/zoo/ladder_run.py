@@ -32,6 +32,8 @@ HARD_SLICES: list[tuple[str, dict[str, int]]] = [
     ("arith", {"steps": 4, "distractors": 2}),
     ("logic", {"hops": 4, "distractors": 2}),
 ]
+#: HARD_SLICES as the commands' --slices text
+HARD_SLICES_TEXT = ";".join(f"{f}:" + ",".join(f"{k}={v}" for k, v in p.items()) for f, p in HARD_SLICES)
 GRADE_SEED = 9_000_000  # the zoo's held-out seed (verinet.zoo.evaluate.EVAL_SEED)
 
 
@@ -194,40 +196,56 @@ def grade(models: dict[str, Path], slices: list[tuple[str, dict[str, int]]], n: 
     Per slice, whether the largest model's interval lies above each smallest one's (``graded`` for
     accuracy, ``graded_valid`` for validity; sizes by non-embedding parameters).
 
-    ``earlier``: a result of this function (e.g. read back from its file after a crash); a model whose
-    row there has the same path is not graded again. It must be for the same slices, ``n`` and ``seed``."""
-    from verinet.experiments.stats import rate
-    from verinet.probes.stats import majority_rate
-    from verinet.zoo.evaluate import solve_held_out
-    from verinet.zoo.model import count_parameters, load_checkpoint
-
+    ``earlier``: a result of this function (e.g. read back from its file), for the same slices, ``n`` and
+    ``seed``. Its rows are kept; a model named again is not graded again while its path and weights are
+    the same (``fingerprint``), so a file can gather a ladder graded stage by stage."""
     results: dict[str, Any] = {"n": n, "seed": seed, "slices": [{"family": f, "params": p} for f, p in slices],
                                "models": {}}
     if earlier is not None and not same_grading(earlier, results):
         raise ZooError(f"earlier grades are for n={earlier.get('n')}, seed={earlier.get('seed')}, slices "
                        f"{earlier.get('slices')}, not n={n}, seed={seed}, slices {results['slices']}")
+    kept = dict((earlier or {}).get("models", {}))
+    results["models"] = {k: v for k, v in kept.items() if k not in models}
     for name, path in models.items():
-        row = (earlier or {}).get("models", {}).get(name)
-        if row is not None and row.get("path") == str(path):
-            results["models"][name] = row  # graded before, on the same problems
-            if on_model:
-                on_model(name, row, results)
-            continue
-        model, tok = load_checkpoint(path, device=device)
-        row = {"path": str(path), "non_embedding": count_parameters(model)["non_embedding"], "accuracy": [],
-               "valid": []}
-        for family, params in slices:
-            problems, checks = solve_held_out(model, tok, family, params, n, seed=seed)
-            row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n,
-                                     chance=majority_rate([p.answer for p in problems])))
-            row["valid"].append(rate(sum(c.first_error == -1 for c in checks), n))
+        row, print_as = kept.get(name), "kept"
+        if row is None or row.get("path") != str(path) or row.get("fingerprint") != fingerprint(path):
+            row, print_as = _grade_one(path, slices, n, seed, device), "graded"
         results["models"][name] = row
         if on_model:
-            on_model(name, row, results)
+            on_model(name, row, results, print_as)
     results["graded"] = graded_by_size(results["models"], len(slices))
     results["graded_valid"] = graded_by_size(results["models"], len(slices), key="valid")
     results["smallest"], results["largest"] = size_groups(results["models"])
     return results
+
+
+def _grade_one(path: Path, slices, n: int, seed: int, device: str) -> dict[str, Any]:
+    from verinet.experiments.stats import rate
+    from verinet.probes.stats import majority_rate
+    from verinet.zoo.evaluate import solve_held_out
+    from verinet.zoo.model import count_parameters, load_checkpoint
+
+    model, tok = load_checkpoint(path, device=device)
+    row = {"path": str(path), "fingerprint": fingerprint(path),
+           "non_embedding": count_parameters(model)["non_embedding"], "accuracy": [], "valid": []}
+    for family, params in slices:
+        problems, checks = solve_held_out(model, tok, family, params, n, seed=seed)
+        row["accuracy"].append(rate(sum(c.answer_correct for c in checks), n,
+                                    chance=majority_rate([p.answer for p in problems])))
+        row["valid"].append(rate(sum(c.first_error == -1 for c in checks), n))
+    return row
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """What tells one set of weights at ``path`` from another: the training record's run (steps, tokens,
+    wall time of every phase), or, without one, the weights file's size and modification time."""
+    from verinet.zoo.train import read_training_info, run_identity
+
+    info = read_training_info(path)
+    if info is not None:
+        return dict(zip(("steps", "tokens", "wall_s"), run_identity(info)))
+    st = (path / "model.safetensors").stat()
+    return {"weights_bytes": st.st_size, "weights_mtime_ns": st.st_mtime_ns}
 
 
 def same_grading(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -241,6 +241,13 @@ def training_phases(info: dict) -> list[dict]:
     return phases[::-1]
 
 
+def run_identity(info: dict) -> tuple[int, int, float]:
+    """(steps, tokens, wall seconds) of all of a record's phases: what tells one training run from another."""
+    phases = training_phases(info)
+    return (sum(ph["steps"] for ph in phases), sum(ph["tokens"] for ph in phases),
+            round(sum(ph["wall_s"] for ph in phases), 1))
+
+
 def read_training_info(out: Path) -> dict | None:
     """The record a finished run leaves next to its weights, or None if the run is not finished."""
     f = out / "training.json"
