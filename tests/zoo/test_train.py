@@ -162,7 +162,8 @@ def test_a_continued_run_records_every_phase_and_its_card_states_them(tmp_path):
 
 def test_weights_retrained_under_an_old_card_are_evaluated_afresh_with_a_card_of_the_new_run(tmp_path):
     """The swap of a ladder: new weights and training.json copied over a checkpoint whose card holds the old
-    run's figures. zoo eval must neither reuse those figures nor keep the old run's name and training."""
+    run's figures. zoo eval must neither reuse those figures nor keep the old run's training; the card keeps
+    the checkpoint's name, and its phases name the runs that trained the new weights."""
     import json
     import shutil
 
@@ -181,7 +182,8 @@ def test_weights_retrained_under_an_old_card_are_evaluated_afresh_with_a_card_of
         shutil.copy(new / f, old / f)
     assert not describes_run(card, read_training_info(old))
     fresh = _card_for_these_weights(old, card)
-    assert fresh["name"] == "micro-new" and fresh["training"]["steps"] == 5  # both phases of the new run
+    assert fresh["name"] == card["name"] == "micro" and fresh["training"]["steps"] == 5  # both phases of the new run
+    assert [ph["name"] for ph in fresh["training"]["phases"]] == ["micro", "micro-new"]
     assert not fresh["evaluation"] and fresh["repro"] is None  # so _solving has nothing to reuse
     assert describes_run(fresh, read_training_info(old))
 

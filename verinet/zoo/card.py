@@ -11,15 +11,16 @@ from verinet.schema import FORMAT_VERSION
 
 
 def build_card(training: dict[str, Any], evaluation: dict[str, Any],
-               repro: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The card. ``repro`` is a small evaluation that tests rerun to check the checkpoint."""
+               repro: dict[str, Any] | None = None, *, name: str | None = None) -> dict[str, Any]:
+    """The card. ``repro`` is a small evaluation that tests rerun to check the checkpoint. ``name``: the
+    checkpoint's name, by default its last phase's config name (the phases keep their own names)."""
     from verinet.zoo.train import training_phases
 
     cfg = training["config"]
     phases = training_phases(training)
     return {
         "format_version": FORMAT_VERSION,
-        "name": cfg["name"],
+        "name": name or cfg["name"],
         "verinet_version": verinet.__version__,
         "architecture": {"type": "LlamaForCausalLM", "tokenizer": "character-level", **cfg["size"],
                          "head_dim": cfg["size"]["hidden"] // cfg["size"]["heads"], "tied_embeddings": True},

@@ -524,7 +524,9 @@ def _checkpoint_with_card(name: str):
 def _card_for_these_weights(path: Path, card: dict) -> dict:
     """The card itself, or, when the weights were retrained since it was written (training.json records
     another run), a new card from training.json without figures: nothing of the old one is reused, and
-    --update-card writes the new run's name, training and phases with the new figures."""
+    --update-card writes the new run's training and phases (each under its run's name) with the new
+    figures. The card keeps the checkpoint's name: a ladder is swapped by copying each size's last run
+    into the zoo-<size> it replaces."""
     from verinet.zoo.card import build_card, describes_run
     from verinet.zoo.train import read_training_info
 
@@ -533,7 +535,7 @@ def _card_for_these_weights(path: Path, card: dict) -> dict:
         return card
     err.print(f"{path}: card.json describes another run than training.json; evaluating these weights from "
               "scratch (--update-card writes their card)", highlight=False)
-    return build_card(info, {}, None)
+    return build_card(info, {}, None, name=card.get("name") or path.name)
 
 
 def _writer_names(writers: Optional[str]) -> list[str]:
