@@ -356,3 +356,23 @@ def test_gsm8k_slice_keeps_its_dev_split_apart(tmp_path):
     assert [r["question"] for r in rows] == [x["question"] for x in lines[2:]]
     assert all(r["labelled"] for r in rows)  # gold + wrong_result chains, verified by both arms
     assert set(json.loads((out / "thresholds.json").read_text())["0"]) == {"ensemble", "baseline"}
+
+
+def test_two_gsm8k_files_whose_ids_collide_are_refused_before_any_work(tmp_path):
+    """Lines without an 'id' are numbered gsm8k-1, ... in every file; results are kept per problem id, so a
+    second such file (or the same one twice) would have the first one's results counted in its place."""
+    rows = [{"question": f"Tom has {a} apples and buys 1 more. How many apples does he have?",
+             "answer": f"He has {a}+1 = <<{a}+1={a + 1}>>{a + 1} apples.\n#### {a + 1}"} for a in range(2, 8)]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    b.write_text("".join(json.dumps(x) + "\n" for x in rows[::-1]))
+    cfg = dict(TINY, tasks=[{"family": "gsm8k", "path": str(a), "n": 3}, {"family": "gsm8k", "path": str(b), "n": 3}],
+               dev_n=2, faithfulness={"n": 0}, sweep={"n": 0})
+    with pytest.raises(ConfigError, match=r"problem id 'gsm8k-3' occurs in tasks.0 and tasks.1.*own 'id'"):
+        run_compare(_cfg(tmp_path, cfg), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    b.write_text("".join(json.dumps({**x, "id": f"b-{k}"}) + "\n" for k, x in enumerate(rows)))
+    from verinet.experiments.compare import _check_unique_ids, slice_problems
+
+    config = _cfg(tmp_path, cfg)
+    _check_unique_ids([(spec, *slice_problems(config, i, spec)) for i, spec in enumerate(config.tasks)])

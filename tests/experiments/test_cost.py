@@ -39,7 +39,25 @@ def test_unknown_size_is_an_error_never_zero():
     with pytest.raises(CostError, match="no parameter count"):
         usage_cost({"x": {"solve": Usage(10, 5)}}, {"y": 1.0})
     with pytest.raises(CostError):
-        matched_k(1e9, 0.0, 8)
+        matched_k(1e9, lambda k: 0.0, 8)
+
+
+def test_the_compute_matched_k_counts_every_member_checking_every_other_chain():
+    """all_pairs: K members each write a chain and check K - 1, so the cost grows as K squared; matching
+    K by the cost of one member at the ensemble's size would buy an ensemble that costs far more."""
+    from types import SimpleNamespace
+
+    from verinet.experiments.summary import frontier_flops
+
+    per = {"member_solve": 1.0, "verify_one": 1.0}
+    cfg = lambda topology, k=2: SimpleNamespace(sweep=SimpleNamespace(topology=topology),  # noqa: E731
+                                                ensemble=SimpleNamespace(k=k))
+    pairs = [frontier_flops(cfg("all_pairs"), per, k) for k in range(1, 6)]
+    assert pairs == [2.0, 4.0, 9.0, 16.0, 25.0]  # alone, a model checks its own chain
+    assert matched_k(20.0, lambda k: frontier_flops(cfg("all_pairs"), per, k), 6) == (4, 4)  # 16 is nearest 20
+    assert matched_k(20.0, lambda k: frontier_flops(cfg("ring"), per, k), 6) == (6, 10)  # capped by max_k
+    assert [frontier_flops(cfg("k_random", k=2), per, k) for k in (1, 2, 3, 4)] == [2.0, 4.0, 9.0, 12.0]
+    assert matched_k(1.0, lambda k: frontier_flops(cfg("ring"), per, k), 6) == (1, 1)  # never below one model
 
 
 def test_gpu_and_cpu_shares():

@@ -126,3 +126,4 @@ def test_the_frontier_cost_of_a_member_leaves_the_prm_out(tmp_path):
     # all pairs among the 3 solvers: each verifies 2 chains, 300 tokens -> 150 per chain; the frontier's
     # ring topology verifies one chain per member
     assert f["sweep_member"] == pytest.approx(flops(3.58e8, 150) + flops(3.58e8, 150))
+    assert f["verify_one"] == pytest.approx(flops(3.58e8, 150))

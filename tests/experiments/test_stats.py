@@ -57,3 +57,17 @@ def test_paired_bootstraps_see_a_real_difference_and_not_a_null_one():
     valid_b = rng.binomial(5, 0.6, n)
     t = paired_ratio(valid_a, [5] * n, valid_b, [5] * n, n_boot=1000, seed=1)
     assert t["p_value"] > 0.05 and t["ci_low"] < 0 < t["ci_high"]
+
+
+def test_own_chains_count_the_answer_line_among_the_positions_a_first_error_can_take():
+    """The checker labels a wrong or missing answer with index n_steps, so a 3-step chain has 4 positions and
+    the uniform guesser names each of 'none' and them with 1/5 (chance 0.2, not the 0.25 of 3 positions)."""
+    from verinet.experiments.summary import own_pairs
+
+    chains = [{"chain_id": "a", "predicted_error": 3, "first_error": 3, "n_steps": 3},
+              {"chain_id": "b", "predicted_error": -1, "first_error": -1, "n_steps": 3}]
+    r = {"ensemble": {"chains": chains}, "arms": {"weighted": {"predicted": {"a": 3, "b": 0}}}}
+    assert own_pairs(r, "ensemble") == [(3, 3, 4), (-1, -1, 4)]
+    assert own_pairs(r, "weighted") == [(3, 3, 4), (0, -1, 4)]
+    f = ee_f1([own_pairs(r, "ensemble")], n_boot=20)
+    assert f["f1"] == 1.0 and f["chance"] == pytest.approx(0.2)

@@ -69,6 +69,20 @@ def generated_split(fam: Any, n: int, dev_n: int, *, seed: int, params: dict | N
     return test, [p for p in dev if p.id not in ids]
 
 
+def _check_unique_ids(slices: list[tuple[TaskSpec, list[Problem], list[Problem]]]) -> None:
+    """Results are keyed by problem id: a repeated id would let one problem's results stand in for another's."""
+    seen: dict[str, int] = {}
+    for i, (spec, test, _) in enumerate(slices):
+        for p in test:
+            if p.id in seen:
+                where = "twice in tasks.%d" % i if seen[p.id] == i else f"in tasks.{seen[p.id]} and tasks.{i}"
+                raise ConfigError(
+                    f"problem id {p.id!r} occurs {where}; results are kept per problem id. The same file listed "
+                    "twice, or GSM8K files whose lines have no 'id' (each is numbered gsm8k-1, gsm8k-2, ... from "
+                    "its first line), give the same ids: list each file once, or give every line its own 'id'")
+            seen[p.id] = i
+
+
 def _check_out_dir(config: CompareConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     resolved = config.model_dump(mode="json")
@@ -175,6 +189,7 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
     for i, spec in enumerate(config.tasks):
         test, dev = slice_problems(config, i, spec)
         slices.append((spec, test, dev))
+    _check_unique_ids(slices)
     ens_names = [m.name for m in config.ensemble_config().members]
     base_name = config.baseline.member.name
     specs = config.all_members().members
@@ -284,19 +299,19 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
     sw = config.sweep
     if sw.n == 0 or not sw.ks:
         return []
-    from verinet.experiments.summary import per_problem_flops
+    from verinet.experiments.summary import frontier_flops, per_problem_flops
 
     sizes = config.frontier_sizes()
     ens_names = set(m.name for m in config.ensemble_config().members)
     ens_label = next((lab for lab, ms in sizes.items() if ens_names & set(ms)), None)
     ks = sorted(set(sw.ks))
     matched: dict[int, int] = {}
-    ratio: dict[int, float] = {}  # the uncapped K that would match the baseline's FLOPs
+    uncapped: dict[int, int] = {}  # the K that would match the baseline's FLOPs without sweep.max_k
     if sw.compute_matched and ens_label is not None:
         for i in range(len(slices)):
             flops = per_problem_flops(config, [r for r in records if r["slice"] == i], parameters)
-            matched[i] = matched_k(flops["baseline"], flops["sweep_member"], sw.max_k)
-            ratio[i] = flops["baseline"] / flops["sweep_member"]
+            matched[i], uncapped[i] = matched_k(flops["baseline"], lambda k, f=flops: frontier_flops(config, f, k),
+                                                sw.max_k)
     units = [(f"sweep/{i}/{label}/{k}", i, label, k) for i in range(len(slices)) for label in sizes
              for k in sorted(set(ks) | ({matched[i]} if i in matched and label == ens_label else set()))]
     calibrated: dict[tuple[int, str], float] = {}
@@ -320,7 +335,7 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
                                    parameters=parameters, member_shares=member_shares, unit=unit)
             is_matched = matched.get(i) == k and label == ens_label
             log.append({**point, "slice": i, "compute_matched": is_matched,
-                        "matched_k_uncapped": ratio.get(i) if is_matched else None})
+                        "matched_k_uncapped": uncapped.get(i) if is_matched else None})
             done += 1
             if progress:
                 progress("frontier", done, len(units))

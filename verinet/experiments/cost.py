@@ -16,6 +16,8 @@ Pure functions over per-member usage; the driver measures, this module adds up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -211,8 +213,16 @@ def total(costs: Iterable[Cost]) -> Cost:
     return out
 
 
-def matched_k(baseline_flops: float, member_flops: float, cap: int) -> int:
-    """The ensemble size whose FLOPs come closest to the baseline's (per problem), in [1, cap]."""
-    if member_flops <= 0:
+def matched_k(baseline_flops: float, ensemble_flops: Callable[[int], float], cap: int,
+              limit: int = 4096) -> tuple[int, int]:
+    """(K in [1, cap], K without the cap): the ensemble size whose FLOPs per problem, ``ensemble_flops(K)``
+    for all K members together (growing with K, as fast as K squared when every member checks every other
+    chain), come closest to the baseline's."""
+    if ensemble_flops(1) <= 0:
         raise CostError("a member's FLOPs per problem is 0: no compute-matched K can be chosen")
-    return int(min(cap, max(1, round(baseline_flops / member_flops))))
+    best, k = 1, 1
+    while k < limit and ensemble_flops(k) < baseline_flops:
+        k += 1
+        if abs(ensemble_flops(k) - baseline_flops) < abs(ensemble_flops(best) - baseline_flops):
+            best = k
+    return min(cap, best), best

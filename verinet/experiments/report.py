@@ -285,7 +285,7 @@ def build_blocks(config: CompareConfig, summary: Mapping[str, Any], records: Seq
         rows = []
         for i, m in summary["compute_matched"].items():
             s = summary["slices"][int(i)]
-            k = f"{m['k']} x {m['label']}" + (f" (capped by sweep.max_k; matching needs K = {m['k_uncapped']:.1f})"
+            k = f"{m['k']} x {m['label']}" + (f" (capped by sweep.max_k; matching needs K = {m['k_uncapped']})"
                                                if m.get("capped") else "")
             rows.append([_slice_name(s), k, _ci(m["ensemble_accuracy"]),
                          _money(m["ensemble_flops_per_problem"]), _ci(m["baseline_accuracy"]),

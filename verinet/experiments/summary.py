@@ -35,13 +35,14 @@ def correct_of(r: Mapping[str, Any], arm: str) -> bool:
 
 
 def own_pairs(r: Mapping[str, Any], arm: str) -> list[tuple[int | None, int, int]]:
-    """(predicted first error, labelled first error, positions) of the chains the arm judged."""
+    """(predicted first error, labelled first error, positions) of the chains the arm judged. The positions
+    are the steps and the answer line: the checker labels a wrong or missing answer with index n_steps."""
     if arm in ARMS:
-        return [(c["predicted_error"], c["first_error"], c["n_steps"]) for c in r[arm]["chains"]]
+        return [(c["predicted_error"], c["first_error"], c["n_steps"] + 1) for c in r[arm]["chains"]]
     pred = r.get("arms", {}).get(arm, {}).get("predicted")
     if pred is None:
         return []
-    return [(pred.get(c["chain_id"]), c["first_error"], c["n_steps"]) for c in r["ensemble"]["chains"]]
+    return [(pred.get(c["chain_id"]), c["first_error"], c["n_steps"] + 1) for c in r["ensemble"]["chains"]]
 
 
 def labelled_pairs(r: Mapping[str, Any], arm: str) -> list[tuple[int | None, int, int]]:
@@ -110,7 +111,7 @@ def per_problem_flops(config: CompareConfig, records: Sequence[Mapping[str, Any]
     a frontier ensemble of the ensemble's size (solve + its share of verification)."""
     n = len(records)
     if n == 0:
-        return {"baseline": 0.0, "ensemble": 0.0, "member_solve": 0.0, "sweep_member": 0.0}
+        return {"baseline": 0.0, "ensemble": 0.0, "member_solve": 0.0, "verify_one": 0.0, "sweep_member": 0.0}
     arm_flops = {}
     for arm in ARMS:
         toks = _phase_tokens(records, arm)
@@ -121,14 +122,22 @@ def per_problem_flops(config: CompareConfig, records: Sequence[Mapping[str, Any]
     members = [m for m in ens if m in solvers]
     if not members:
         return {"baseline": arm_flops["baseline"], "ensemble": arm_flops["ensemble"], "member_solve": 0.0,
-                "sweep_member": 0.0}
+                "verify_one": 0.0, "sweep_member": 0.0}
     solve = np.mean([flops(parameters[m], ens[m].get("solve", 0)) for m in members]) / n
     size = len(members)
     per_pass = {"all_pairs": size - 1, "ring": 1, "k_random": config.ensemble.k}[config.ensemble.topology]
     verify_one = np.mean([flops(parameters[m], ens[m].get("verify", 0)) for m in members]) / n / max(per_pass, 1)
     sweep_per = {"ring": 1, "k_random": config.ensemble.k, "all_pairs": size - 1}[config.sweep.topology]
     return {"baseline": arm_flops["baseline"], "ensemble": arm_flops["ensemble"], "member_solve": float(solve),
-            "sweep_member": float(solve + sweep_per * verify_one)}
+            "verify_one": float(verify_one), "sweep_member": float(solve + sweep_per * verify_one)}
+
+
+def frontier_flops(config: CompareConfig, per_problem: Mapping[str, float], k: int) -> float:
+    """FLOPs per problem of a frontier ensemble of ``k`` members (``per_problem``: ``per_problem_flops``):
+    each writes a chain and checks as many chains as ``frontier_point`` gives it (its own when alone)."""
+    checks = 1 if k == 1 else {"ring": 1, "k_random": min(config.ensemble.k, k - 1),
+                               "all_pairs": k - 1}[config.sweep.topology]
+    return k * (per_problem["member_solve"] + checks * per_problem["verify_one"])
 
 
 # ---- agreement -------------------------------------------------------------------------------------

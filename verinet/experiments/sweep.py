@@ -49,7 +49,7 @@ def frontier_point(config: CompareConfig, caller: Caller, label: str, models: Se
         for author in run.chains:
             c = run.chains[author][i]
             check = fam.check(p, c.text)
-            pairs.append([rep.earliest_error.get(c.id), check.first_error, len(check.steps)])
+            pairs.append([rep.earliest_error.get(c.id), check.first_error, len(check.steps) + 1])  # + answer line
         ee.append(pairs)
     cost = usage_cost(run.usage, parameters, member_s=run.member_s, member_shares=member_shares, model_of=model_of,
                       wall_s=sum(run.wall_s.values()))
