@@ -4,11 +4,13 @@ The same FastAPI app is the Ray Serve ingress (tests/serve/test_serve.py runs it
 zoo members are loaded once for the module; each server below is a cheap engine over them.
 """
 
+import asyncio
 import contextlib
 import json
 import math
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -145,6 +147,10 @@ def test_topologies_and_options(srv):
     assert post(srv, req | {"topology": "ring", "seed": rings[0]["seed"]}).json()["verifiers"] == rings[0]["verifiers"]
     strict = post(srv, req | {"threshold": 1.0}).json()
     assert strict["earliest_error"] == 0 and all(s["verdict"] == "invalid" for s in strict["steps"])
+    # steps only (the answer left out on purpose): no error is reported past the items the client sent
+    steps_only = post(srv, {"question": req["question"], "steps": req["steps"], "threshold": 0.0}).json()
+    assert len(steps_only["steps"]) == len(req["steps"]) and all(s["verdict"] == "valid" for s in steps_only["steps"])
+    assert steps_only["earliest_error"] == -1, steps_only
     for agg in ("vote", "logodds", "dawid_skene", "one_coin"):
         d = post(srv, req | {"aggregation": agg})
         assert d.status_code == 200 and d.json()["aggregation"] == agg, d.text
@@ -313,6 +319,49 @@ def test_timeout_gives_504(srv, members):
         assert e["limit"] == pytest.approx(1e-4)
         assert post(s, req | {"timeout_s": 30}).status_code == 504  # capped by the server's
     assert post(srv, req | {"timeout_s": 1.0}).status_code == 200
+
+
+class _Slow:
+    """A member that answers only after ``delay_s`` (a hung replica), or raises ``error`` instead."""
+
+    def __init__(self, inner, delay_s: float = 0.0, error: Exception | None = None) -> None:
+        self.inner, self.delay_s, self.error = inner, delay_s, error
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def verify(self, items):
+        if self.error is not None:
+            raise self.error
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.verify(items)
+
+
+def test_a_hung_member_leaves_a_quorum_of_the_others_within_the_requests_own_timeout(members):
+    """The members that answered make the quorum: the hung one is waited for only as long as the request's
+    timeout_s leaves (not member_timeout_s), and an unexpected error from a member is that member's failure."""
+    req = body(arith_requests(1, seed=12, inject=False)[0])
+    names = list(members)
+    hung = {**members, names[-1]: _Slow(members[names[-1]], delay_s=10.0)}
+    with server(hung, member_timeout_s=30.0, timeout_s=60.0) as s:
+        t0 = time.perf_counter()
+        r = post(s, req | {"timeout_s": 2.0})
+        assert r.status_code == 200, r.text
+        assert time.perf_counter() - t0 < 2.0
+        out = r.json()
+        report = {m["name"]: m for m in out["members"]}
+        assert report[names[-1]]["error"].startswith("no answer within") and "timeout_s" in report[names[-1]]["error"]
+        assert all(report[n]["error"] is None for n in names[:-1])
+        assert 'verinet_member_failures_total{member="%s",reason="timeout"} 1.0' % names[-1] in \
+            requests.get(s.url + "/metrics").text
+    broken = {**members, names[0]: _Slow(members[names[0]], error=RuntimeError("replica unavailable"))}
+    with server(broken) as s:
+        r = post(s, req)
+        assert r.status_code == 200, r.text
+        report = {m["name"]: m for m in r.json()["members"]}
+        assert "RuntimeError: replica unavailable" in report[names[0]]["error"]
+        assert 'verinet_member_failures_total{member="%s",reason="error"} 1.0' % names[0] in \
+            requests.get(s.url + "/metrics").text
 
 
 def test_backpressure_gives_503_with_retry_after(members):

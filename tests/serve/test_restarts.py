@@ -63,3 +63,31 @@ def test_a_replica_that_failed_before_it_was_found_gone_is_counted_at_once():
     asyncio.run(e._count_gone("zoo-xs-s2"))
     assert restarts(e, "zoo-xs-s2") == 1
     assert not e.ready["zoo-xs-s2"]  # no replica left alive: down until a health check answers
+
+
+def test_a_replica_briefly_unavailable_is_a_failed_call_and_a_dead_one_a_restart():
+    """Ray's ActorUnavailableError subclasses RayActorError: caught as 'died' it would count a restart and
+    mark the member not ready for what is a transient outage."""
+    import pytest
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from verinet.serve.app import ServeMember
+    from verinet.serve.members import MemberFailure
+
+    class Handle:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def __getattr__(self, method):
+            async def fail(*_args):
+                raise self.error
+            return type("Method", (), {"remote": staticmethod(fail)})
+
+    unavailable = ServeMember("m", Handle(ActorUnavailableError("connection lost", None)))
+    with pytest.raises(MemberFailure) as e:
+        asyncio.run(unavailable.verify([("q", ["a"], None)]))
+    assert e.value.reason == "error"
+    died = ServeMember("m", Handle(ActorDiedError()))
+    with pytest.raises(MemberFailure) as e:
+        asyncio.run(died.verify([("q", ["a"], None)]))
+    assert e.value.reason == "died"

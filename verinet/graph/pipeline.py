@@ -63,6 +63,7 @@ def verify_problem(
     p_valid: Mapping[StepKey, float] | None = None,
     include_graph: bool = True,
     graph: nx.DiGraph | None = None,
+    missing_answer_is_error: bool = True,
 ) -> VerificationReport:
     """Verify one problem's chains from the verdicts on them.
 
@@ -74,7 +75,10 @@ def verify_problem(
     * ``reliabilities`` also adds DS sensitivity/specificity to the agreement;
     * ``family`` (TaskFamily or name) normalises answers;
     * ``p_valid``: precomputed posteriors per (chain id, index) that replace aggregation (items
-      absent from it fall back to ``aggregation``); :func:`verify_batch` passes its DS posteriors.
+      absent from it fall back to ``aggregation``); :func:`verify_batch` passes its DS posteriors;
+    * ``missing_answer_is_error``: a chain without an answer line whose steps all pass has its earliest
+      error at index n (as the exact checkers label it); False where a chain may leave the answer out
+      on purpose (the endpoint verifies steps only), so the earliest error is always a scored item or -1.
     """
     if aggregation not in METHODS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {list(METHODS)}")
@@ -103,7 +107,8 @@ def verify_problem(
     posteriors = propagate(g, local)
     pv = {(p.chain_id, p.step_index): p.p_valid for p in posteriors}
     ps = {(p.chain_id, p.step_index): p.p_supported for p in posteriors}
-    errors = {c.id: earliest_error(c, pv, threshold) for c in chains}
+    errors = {c.id: earliest_error(c, pv, threshold, missing_answer_is_error=missing_answer_is_error)
+              for c in chains}
     scores = {c.id: chain_score(c, ps) for c in chains}
     lap("propagate")
     sel = select_answer(chains, scores, selection, threshold=accept_threshold, family=family)
@@ -142,6 +147,7 @@ def verify_batch(
     accept_threshold: float = 0.5,
     include_graph: bool = True,
     reliabilities: ReliabilityTable | None = None,
+    missing_answer_is_error: bool = True,
 ) -> BatchResult:
     """Verify many problems; ``problems`` yields ``(problem_id, chains, verdicts)``.
 
@@ -174,7 +180,7 @@ def verify_batch(
     reports = [
         verify_problem(pid, cs, vs, aggregation=aggregation, threshold=threshold, selection=selection,
                        reliabilities=table, family=family, accept_threshold=accept_threshold,
-                       p_valid=post, include_graph=include_graph)
+                       p_valid=post, include_graph=include_graph, missing_answer_is_error=missing_answer_is_error)
         for pid, cs, vs in problems
     ]
     return BatchResult(reports, table, agreement(ratings, table))

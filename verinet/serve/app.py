@@ -95,12 +95,12 @@ class ServeMember:
     async def _call(self, method: str, *args: Any) -> Any:
         try:
             d = await getattr(self.handle, method).remote(*args)
+        except ActorUnavailableError as e:  # briefly unreachable, not dead: first, as it subclasses RayActorError
+            raise MemberFailure("error", _short(e)) from None
         except (ActorDiedError, RayActorError) as e:  # the replica died (Serve replaces it)
             actor = getattr(e, "actor_id", None)
             replica = self._names.get(str(actor), str(actor)) if actor else None
             raise MemberFailure("died", _short(e), replica=replica) from None
-        except ActorUnavailableError as e:
-            raise MemberFailure("error", _short(e)) from None
         except RayTaskError as e:
             raise MemberFailure("error", _short(e)) from None
         self._seen[d["replica"]] = time.monotonic()

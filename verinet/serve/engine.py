@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import secrets
 import time
@@ -48,6 +49,8 @@ from verinet.serve.reliability import Reliabilities
 AUTHOR = "client"
 HEALTH_STRIKES = 2  # failed health checks in a row before a member that did not die counts as down
 PROBE_EVERY_S = 0.5  # after failed calls, look up a member's replicas at most this often
+DECIDE_MARGIN_S = 1.0  # of a request's time limit, kept for deciding once the members answered (at most 20%)
+log = logging.getLogger(__name__)
 
 
 # ---- the engine ------------------------------------------------------------------------------
@@ -131,8 +134,19 @@ class VerifyEngine:
             self.metrics.queue_depth.set(self.in_flight)
 
     # ---- verification ------------------------------------------------------------------------
+    def request_limit(self, timeout_s: float | None) -> float:
+        """Seconds a request may take: its own ``timeout_s``, capped by the server's."""
+        return self.config.timeout_s if timeout_s is None else min(timeout_s, self.config.timeout_s)
+
+    def member_wait(self, timeout_s: float | None) -> float:
+        """How long a member is waited for within a request: ``member_timeout_s``, or less when the request's
+        limit leaves less (a margin stays for deciding), so members that answered in time make a quorum
+        instead of the whole request timing out on one that hangs."""
+        limit = self.request_limit(timeout_s)
+        return min(self.config.member_timeout_s, limit - min(DECIDE_MARGIN_S, 0.2 * limit))
+
     async def verify(self, req: VerifyRequest) -> VerifyResponse:
-        return (await self.verify_many([req]))[0]
+        return (await self.verify_many([req], wait_s=self.member_wait(req.timeout_s)))[0]
 
     async def verify_batch(self, batch: BatchRequest) -> list[VerifyResponse]:
         if len(batch.items) > self.config.limits.max_batch:
@@ -144,10 +158,13 @@ class VerifyEngine:
         if dup:
             raise RequestError(422, "duplicate_id", f"items: ids must be unique, repeated: {dup[:5]}",
                                field="items")
-        return await self.verify_many(batch.items, batch=True)
+        return await self.verify_many(batch.items, batch=True, wait_s=self.member_wait(batch.timeout_s))
 
-    async def verify_many(self, reqs: Sequence[VerifyRequest], batch: bool = False) -> list[VerifyResponse]:
+    async def verify_many(self, reqs: Sequence[VerifyRequest], batch: bool = False,
+                          wait_s: float | None = None) -> list[VerifyResponse]:
+        """``wait_s``: how long each member is waited for (default ``member_timeout_s``)."""
         t0 = time.perf_counter()
+        wait_s = self.config.member_timeout_s if wait_s is None else wait_s
         jobs = [self._job(r, f"items.{i}." if batch else "") for i, r in enumerate(reqs)]
         calls: dict[str, list[tuple[int, VerifyItem]]] = {}
         for j, job in enumerate(jobs):
@@ -156,7 +173,7 @@ class VerifyEngine:
         skip = self._skippable(jobs)
         t_parse = time.perf_counter()
         names = list(calls)
-        outcomes = await asyncio.gather(*(self._call(n, calls[n], jobs, n in skip) for n in names))
+        outcomes = await asyncio.gather(*(self._call(n, calls[n], jobs, n in skip, wait_s) for n in names))
         results = dict(zip(names, outcomes))
         t_members = time.perf_counter()
         for j, job in enumerate(jobs):
@@ -208,7 +225,7 @@ class VerifyEngine:
         return skip
 
     async def _call(self, name: str, work: list[tuple[int, VerifyItem]], jobs: list[_Job],
-                    skip: bool) -> _Call:
+                    skip: bool, wait_s: float) -> _Call:
         out = _Call(offsets={j: i for i, (j, _) in enumerate(work)})
         if skip:
             self.metrics.member_failures.labels(member=name, reason="skipped").inc()
@@ -217,9 +234,11 @@ class VerifyEngine:
         items = [item for _, item in work]
         t0 = time.perf_counter()
         try:
-            ans = await asyncio.wait_for(self.members[name].verify(items), self.config.member_timeout_s)
+            ans = await asyncio.wait_for(self.members[name].verify(items), wait_s)
         except asyncio.TimeoutError:
-            out.error = f"no answer within member_timeout_s={self.config.member_timeout_s:g}s"
+            out.error = (f"no answer within member_timeout_s={self.config.member_timeout_s:g}s"
+                         if wait_s >= self.config.member_timeout_s else
+                         f"no answer within {wait_s:g}s (what the request's timeout_s left it)")
             self._failed(name, "timeout")
             await self._count_gone(name, every_s=PROBE_EVERY_S)  # a replica that died unseen?
             return out
@@ -230,6 +249,12 @@ class VerifyEngine:
                 self.member_died(name, e.replica)
             else:
                 await self._count_gone(name, every_s=PROBE_EVERY_S)
+            return out
+        except Exception as e:  # noqa: BLE001 - any other member error is that member's failure, not the request's
+            log.warning("member %s failed: %s: %s", name, type(e).__name__, e)
+            out.error = f"failed ({type(e).__name__}: {e})"
+            self._failed(name, "error")
+            await self._count_gone(name, every_s=PROBE_EVERY_S)
             return out
         finally:
             out.seconds = time.perf_counter() - t0
@@ -260,7 +285,7 @@ class VerifyEngine:
             self.metrics.used_reliabilities(choice.source)
         batch = verify_batch([(c.problem_id, [c.chain], verdicts)], aggregation=choice.aggregation,
                              threshold=job.threshold, family=family, include_graph=job.req.include_graph,
-                             reliabilities=choice.table)
+                             reliabilities=choice.table, missing_answer_is_error=False)
         self.reliabilities.observe(collect_ratings([c.chain], verdicts).means())
         self.metrics.reliability_window.set(len(self.reliabilities.window))
         rep = batch.reports[0]

@@ -235,7 +235,7 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
         return error(500, "internal_error", f"internal error ({type(e).__name__}); see the server log")
 
     async def run(coro: Any, timeout: float | None) -> Any:
-        limit = cfg.timeout_s if timeout is None else min(timeout, cfg.timeout_s)
+        limit = engine.request_limit(timeout)
         try:
             with engine.admit():
                 return await asyncio.wait_for(coro, limit)
