@@ -354,6 +354,9 @@ def test_a_hung_member_leaves_a_quorum_of_the_others_within_the_requests_own_tim
         assert all(report[n]["error"] is None for n in names[:-1])
         assert 'verinet_member_failures_total{member="%s",reason="timeout"} 1.0' % names[-1] in \
             requests.get(s.url + "/metrics").text
+        t0 = time.perf_counter()  # a batch is answered as one: an item's own timeout_s bounds it
+        r = post(s, {"items": [req | {"id": "a"}, req | {"id": "b", "timeout_s": 2.0}]}, path="/v1/verify/batch")
+        assert r.status_code == 200 and time.perf_counter() - t0 < 2.0, r.text
     broken = {**members, names[0]: _Slow(members[names[0]], error=RuntimeError("replica unavailable"))}
     with server(broken) as s:
         r = post(s, req)

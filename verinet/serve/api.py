@@ -115,7 +115,13 @@ class BatchRequest(_Request):
 
     items: list[VerifyRequest] = Field(min_length=1, description="the chains (at least one)")
     timeout_s: float | None = Field(default=None, ge=1.0, le=86_400.0,
-                                    description="for the whole batch, at least 1 s; at most the server's")
+                                    description="for the whole batch, at least 1 s; at most the server's. An "
+                                    "item's own timeout_s also bounds the batch (it is answered as one)")
+
+    def limit_s(self) -> float | None:
+        """The batch's time limit: the shortest of its own timeout_s and its items'."""
+        given = [t for t in (self.timeout_s, *(r.timeout_s for r in self.items)) if t is not None]
+        return min(given) if given else None
 
 
 class StepResult(BaseModel):

@@ -158,7 +158,7 @@ class VerifyEngine:
         if dup:
             raise RequestError(422, "duplicate_id", f"items: ids must be unique, repeated: {dup[:5]}",
                                field="items")
-        return await self.verify_many(batch.items, batch=True, wait_s=self.member_wait(batch.timeout_s))
+        return await self.verify_many(batch.items, batch=True, wait_s=self.member_wait(batch.limit_s()))
 
     async def verify_many(self, reqs: Sequence[VerifyRequest], batch: bool = False,
                           wait_s: float | None = None) -> list[VerifyResponse]:

@@ -258,7 +258,7 @@ def create_app(engine: VerifyEngine, token_sha256: str | None = None, *, health_
               summary="Verify several chains with one call per member")
     async def verify_batch(body: BatchRequest) -> Any:
         t0 = time.perf_counter()
-        out = await run(engine.verify_batch(body), body.timeout_s)
+        out = await run(engine.verify_batch(body), body.limit_s())
         if isinstance(out, Response):
             return out
         return BatchResponse(results=out, timings_s={"total_s": time.perf_counter() - t0})
