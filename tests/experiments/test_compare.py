@@ -244,6 +244,23 @@ def test_resume_refuses_a_different_config(tmp_path):
         run_compare(_cfg(tmp_path, {**small, "seed": 9}, "d.yaml"), out_dir=out)
 
 
+def test_resume_refuses_an_ensemble_file_or_task_file_changed_since_the_run_began(tmp_path):
+    """config.yaml holds only the paths of the ensemble YAML and of GSM8K files: their content is recorded
+    too, so an edited member list is not appended to the old members' results."""
+    ens = tmp_path / "ensemble.yaml"
+    ens.write_text(yaml.safe_dump({"quorum": 2, "members": TINY["ensemble"]["members"]}))
+    small = dict(TINY, tasks=[{"family": "arith", "n": 2, "params": {"steps": 2}}], threshold=0.5,
+                 faithfulness={"n": 0}, sweep={"n": 0}, ensemble={"config": str(ens)})
+    out = tmp_path / "out"
+    run_compare(_cfg(tmp_path, small), out_dir=out)
+    assert json.loads((out / "inputs.json").read_text())["ensemble"]["members"][0]["name"] == "zoo-xs-s0"
+    run_compare(_cfg(tmp_path, small), out_dir=out)  # unchanged: resumes (nothing left to do)
+    members = [dict(m, model="zoo-s") if m["name"] == "zoo-xs-s2" else m for m in TINY["ensemble"]["members"]]
+    ens.write_text(yaml.safe_dump({"quorum": 2, "members": members}))
+    with pytest.raises(ConfigError, match=r"the ensemble's members .*changed since the run began"):
+        run_compare(_cfg(tmp_path, small), out_dir=out)
+
+
 @pytest.mark.parametrize("data, needle", [
     ({"taks": []}, "taks: unknown key"),
     ({"tasks": []}, "tasks"),

@@ -101,7 +101,34 @@ def _check_out_dir(config: CompareConfig, out: Path) -> dict[str, Any]:
             )
     else:
         cfg_path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    _check_inputs(config, out)
     return resolved
+
+
+def _inputs(config: CompareConfig) -> dict[str, Any]:
+    """What the config points at and does not hold itself: the ensemble file's members, the task files."""
+    import hashlib
+
+    files = {spec.path: hashlib.sha256(Path(spec.path).read_bytes()).hexdigest()
+             for spec in config.tasks if spec.path and Path(spec.path).is_file()}
+    return {"ensemble": config.ensemble_config().model_dump(mode="json"), "task_files_sha256": files}
+
+
+def _check_inputs(config: CompareConfig, out: Path) -> None:
+    """Refuse to resume when the ensemble YAML or a task file changed since the run began: config.yaml holds
+    only their paths, and the new results would be appended to the old ones as if from one setup."""
+    path, now = out / "inputs.json", _inputs(config)
+    if not path.exists():  # a new run (or one begun before this record): what it runs on from here
+        _write_json(path, now)
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        what = {"ensemble": f"the ensemble's members ({config.ensemble.config})",
+                "task_files_sha256": "a task file's content"}
+        raise ConfigError(f"{out} holds results of another setup: {', '.join(what[k] for k in changed)} changed "
+                          f"since the run began ({path}); choose another --out, or delete that directory to start "
+                          "over")
 
 
 @contextmanager
