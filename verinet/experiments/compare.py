@@ -52,9 +52,7 @@ def slice_problems(config: CompareConfig, index: int, spec: TaskSpec) -> tuple[l
         from verinet.tasks.gsm8k import load_gsm8k
 
         loaded = load_gsm8k(spec.path, limit=spec.n + dev_n)
-        if len(loaded) <= dev_n:
-            raise ConfigError(f"tasks.{index}: {spec.path} has {len(loaded)} problems; need more than "
-                              f"dev_n={dev_n} (the threshold's dev split) plus the test problems")
+        config.check_file_length(index, len(loaded))
         return loaded[dev_n:], loaded[:dev_n]
     return generated_split(fam, spec.n, dev_n, seed=config.seed * 1000 + index, params=spec.params)
 

@@ -204,6 +204,15 @@ class CompareConfig(_Strict):
         """Ensemble members that write chains (process reward models only verify)."""
         return [m.name for m in self.ensemble_config().members if m.verifier != "prm"]
 
+    def check_file_length(self, index: int, have: int) -> None:
+        """A GSM8K slice's file must hold its dev split (the first dev_n lines, unless a fixed threshold is
+        given) and its n test problems: a short file would shrink the test set without a word."""
+        spec, dev_n = self.tasks[index], self.dev_n if self.threshold is None else 0
+        if have < spec.n + dev_n:
+            raise ConfigError(f"tasks.{index}: {spec.path} has {have} problems; n={spec.n} test problems plus "
+                              f"dev_n={dev_n} (the threshold's dev split) need {spec.n + dev_n}: lower "
+                              f"tasks.{index}.n to {max(have - dev_n, 0)} or give a longer file")
+
     def frontier_sizes(self) -> dict[str, list[str]]:
         """size label -> member names of the frontier (see SweepSpec.sizes), smallest models first."""
         ens = [m for m in self.ensemble_config().members if m.verifier != "prm"]  # PRMs write no chains

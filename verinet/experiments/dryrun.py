@@ -21,12 +21,11 @@ from verinet.graph.topology import assign_verifiers
 
 def _problems(config: CompareConfig) -> int:
     n = 0
-    for spec in config.tasks:
+    for i, spec in enumerate(config.tasks):
         if spec.family == "gsm8k" and Path(spec.path).is_file():
             with open(spec.path, encoding="utf-8") as f:
-                n += min(spec.n, sum(1 for line in f if line.strip()))
-        else:
-            n += spec.n
+                config.check_file_length(i, sum(1 for line in f if line.strip()))
+        n += spec.n
     return n
 
 
