@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 from verinet.backends.config import MemberSpec
 from verinet.backends.formats import VerifyItem
 from verinet.orchestration.protocol import MemberFailure
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,12 +114,36 @@ class LocalMember:
 
 
 def reserved_tokens(specs: Sequence[MemberSpec]) -> tuple[str, ...]:
-    """Control tokens of the members' prompt formats that client text must not contain."""
+    """Control tokens of the members' prompt formats that client text must not contain: the zoo format's,
+    every PRM's step tag (one in a step would add a score), and the special and added tokens of each
+    transformers / vLLM member whose tokenizer is on this machine (a chat template's ``<|im_end|>`` in a
+    step would let a client write the judge's prompt). A remote (openai) member's tokens are not known here."""
+    out: list[str] = []
     if any(s.format == "zoo" for s in specs):
         from verinet.zoo.tokenizer import SPECIALS
 
-        return tuple(SPECIALS)
-    return ()
+        out += SPECIALS
+    out += [s.step_tag for s in specs if s.step_tag]
+    for s in specs:
+        if s.format != "zoo":
+            out += _tokenizer_controls(s)
+    return tuple(dict.fromkeys(t for t in out if t))
+
+
+def _tokenizer_controls(spec: MemberSpec) -> list[str]:
+    where = spec.tokenizer_location() or (spec.model if spec.backend in ("hf", "vllm") else None)
+    if where is None:
+        return []
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a tokenizer not on this machine reserves nothing here
+        log.warning("member %s: tokenizer not readable here (%s): its control tokens are not refused in "
+                    "client text", spec.name, type(e).__name__)
+        return []
+    names = [*tok.all_special_tokens, *tok.get_added_vocab()]
+    return [t for t in names if len(t) >= 3 and t.strip() == t and not t.isalnum()]
 
 
 __all__ = ["LocalMember", "MemberAnswer", "MemberClient", "MemberFailure", "Scorer", "model_version",
