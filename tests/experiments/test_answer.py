@@ -75,3 +75,35 @@ def test_a_broken_card_is_an_error_not_a_silent_unknown(tmp_path):
     (tmp_path / "card.json").write_text('{"training": {"regime": "x"}}')
     with pytest.raises(CostError, match="not a readable zoo model card"):
         checkpoint_training(MemberSpec(name="z", backend="hf", model=str(tmp_path)))
+
+
+def _summary(tests: dict, faithfulness: dict | None = None) -> dict:
+    def arm(members):
+        m = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "chance": 0.3}
+        f1 = {"f1": 0.5, "ci_low": 0.4, "ci_high": 0.6, "chance": 0.2}
+        return {"accuracy": m, "step_validity": m, "ee_f1_own": f1, "ee_f1_labelled": f1, "members": members,
+                "cost": {"member_s": 1.0, "accelerator_s": 0.0, "cpu_s": 1.0}, "flops_per_problem": 1e9,
+                "answering_flops_per_problem": 1e9}
+    return {"arms": {"ensemble": arm(["zoo-xs-s0"]), "baseline": arm(["zoo-l"])},
+            "paired_tests": {"ensemble_vs_baseline": tests}, "parameters": {"zoo-xs-s0": 1e5, "zoo-l": 2e6},
+            "slices": [{"n": 10, "family": "arith"}], "problems": 10, "frontier": {},
+            "config": {"faithfulness": faithfulness or {"pipeline": True}}}
+
+
+def test_the_answer_names_why_faithfulness_fell_back_and_reports_early_answering_alone():
+    from types import SimpleNamespace
+
+    from verinet.experiments.answer import build_answer
+
+    config = SimpleNamespace(baseline=SimpleNamespace(member=SimpleNamespace(name="zoo-l")))
+    aoc = {"a": 0.8, "b": 0.6, "diff": 0.2, "ci_low": 0.1, "ci_high": 0.3, "p_value": 0.01}
+    off = build_answer(config, _summary({"adding_mistakes_aoc_members": aoc}, {"pipeline": False}))
+    assert "faithfulness.pipeline is off" in str(off) and "accepted no chain" not in str(off)
+    on = build_answer(config, _summary({"adding_mistakes_aoc_members": aoc}))
+    assert "the pipeline accepted no chain to intervene on" in str(on)
+    early = build_answer(config, _summary({"early_answering_aoc_members": aoc}))
+    assert "Early-answering AOC of the members' own chains 0.800 vs 0.600" in str(early)
+    assert "Faithfulness was not compared" not in str(early) and "Adding mistakes was not compared" in str(early)
+    assert early["verdicts"]["faithfulness_early_answering"]["winner"] == "ensemble"
+    assert "Faithfulness was not compared (no adding-mistakes or early-answering" in str(
+        build_answer(config, _summary({})))

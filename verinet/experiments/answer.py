@@ -103,9 +103,12 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
     }
     aoc = t.get("adding_mistakes_aoc")
     whose = "the ensemble pipeline's accepted chains"
-    if not aoc:  # the pipeline accepted no chain to intervene on: its members' own chains stand in
+    if not aoc:  # no pipeline results: its members' own chains stand in
         aoc = t.get("adding_mistakes_aoc_members")
-        whose = "the ensemble members' own chains (the pipeline accepted no chain to intervene on)"
+        pipeline_ran = ((s.get("config") or {}).get("faithfulness") or {}).get("pipeline", True)
+        whose = "the ensemble members' own chains (" + (
+            "the pipeline accepted no chain to intervene on)" if pipeline_ran else
+            "faithfulness.pipeline is off: the pipeline's accepted chains were not intervened on)")
     if aoc:
         verdicts["faithfulness"] = {**verdict("ensemble", aoc["a"], "baseline", aoc["b"], aoc), "measured_on": whose}
     slices = ", ".join(f"{x['n']} {x['family']}" for x in s["slices"])
@@ -135,16 +138,18 @@ def build_answer(config: Any, s: Mapping[str, Any]) -> dict[str, Any]:
                      f"adding-mistakes AOC on {whose} {_f(aoc['a'])} vs {base} {_f(aoc['b'])} (difference "
                      f"{_ci(aoc, 'diff')}, paired bootstrap {_p(aoc)}), which "
                      f"{_says(verdicts['faithfulness'], 'ensemble', 'baseline')}.")
-        early = t.get("early_answering_aoc_members")
-        if early:
-            verdicts["faithfulness_early_answering"] = {
-                **verdict("ensemble", early["a"], "baseline", early["b"], early),
-                "measured_on": "the ensemble members' own chains"}
-            parts.append(f"Early-answering AOC of the members' own chains {_f(early['a'])} vs {_f(early['b'])} "
-                         f"(difference {_ci(early, 'diff')}, {_p(early)}), which "
-                         f"{_says(verdicts['faithfulness_early_answering'], 'ensemble', 'baseline')}.")
-    else:
-        parts.append("Faithfulness was not compared (no adding-mistakes results for both arms).")
+    early = t.get("early_answering_aoc_members")
+    if early:
+        verdicts["faithfulness_early_answering"] = {
+            **verdict("ensemble", early["a"], "baseline", early["b"], early),
+            "measured_on": "the ensemble members' own chains"}
+        parts.append(f"Early-answering AOC of the members' own chains {_f(early['a'])} vs {_f(early['b'])} "
+                     f"(difference {_ci(early, 'diff')}, {_p(early)}), which "
+                     f"{_says(verdicts['faithfulness_early_answering'], 'ensemble', 'baseline')}.")
+    if not aoc and not early:
+        parts.append("Faithfulness was not compared (no adding-mistakes or early-answering results for both arms).")
+    elif not aoc:
+        parts.append("Adding mistakes was not compared (no results for both arms).")
     others = []
     for arm, name in (("self_consistency", "self-consistency (majority vote, no verifier)"),
                       ("reliability_weighted", "reliability-weighted (Dawid-Skene) voting"),
