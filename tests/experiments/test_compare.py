@@ -372,7 +372,7 @@ def test_gsm8k_slice_keeps_its_dev_split_apart(tmp_path):
     rows = _lines(out / "results.jsonl")
     assert [r["question"] for r in rows] == [x["question"] for x in lines[2:]]
     assert all(r["labelled"] for r in rows)  # gold + wrong_result chains, verified by both arms
-    assert set(json.loads((out / "thresholds.json").read_text())["0"]) == {"ensemble", "baseline"}
+    assert set(json.loads((out / "thresholds.json").read_text())["0"]) == {"ensemble", "baseline", "reliability_weighted"}
     with pytest.raises(ConfigError, match=r"has 6 problems; n=5 .* need 7: lower tasks.0.n to 4"):
         run_compare(_cfg(tmp_path, dict(cfg, tasks=[{"family": "gsm8k", "path": str(data), "n": 5}])),
                     out_dir=tmp_path / "short")

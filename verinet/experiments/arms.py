@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from verinet.backends.formats import PromptFormat
@@ -134,13 +134,16 @@ class Calibration:
 
     threshold: float
     reliabilities: ReliabilityTable
+    by_aggregation: dict[str, float] = field(default_factory=dict)  # thresholds of other aggregations asked for
 
 
 def calibrate(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
-              aggregation: str = "mean", seed: int = 0, kinds: Sequence[str] | None = None) -> Calibration:
+              aggregation: str = "mean", seed: int = 0, kinds: Sequence[str] | None = None,
+              also: Sequence[str] = ()) -> Calibration:
     """Fit reliabilities and the F1-best earliest-error threshold (ProcessBench's recipe) on a labelled dev
     split. With ``dawid_skene``/``one_coin`` aggregation the threshold is chosen on the posteriors of the
-    fitted table, as the arm will then use it."""
+    fitted table, as the arm will then use it. ``also``: other aggregations whose thresholds are chosen on
+    the same verdicts (``by_aggregation``), for arms that pool them differently."""
     if not dev:
         raise ValueError("calibration needs labelled dev problems")
     by_problem, batch, _, _ = labelled_run(caller, formats, dev, kinds=kinds, aggregation="mean",
@@ -153,16 +156,21 @@ def calibrate(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence
     labelled = {k: ratings.get(k, {}) for k in gold}
     table = dawid_skene(labelled, gold=gold, one_coin=aggregation == "one_coin",
                         cutoffs=fit_cutoffs(labelled, gold)).table
-    if aggregation != "mean":
-        batch = verify_batch(by_problem, aggregation=aggregation, threshold=0.5, selection="weighted",
-                             family=get_family(dev[0].family), include_graph=False, reliabilities=table)
-    items = []
-    for rep, (_, cs, _) in zip(batch.reports, by_problem):
-        post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}
-        for c in cs:
-            n = len(c.steps) + (c.answer is not None)
-            items.append(([post.get((c.id, i), 0.5) for i in range(n)], c.first_error))
-    return Calibration(choose_threshold(items), table)
+    mean_batch = batch
+
+    def best(agg: str) -> float:
+        b = mean_batch if agg == "mean" else verify_batch(
+            by_problem, aggregation=agg, threshold=0.5, selection="weighted", family=get_family(dev[0].family),
+            include_graph=False, reliabilities=table)
+        items = []
+        for rep, (_, cs, _) in zip(b.reports, by_problem):
+            post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}
+            for c in cs:
+                n = len(c.steps) + (c.answer is not None)
+                items.append(([post.get((c.id, i), 0.5) for i in range(n)], c.first_error))
+        return choose_threshold(items)
+
+    return Calibration(best(aggregation), table, {agg: best(agg) for agg in also})
 
 
 def calibrate_threshold(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence[Problem], *,
@@ -275,7 +283,8 @@ def run_chunk(config: CompareConfig, caller: Caller, ens: Caller, base: Caller, 
     sc = [select_answer([ens_run.chains[a][i] for a in authors], rule="majority", family=fam).answer
           for i in range(len(problems))]
     # reliability-weighted voting: Dawid-Skene weights over the same verdicts
-    rw = verify_batch(batch_in, aggregation="dawid_skene", threshold=thresholds["ensemble"], selection="weighted",
+    rw_threshold = thresholds.get("reliability_weighted", thresholds["ensemble"])  # runs begun before it was fitted
+    rw = verify_batch(batch_in, aggregation="dawid_skene", threshold=rw_threshold, selection="weighted",
                       family=fam, include_graph=False, reliabilities=reliabilities)
     # best-of-K: the large model verifies the K chains; the best-scored chain's answer
     name = b.member.name

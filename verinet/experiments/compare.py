@@ -175,7 +175,7 @@ def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, pr
         cal = None
         if dev:
             cal = calibrate(ens, formats, dev, aggregation=config.ensemble.aggregation, seed=config.seed + 1,
-                            kinds=kinds)
+                            kinds=kinds, also=["dawid_skene"])
             absent = sorted(set(ens.members) - set(cal.reliabilities.verifiers))
             if absent:
                 raise ConfigError(f"tasks.{i}: members {absent} gave no verdicts on the dev split, so no "
@@ -183,11 +183,13 @@ def _thresholds(config: CompareConfig, out: Path, slices, ens, base, formats, pr
             tables[key] = cal.reliabilities.to_dict()
             _write_json(rpath, tables)
         if config.threshold is not None:
-            done[key] = {"ensemble": config.threshold, "baseline": config.threshold}
+            done[key] = {"ensemble": config.threshold, "baseline": config.threshold,
+                         "reliability_weighted": config.threshold}
         else:
             assert cal is not None
             done[key] = {
                 "ensemble": cal.threshold,
+                "reliability_weighted": cal.by_aggregation["dawid_skene"],  # the arm pools by Dawid-Skene
                 "baseline": calibrate_threshold(base, formats, dev, aggregation="mean", seed=config.seed + 1,
                                                 kinds=kinds) if config.baseline.self_verify else 0.5,
             }
