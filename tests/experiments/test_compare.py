@@ -96,6 +96,9 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
     for i in ("0", "1"):
         matched = s["compute_matched"][i]
         assert 1 <= matched["k"] <= 4 and matched["label"] == "xs"
+        test = matched["accuracy_test"]  # paired on the same problems, with the chance level beside it
+        assert test["both"] + test["neither"] + test["a_only"] + test["b_only"] == 3
+        assert matched["baseline_accuracy"]["chance"] == matched["ensemble_accuracy"]["chance"] is not None
     assert {"parameter_matched", "flops_matched", "equal_model_count"} <= set(s["frontier"]["pairs"])
     assert s["frontier"]["pairs"]["equal_model_count"]["how"] == "3 x xs against 3 x l"
     assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}

@@ -71,3 +71,20 @@ def test_own_chains_count_the_answer_line_among_the_positions_a_first_error_can_
     assert own_pairs(r, "weighted") == [(3, 3, 4), (0, -1, 4)]
     f = ee_f1([own_pairs(r, "ensemble")], n_boot=20)
     assert f["f1"] == 1.0 and f["chance"] == pytest.approx(0.2)
+
+
+def test_the_verifiers_said_valid_rate_resamples_problems_and_leaves_answer_lines_out():
+    """Like the checker's true validity beside it in the report: steps only, interval over problems."""
+    from verinet.experiments.summary import agreement_summary
+
+    def record(k, said_valid):  # one chain of 4 steps and an answer line, two verifiers
+        ps = [0.9 if said_valid else 0.1] * 4 + [0.1 if said_valid else 0.9]
+        return {"ensemble": {"chains": [{"chain_id": f"c{k}", "n_steps": 4, "n_valid": 2}],
+                             "verdicts": {f"c{k}": {"a": ps, "b": ps}}}}
+
+    records = [record(k, k % 2 == 0) for k in range(10)]
+    ag = agreement_summary(records)
+    said = ag["said_valid_rate"]
+    assert said["value"] == pytest.approx(0.5)  # answer lines (said the opposite) left out
+    assert said["problems"] == 10 and said["ci_high"] - said["ci_low"] > 0.3  # 10 problems, not 80 verdicts
+    assert ag["true_validity"]["value"] == pytest.approx(0.5)

@@ -289,10 +289,12 @@ def build_blocks(config: CompareConfig, summary: Mapping[str, Any], records: Seq
                                                if m.get("capped") else "")
             rows.append([_slice_name(s), k, _ci(m["ensemble_accuracy"]),
                          _money(m["ensemble_flops_per_problem"]), _ci(m["baseline_accuracy"]),
-                         _money(m["baseline_answering_flops_per_problem"])])
+                         _money(m["baseline_answering_flops_per_problem"]), _chance(m["baseline_accuracy"]),
+                         _p(m.get("accuracy_test"))])
         b.append(("h3", "At equal compute, per slice"))
         b.append(("table", ["slice", "ensemble (FLOPs-matched K)", "ensemble accuracy", "its FLOPs/problem",
-                            "baseline accuracy", "baseline answering FLOPs/problem"], rows))
+                            "baseline accuracy", "baseline answering FLOPs/problem", "chance",
+                            "McNemar p (same problems)"], rows))
 
     b.append(("h2", "By task slice"))
     rows = []

@@ -141,6 +141,14 @@ def frontier_flops(config: CompareConfig, per_problem: Mapping[str, float], k: i
 
 
 # ---- agreement -------------------------------------------------------------------------------------
+def _said_valid(r: Mapping[str, Any]) -> tuple[int, int]:
+    """(verdicts of 'valid', verdicts) on the steps of a problem's ensemble chains (answer lines left out)."""
+    n_steps = {c["chain_id"]: c["n_steps"] for c in r["ensemble"]["chains"]}
+    said = [p >= 0.5 for chain_id, per in r["ensemble"]["verdicts"].items() for ps in per.values()
+            for i, p in enumerate(ps) if i < n_steps.get(chain_id, 0)]
+    return sum(said), len(said)
+
+
 def agreement_summary(records: Sequence[Mapping[str, Any]], bins: int = 10) -> dict[str, Any]:
     votes: dict[tuple[str, int], dict[str, float]] = {}
     for r in records:
@@ -158,11 +166,11 @@ def agreement_summary(records: Sequence[Mapping[str, Any]], bins: int = 10) -> d
         counts, edges = np.histogram(shares, bins=bins, range=(0.5, 1.0))
     else:
         counts, edges = np.zeros(bins), np.linspace(0.5, 1, bins + 1)
-    said = [p >= 0.5 for per in votes.values() for p in per.values()]
+    said = [_said_valid(r) for r in records]  # per problem, over the same items as true_validity: steps only
     steps = [_steps(r, "ensemble") for r in records]
     return {"n_items": rep.n_items, "pairwise": rep.pairwise, "fleiss_kappa": rep.fleiss_kappa,
             "krippendorff_alpha": rep.krippendorff_alpha,
-            "said_valid_rate": rate(sum(said), len(said)),
+            "said_valid_rate": cluster_rate([a for a, _ in said], [b for _, b in said], n_boot=N_BOOT),
             "true_validity": cluster_rate([a for a, _ in steps], [b for _, b in steps], n_boot=N_BOOT),
             "majority_share": {"edges": [float(x) for x in edges], "counts": [int(x) for x in counts],
                                "values": shares},
@@ -337,13 +345,17 @@ def summarize(config: CompareConfig, records: Sequence[Mapping[str, Any]], faith
     matched = {}
     for p in sweep:
         if p.get("compute_matched"):
-            base_rs = [r for r in records if r["slice"] == p["slice"]][:p["n"]]
+            base_rs = [r for r in records if r["slice"] == p["slice"]][:p["n"]]  # the same problems, in order
+            chance = accuracy_chance([r["answer"] for r in base_rs])
+            base_correct = [bool(r["baseline"]["correct"]) for r in base_rs]
             matched[str(p["slice"])] = {
-                "k": p["k"], "label": p["label"], "ensemble_accuracy": rate(sum(p["correct"]), p["n"]),
+                "k": p["k"], "label": p["label"], "ensemble_accuracy": rate(sum(p["correct"]), p["n"], chance=chance),
+                "accuracy_test": mcnemar_test([bool(c) for c in p["correct"]], base_correct)
+                if len(base_correct) == len(p["correct"]) else None,
                 "k_uncapped": p.get("matched_k_uncapped"),
                 "capped": p.get("matched_k_uncapped") is not None and round(p["matched_k_uncapped"]) > p["k"],
                 "ensemble_flops_per_problem": p["flops_per_problem"],
-                "baseline_accuracy": rate(sum(r["baseline"]["correct"] for r in base_rs), len(base_rs)),
+                "baseline_accuracy": rate(sum(base_correct), len(base_rs), chance=chance),
                 "baseline_answering_flops_per_problem": slices[p["slice"]]["flops_per_problem"]["baseline"],
             }
     summary = {
