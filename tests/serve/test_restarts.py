@@ -65,6 +65,16 @@ def test_a_replica_that_failed_before_it_was_found_gone_is_counted_at_once():
     assert not e.ready["zoo-xs-s2"]  # no replica left alive: down until a health check answers
 
 
+def test_a_member_found_dead_by_a_call_is_not_ready_at_once_in_the_gauge():
+    e, _ = engine()
+    names = list(e.ready)
+    for n in names:
+        e.ready[n] = True
+    e.metrics.members_ready.set(len(names))
+    e.member_died(names[0], "replica-1")
+    assert e.metrics.members_ready._value.get() == len(names) - 1
+
+
 def test_a_replica_briefly_unavailable_is_a_failed_call_and_a_dead_one_a_restart():
     """Ray's ActorUnavailableError subclasses RayActorError: caught as 'died' it would count a restart and
     mark the member not ready for what is a transient outage."""

@@ -333,6 +333,7 @@ class VerifyEngine:
     def member_died(self, name: str, replica: str | None) -> None:
         """A call or health check found the member's replica dead: it is down, and restarts."""
         self.ready[name] = False
+        self.metrics.members_ready.set(sum(self.ready.values()))  # now, not at the next health check
         self._restarted(name, replica)
 
     def _restarted(self, name: str, replica: str | None) -> None:
