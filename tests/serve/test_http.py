@@ -115,6 +115,12 @@ def test_family_format_reads_premises_and_reports_the_exact_checker(srv):
              if any(s.premises not in ([], [s.index - 1]) for s in p.gold_steps))
     d = post(srv, {"question": p.question, "steps": [s.text for s in p.gold_steps], "format": "arith"}).json()
     assert [s["premises"] for s in d["steps"]] == [s.premises for s in p.gold_steps]  # the real DAG
+    # steps that use only givens have no premises, and their support is their own validity: the graph
+    # does not fall back to 'each step depends on the one before' as for free text
+    givens = post(srv, {"question": "%10;a1;b2;c:a+b;d:a*b;?d", "steps": ["c:a+b>1+2>3;c3", "d:a*b>1*2>2;d2"],
+                        "format": "arith", "include_graph": False}).json()
+    assert [s["premises"] for s in givens["steps"][:2]] == [[], []]
+    assert givens["steps"][1]["p_supported"] == pytest.approx(givens["steps"][1]["p_valid"])
     fam = get_family("logic")
     p = fam.sample(1, seed=4)[0]
     c = fam.gold_chain(p)

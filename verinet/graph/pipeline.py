@@ -64,6 +64,7 @@ def verify_problem(
     include_graph: bool = True,
     graph: nx.DiGraph | None = None,
     missing_answer_is_error: bool = True,
+    linear_fallback: bool = True,
 ) -> VerificationReport:
     """Verify one problem's chains from the verdicts on them.
 
@@ -78,7 +79,9 @@ def verify_problem(
       absent from it fall back to ``aggregation``); :func:`verify_batch` passes its DS posteriors;
     * ``missing_answer_is_error``: a chain without an answer line whose steps all pass has its earliest
       error at index n (as the exact checkers label it); False where a chain may leave the answer out
-      on purpose (the endpoint verifies steps only), so the earliest error is always a scored item or -1.
+      on purpose (the endpoint verifies steps only), so the earliest error is always a scored item or -1;
+    * ``linear_fallback``: a chain whose steps list no premise depends step by step (free text); False
+      where an empty premise list is itself read from the step (a family format: it uses only givens).
     """
     if aggregation not in METHODS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {list(METHODS)}")
@@ -92,7 +95,7 @@ def verify_problem(
         t = now
 
     chains, verdicts = list(chains), list(verdicts)
-    g = graph if graph is not None else build_graph(problem_id, chains, verdicts)
+    g = graph if graph is not None else build_graph(problem_id, chains, verdicts, linear_fallback=linear_fallback)
     lap("build")
     if p_valid is not None:
         fallback = aggregation if aggregation in ITEM_METHODS or reliabilities is not None else "mean"
@@ -148,6 +151,7 @@ def verify_batch(
     include_graph: bool = True,
     reliabilities: ReliabilityTable | None = None,
     missing_answer_is_error: bool = True,
+    linear_fallback: bool = True,
 ) -> BatchResult:
     """Verify many problems; ``problems`` yields ``(problem_id, chains, verdicts)``.
 
@@ -180,7 +184,8 @@ def verify_batch(
     reports = [
         verify_problem(pid, cs, vs, aggregation=aggregation, threshold=threshold, selection=selection,
                        reliabilities=table, family=family, accept_threshold=accept_threshold,
-                       p_valid=post, include_graph=include_graph, missing_answer_is_error=missing_answer_is_error)
+                       p_valid=post, include_graph=include_graph, missing_answer_is_error=missing_answer_is_error,
+                       linear_fallback=linear_fallback)
         for pid, cs, vs in problems
     ]
     return BatchResult(reports, table, agreement(ratings, table))

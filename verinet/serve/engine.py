@@ -285,7 +285,8 @@ class VerifyEngine:
             self.metrics.used_reliabilities(choice.source)
         batch = verify_batch([(c.problem_id, [c.chain], verdicts)], aggregation=choice.aggregation,
                              threshold=job.threshold, family=family, include_graph=job.req.include_graph,
-                             reliabilities=choice.table, missing_answer_is_error=False)
+                             reliabilities=choice.table, missing_answer_is_error=False,
+                             linear_fallback=c.family is None)  # a family reader's premises are the step's own
         self.reliabilities.observe(collect_ratings([c.chain], verdicts).means())
         self.metrics.reliability_window.set(len(self.reliabilities.window))
         rep = batch.reports[0]
