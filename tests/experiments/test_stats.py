@@ -78,7 +78,7 @@ def test_the_verifiers_said_valid_rate_resamples_problems_and_leaves_answer_line
     from verinet.experiments.summary import agreement_summary
 
     def record(k, said_valid):  # one chain of 4 steps and an answer line, two verifiers
-        ps = [0.9 if said_valid else 0.1] * 4 + [0.1 if said_valid else 0.9]
+        ps = [0.9 if said_valid else 0.1] * 4 + [0.1]  # counted, the answer lines would make it 0.4
         return {"ensemble": {"chains": [{"chain_id": f"c{k}", "n_steps": 4, "n_valid": 2}],
                              "verdicts": {f"c{k}": {"a": ps, "b": ps}}}}
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from verinet.backends.config import EnsembleConfig
 from verinet.backends.base import peak_memory
 from verinet.experiments.arms import calibrate, calibrate_threshold, run_chunk
 from verinet.experiments.config import CompareConfig, ConfigError, TaskSpec
@@ -120,6 +121,10 @@ def _check_inputs(config: CompareConfig, out: Path) -> None:
         _write_json(path, now)
         return
     before = json.loads(path.read_text(encoding="utf-8"))
+    try:  # read back through the model, so member fields added since (with their defaults) compare equal
+        before["ensemble"] = EnsembleConfig.model_validate(before.get("ensemble")).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - unreadable: counts as changed
+        before["ensemble"] = None
     changed = [k for k in now if before.get(k) != now[k]]
     if changed:
         what = {"ensemble": f"the ensemble's members ({config.ensemble.config})",
@@ -211,12 +216,12 @@ def run_compare(config: CompareConfig, *, progress: Progress | None = None, out_
     from verinet.experiments.summary import summarize
 
     out = Path(out_dir or config.out_dir)
-    resolved = _check_out_dir(config, out)
-    slices = []
+    slices = []  # read and checked before anything is written, so fixing a task file is not a 'changed input'
     for i, spec in enumerate(config.tasks):
         test, dev = slice_problems(config, i, spec)
         slices.append((spec, test, dev))
     _check_unique_ids(slices)
+    resolved = _check_out_dir(config, out)
     ens_names = [m.name for m in config.ensemble_config().members]
     base_name = config.baseline.member.name
     specs = config.all_members().members
@@ -366,4 +371,7 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
             done += 1
             if progress:
                 progress("frontier", done, len(units))
-        return [log.records[u[0]] for u in units]
+        # the flag as this run computes it: a record written by an earlier version may have matched another K
+        return [{**log.records[unit], "compute_matched": matched.get(i) == k and label == ens_label,
+                 "matched_k_uncapped": uncapped.get(i) if matched.get(i) == k and label == ens_label else None}
+                for unit, i, label, k in units]

@@ -209,9 +209,10 @@ class CompareConfig(_Strict):
         given) and its n test problems: a short file would shrink the test set without a word."""
         spec, dev_n = self.tasks[index], self.dev_n if self.threshold is None else 0
         if have < spec.n + dev_n:
+            fix = (f"lower tasks.{index}.n to {have - dev_n} or give a longer file" if have > dev_n else
+                   "give a longer file, or a fixed `threshold` (no dev split)" if dev_n else "give a longer file")
             raise ConfigError(f"tasks.{index}: {spec.path} has {have} problems; n={spec.n} test problems plus "
-                              f"dev_n={dev_n} (the threshold's dev split) need {spec.n + dev_n}: lower "
-                              f"tasks.{index}.n to {max(have - dev_n, 0)} or give a longer file")
+                              f"dev_n={dev_n} (the threshold's dev split) need {spec.n + dev_n}: {fix}")
 
     def frontier_sizes(self) -> dict[str, list[str]]:
         """size label -> member names of the frontier (see SweepSpec.sizes), smallest models first."""

@@ -76,6 +76,7 @@ class _Call:
     error: str | None = None
     seconds: float | None = None
     offsets: dict[int, int] = field(default_factory=dict)  # job index -> position in the member's items
+    deadline: bool = False  # no answer because the request's own time limit cut the wait short
 
 
 class VerifyEngine:
@@ -182,6 +183,8 @@ class VerifyEngine:
                 check_quorum(answered, job.verifiers, job.quorum,
                              {v: results[v].error or "no answer" for v in job.verifiers})
             except QuorumError:
+                if any(results[v].deadline for v in job.verifiers):  # the client's time ran out: 504, not 503
+                    raise asyncio.TimeoutError from None
                 self.metrics.quorum_misses.inc()
                 raise
         responses = await asyncio.to_thread(self._decide, jobs, results)
@@ -236,9 +239,11 @@ class VerifyEngine:
         try:
             ans = await asyncio.wait_for(self.members[name].verify(items), wait_s)
         except asyncio.TimeoutError:
-            out.error = (f"no answer within member_timeout_s={self.config.member_timeout_s:g}s"
-                         if wait_s >= self.config.member_timeout_s else
-                         f"no answer within {wait_s:g}s (what the request's timeout_s left it)")
+            if wait_s < self.config.member_timeout_s:  # cut short by the request's limit: not the member's fault
+                out.error, out.deadline = f"no answer within {wait_s:g}s (what the request's time limit left)", True
+                self.metrics.member_failures.labels(member=name, reason="deadline").inc()
+                return out
+            out.error = f"no answer within member_timeout_s={self.config.member_timeout_s:g}s"
             self._failed(name, "timeout")
             await self._count_gone(name, every_s=PROBE_EVERY_S)  # a replica that died unseen?
             return out
@@ -377,6 +382,7 @@ class VerifyEngine:
         pending.update({r: (seen, now) for r, seen in gone.items() if last_failure < seen})
         if lost and not alive:
             self.ready[name] = False
+            self.metrics.members_ready.set(sum(self.ready.values()))
             self.health_errors[name] = "its replica died"
 
     async def check_health(self, timeout_s: float | None = None) -> dict[str, bool]:

@@ -142,7 +142,8 @@ def _tokenizer_controls(spec: MemberSpec) -> list[str]:
         log.warning("member %s: tokenizer not readable here (%s): its control tokens are not refused in "
                     "client text", spec.name, type(e).__name__)
         return []
-    names = [*tok.all_special_tokens, *tok.get_added_vocab()]
+    special = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if t.special]
+    names = [*tok.all_special_tokens, *special]  # added tokens that are plain text (e.g. '####') stay allowed
     return [t for t in names if len(t) >= 3 and t.strip() == t and not t.isalnum()]
 
 

@@ -173,7 +173,8 @@ class ServiceMetrics:
                                          "verification call, as the ingress sees it (answered calls).",
                                          ["member"], buckets=LATENCY_BUCKETS, registry=r)
         self.member_failures = Counter("verinet_member_failures", "Member calls that gave no verdicts, by "
-                                       "reason: timeout, died, error, skipped (known down).",
+                                       "reason: timeout, died, error, skipped (known down), deadline (the "
+                                       "request's own timeout_s ran out first).",
                                        ["member", "reason"], registry=r)
         self.member_restarts = Counter("verinet_member_restarts", "Member replicas seen to die (the Serve "
                                        "controller replaces them).", ["member"], registry=r)
@@ -181,8 +182,8 @@ class ServiceMetrics:
                                      "quorum (503).", registry=r)
         self.queue_depth = Gauge("verinet_queue_depth", "Verification requests in flight in the ingress.",
                                  registry=r)
-        self.members_ready = Gauge("verinet_members_ready", "Members that answered the latest health check.",
-                                   registry=r)
+        self.members_ready = Gauge("verinet_members_ready", "Members ready: answered the latest health check "
+                                   "and not found dead by a call since.", registry=r)
         self.reliability_source = Gauge("verinet_reliability_source", "Where the Dawid-Skene reliabilities of "
                                         "the latest such request came from (1 for that source): table (learned "
                                         "on labelled data), rolling (recent traffic), logodds (not enough "

@@ -18,7 +18,8 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Literal["arith", "logic", "gsm8k", "arith_nl", "logic_nl"]
-    n: int = Field(default=100, ge=1, le=1_000_000, description="problems to draw (or at most to load)")
+    n: int = Field(default=100, ge=1, le=1_000_000, description="problems to draw (gsm8k: to load; "
+                   "`verinet compare` needs the file to hold n plus its dev_n)")
     params: dict[str, Any] = Field(default_factory=dict, description="generator knobs")
     path: str | None = Field(default=None, description="JSONL file, for family gsm8k only")
 
