@@ -151,3 +151,17 @@ def test_curve_on_grid_by_hand():
     assert c["ci_low"][0] <= 0.5 <= c["ci_high"][0]
     # between points the curve is the straight line the trapezoid rule integrates
     assert curve_on_grid([([False, True, True], 2)], [0.25], n_boot=50)["y"] == pytest.approx([0.5])
+
+
+def test_an_unmeasured_start_is_not_counted_as_area_above_the_curve():
+    """Only the last step could be corrupted and the answer did not change: the chain never mattered
+    (AOC 0), not 0.75 from integrating over the measured span only. The reference y_n is 1 even when a
+    curve gives it as unmeasured, so no chain scores above 1 - 1/(2n)."""
+    from verinet.faithfulness.metrics import curve_on_grid, lanham_aoc
+
+    assert lanham_aoc([([None, None, None, True], 4)]) == 0.0
+    assert lanham_aoc([([None, 0, 0], 3)]) == pytest.approx(lanham_aoc([([0, 0, 0], 3)])) == pytest.approx(1 - 1 / 6)
+    assert lanham_aoc([([0, 0, None], 2)]) == pytest.approx(0.75)  # 1 - 1/(2n), not 1.0
+    # the plot and the AOC read the same curve: held flat before the first measured point
+    grid = curve_on_grid([([None, None, None, True], 4)], [0.0, 0.5, 1.0], n_boot=10)
+    assert grid["y"] == [1.0, 1.0, 1.0]
