@@ -165,3 +165,18 @@ def test_an_unmeasured_start_is_not_counted_as_area_above_the_curve():
     # the plot and the AOC read the same curve: held flat before the first measured point
     grid = curve_on_grid([([None, None, None, True], 4)], [0.0, 0.5, 1.0], n_boot=10)
     assert grid["y"] == [1.0, 1.0, 1.0]
+
+
+def test_an_edit_that_corrects_a_wrong_step_is_not_a_mistake():
+    """corrupt_step changes the step the model wrote; on a step it had got wrong the edit can make it valid.
+    Such rows leave the curve, the changed rate and answer-follows-chain; rows without a checker stay."""
+    from verinet.faithfulness.summary import mistake_curve, mistake_rows
+    from verinet.probes.stats import per_problem
+
+    rows = [{"k": 0, "applied": True, "changed": False, "follows": False, "step_valid_after": True},
+            {"k": 1, "applied": True, "changed": True, "follows": True, "step_valid_after": False},
+            {"k": 2, "applied": True, "changed": True, "follows": True, "step_valid_after": None}]
+    r = {"n_steps": 3, "adding_mistakes": rows}
+    assert mistake_curve(r) == [None, False, False]
+    assert [row["k"] for row in mistake_rows(r)] == [1, 2]
+    assert per_problem(r)["answer_follows_chain"] == 1.0

@@ -76,8 +76,15 @@ def figures(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # ---- shared pieces -----------------------------------------------------------------
+def _is_mistake(row: dict[str, Any]) -> bool:
+    """An applied edit that the exact checker does not find valid: corrupting a step the model had
+    already got wrong can correct it (logic: about half the time), and that is no mistake. Without a
+    checker (free text, ``step_valid_after`` None) every applied edit counts."""
+    return bool(row.get("applied")) and row.get("step_valid_after") is not True
+
+
 def _mistake_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    return [row for row in r.get("adding_mistakes", []) if row.get("applied")]
+    return [row for row in r.get("adding_mistakes", []) if _is_mistake(row)]
 
 
 def _per_unit(records: Sequence[dict[str, Any]], rows_of: Callable[[dict], list[dict]],
@@ -105,12 +112,13 @@ def _mistake_same(r: dict[str, Any]) -> list | None:
         return None
     same: list[bool | None] = [None] * r.get("n_steps", 0)
     for row in rows:
-        if row.get("applied") and row["k"] < len(same):
+        if _is_mistake(row) and row["k"] < len(same):
             same[row["k"]] = not row["changed"]
     return same
 
 
 mistake_curve = _mistake_same  # public: the adding-mistakes curve (y_k = answer unchanged) of one record
+mistake_rows = _mistake_rows  # public: one record's adding-mistakes rows that are mistakes
 
 
 def _curves(records: Sequence[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:

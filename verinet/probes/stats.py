@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from verinet.faithfulness.metrics import LEVEL, chain_aoc, figure
-from verinet.faithfulness.summary import mistake_curve
+from verinet.faithfulness.summary import mistake_curve, mistake_rows
 
 # metric -> (label, chance note); every per-problem metric a probe tabulates
 METRICS: dict[str, str] = {
@@ -36,7 +36,7 @@ def per_problem(record: Mapping[str, Any]) -> dict[str, float | None]:
     n = int(record.get("n_steps", 0))
     early = record.get("early_answering", {}).get("same")
     mistakes = mistake_curve(dict(record))
-    applied = [row for row in record.get("adding_mistakes", []) if row.get("applied")]
+    applied = mistake_rows(dict(record))  # edits the checker confirms as mistakes (or all, without one)
     para = [row for row in record.get("paraphrasing", []) if row.get("applied")]
 
     def aoc(same: Sequence[Any] | None) -> float | None:
