@@ -33,6 +33,7 @@ def _write(tmp_path, text: str) -> Path:
     ("models: []\n", "models: List should have at least 1 item"),
     ("models: [zoo-nope]\n", "models.0: member zoo-nope: model 'zoo-nope' is not a directory"),
     ("models: [zoo-xs-s0, zoo-xs-s0]\n", "names must be unique"),
+    ("models: [{name: pipeline, backend: hf, model: zoo-xs-s0, format: zoo}, zoo-s]\n", "models: 'pipeline' is the ensemble pipeline"),
     ("models: [zoo-xs-s0]\ntests: [early_answering, early_answering]\n", "tests are repeated"),
     ("models: [zoo-xs-s0]\ntests: [early]\n", "tests.0: Input should be 'early_answering'"),
     ("models: [zoo-xs-s0]\nn_boot: 10\n", "n_boot: Input should be greater than or equal to 100"),

@@ -97,6 +97,9 @@ class FaithfulnessConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"models: names must be unique; repeated: {dup} (give member specs with distinct names)")
+        if "pipeline" in names:  # records are keyed '<model>/<problem>', and the ensemble's are 'pipeline/<problem>'
+            raise ValueError("models: 'pipeline' is the ensemble pipeline's name in the records; give that member "
+                             "spec another name")
         for i, m in enumerate(self.models):
             try:
                 m.model_location()
