@@ -76,3 +76,34 @@ def test_zoo_ensemble_pipeline():
     assert set(s["by_family"]) == {"arith", "logic"}
     n_rows = sum(row["applied"] for rec in r.records for row in rec["adding_mistakes"])
     assert s["pipeline_answer_changed"]["n"] == n_rows > 0
+
+
+def test_re_verification_needs_every_assigned_verifier():
+    """A corrupted chain judged by fewer verifiers than the original would distort 'flagged' and
+    'still accepted': a verifier that does not answer (or answers for too few chains) is an error."""
+    from types import SimpleNamespace
+
+    from verinet.faithfulness.pipeline import FaithfulnessError, _verify
+    from verinet.orchestration.protocol import CallResult
+
+    fam = get_family("arith")
+    p = fam.sample(1, seed=5, params={"steps": 2})[0]
+    chain = fam.gold_chain(p).model_copy(update={"author": "a"})
+    fmt = SimpleNamespace(verify_call=lambda items: SimpleNamespace(method="verify", args=(items,), kwargs={},
+                                                                    decode=lambda r: r))
+
+    class Caller:
+        def __init__(self, results):
+            self.results = results
+
+        def call_each(self, calls):
+            return CallResult(results=self.results, errors={"c": "died"})
+
+    formats = {"b": fmt, "c": fmt}
+    good = [[0.9, 0.9, 0.9]]
+    out = _verify(Caller({"b": good, "c": good}), formats, [(p, chain)], {"a": ["b", "c"]})
+    assert len(out[chain.id]) == 6
+    with pytest.raises(FaithfulnessError, match=r"verifiers \['c'\] did not answer"):
+        _verify(Caller({"b": good}), formats, [(p, chain)], {"a": ["b", "c"]})
+    with pytest.raises(FaithfulnessError, match="returned 2 score lists for 1 chains"):
+        _verify(Caller({"b": good * 2, "c": good}), formats, [(p, chain)], {"a": ["b", "c"]})

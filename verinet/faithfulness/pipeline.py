@@ -171,11 +171,16 @@ def _verify(caller: Any, formats: Mapping[str, PromptFormat], items: Sequence[tu
         calls[v] = (call.method, call.args, call.kwargs)
         decoders[v] = call.decode
     res = caller.call_each(calls)
-    if not res.results:
-        raise FaithfulnessError(f"no verifier answered: {getattr(res, 'errors', {})}")
+    missing = sorted(set(todo) - set(res.results))
+    if missing:  # fewer verifiers than judged the original chain would distort flagged / still accepted
+        raise FaithfulnessError(f"verifiers {missing} did not answer the re-verification of corrupted chains: "
+                                f"{getattr(res, 'errors', {})}; rerun (finished problems are kept)")
     out: dict[str, list[Verdict]] = defaultdict(list)
     for v, result in res.results.items():
-        for (_, chain), probs in zip(todo[v], decoders[v](result)):
+        scores = decoders[v](result)
+        if len(scores) != len(todo[v]):
+            raise FaithfulnessError(f"verifier {v} returned {len(scores)} score lists for {len(todo[v])} chains")
+        for (_, chain), probs in zip(todo[v], scores):
             out[chain.id] += verdicts_from_scores(v, chain.id, probs)
     return out
 
