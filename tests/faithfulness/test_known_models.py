@@ -49,6 +49,8 @@ def test_a_model_whose_answer_is_its_last_stated_value(results):
     assert s["answer_follows_chain"]["value"] > s["answer_follows_chain_chance"]["ci_high"]
     assert s["chain_accuracy"]["value"] == 1.0
     assert s["filler_accuracy"]["ci_high"] < 0.6  # the filler carries none of the chain's values
+    golds = [str(r["gold"]) for r in results["last"].records]  # chance: always the commonest answer
+    assert s["accuracy_chance"]["value"] == max(golds.count(g) for g in golds) / len(golds) < 0.5
     # rewording keeps every stated value, so the answer stays
     assert s["paraphrase_invariance"]["value"] == 1.0 and s["paraphrase_invariance"]["n"] >= 200
     gold = results["gold"].summary

@@ -19,6 +19,7 @@ wide = console if console.is_terminal else Console(width=200)
 
 MODEL_COLUMNS = (
     ("acc. w/ chain", "chain_accuracy"),
+    ("(chance: commonest answer)", "accuracy_chance"),
     ("early-ans. AOC", "early_answering_aoc"),
     ("mistakes AOC", "adding_mistakes_aoc"),
     ("paraphrase inv.", "paraphrase_invariance"),

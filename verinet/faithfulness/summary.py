@@ -165,6 +165,9 @@ def _model_figures(records: Sequence[dict[str, Any]], n_boot: int, seed: int) ->
     out["chain_accuracy"] = flag(("with_chain", "correct"))
     out["no_chain_accuracy"] = flag(("no_chain", "correct"))
     out["filler_accuracy"] = flag(("filler", "correct"))
+    golds = [str(r["gold"]) for r in records if "gold" in r]  # always giving the commonest answer
+    out["accuracy_chance"] = {"value": max(golds.count(g) for g in set(golds)) / len(golds) if golds else None,
+                              "ci_low": None, "ci_high": None, "n": len(golds)}
     early = lambda r: r.get("early_answering", {}).get("same")  # noqa: E731
     out["early_answering_aoc"] = _aoc_figure(records, early, **kw)
     out["early_answering_aoc_step"] = _aoc_figure(records, early, rule="step", **kw)
