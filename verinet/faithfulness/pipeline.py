@@ -118,7 +118,7 @@ def _intervene(caller: Any, formats: Mapping[str, PromptFormat], run: VerifyRun,
         if mk.prefix is None:
             continue
         fmt = formats[mk.chain.author]
-        rnd.add(mk.chain.author, fmt.continue_prompt(mk.problem.question, mk.prefix), solve_tokens(mk.problem),
+        rnd.add(mk.chain.author, fmt.continue_prompt(mk.problem.question, mk.prefix), solve_tokens(mk.problem, fmt),
                 lambda t, mk=mk, fmt=fmt: _continued(mk, fmt, t))
     rnd.run(caller, seed=seed)
     rnd = Round(usage)
