@@ -344,6 +344,10 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
             flops = per_problem_flops(config, [r for r in records if r["slice"] == i], parameters)
             matched[i], uncapped[i] = matched_k(flops["baseline"], lambda k, f=flops: frontier_flops(config, f, k),
                                                 sw.max_k)
+    def matched_fields(i: int, label: str, k: int) -> dict[str, Any]:
+        hit = matched.get(i) == k and label == ens_label
+        return {"compute_matched": hit, "matched_k_uncapped": uncapped.get(i) if hit else None}
+
     units = [(f"sweep/{i}/{label}/{k}", i, label, k) for i in range(len(slices)) for label in sizes
              for k in sorted(set(ks) | ({matched[i]} if i in matched and label == ens_label else set()))]
     calibrated: dict[tuple[int, str], float] = {}
@@ -365,13 +369,9 @@ def _frontier(config, out, slices, caller, formats, thresholds, parameters, memb
             point = frontier_point(config, caller, label, models, formats, problems, k,
                                    threshold=calibrated[(i, label)] if calibrated[(i, label)] is not None else 0.5,
                                    parameters=parameters, member_shares=member_shares, unit=unit)
-            is_matched = matched.get(i) == k and label == ens_label
-            log.append({**point, "slice": i, "compute_matched": is_matched,
-                        "matched_k_uncapped": uncapped.get(i) if is_matched else None})
+            log.append({**point, "slice": i, **matched_fields(i, label, k)})
             done += 1
             if progress:
                 progress("frontier", done, len(units))
         # the flag as this run computes it: a record written by an earlier version may have matched another K
-        return [{**log.records[unit], "compute_matched": matched.get(i) == k and label == ens_label,
-                 "matched_k_uncapped": uncapped.get(i) if matched.get(i) == k and label == ens_label else None}
-                for unit, i, label, k in units]
+        return [{**log.records[unit], **matched_fields(i, label, k)} for unit, i, label, k in units]
