@@ -336,10 +336,14 @@ class VerifyEngine:
         return str(self.described.get(name, {}).get("version", "unknown"))
 
     # ---- members' health -----------------------------------------------------------------------
+    def _mark_down(self, name: str) -> None:
+        """Not ready, in the gauge too: now, not at the next health check."""
+        self.ready[name] = False
+        self.metrics.members_ready.set(sum(self.ready.values()))
+
     def member_died(self, name: str, replica: str | None) -> None:
         """A call or health check found the member's replica dead: it is down, and restarts."""
-        self.ready[name] = False
-        self.metrics.members_ready.set(sum(self.ready.values()))  # now, not at the next health check
+        self._mark_down(name)
         self._restarted(name, replica)
 
     def _restarted(self, name: str, replica: str | None) -> None:
@@ -381,8 +385,7 @@ class VerifyEngine:
             self._restarted(name, replica)
         pending.update({r: (seen, now) for r, seen in gone.items() if last_failure < seen})
         if lost and not alive:
-            self.ready[name] = False
-            self.metrics.members_ready.set(sum(self.ready.values()))
+            self._mark_down(name)
             self.health_errors[name] = "its replica died"
 
     async def check_health(self, timeout_s: float | None = None) -> dict[str, bool]:
