@@ -100,7 +100,7 @@ def test_the_dry_run_plans_without_training(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["arith", "logic"])
-def test_the_one_family_ladders_differ_only_in_size_and_seed(tmp_path, family):
+def test_the_one_family_ladders_differ_in_size_seed_and_the_largest_sizes_rate(tmp_path, family):
     # configs/zoo/{arith,logic}-only: the sizes compared on a family's hardest slices at equal tokens (docs/guide.md)
     configs_dir = Path(__file__).resolve().parents[2] / "configs" / "zoo"
     paths = sorted((configs_dir / f"{family}-only").glob("*.yaml"))
@@ -112,15 +112,19 @@ def test_the_one_family_ladders_differ_only_in_size_and_seed(tmp_path, family):
     assert plan[f"{family}-l"] >= 25 * plan[f"{family}-xs-s0"]
     configs = {p.stem: yaml.safe_load(p.read_text()) for p in paths}
     assert {c["training"]["seed"] for n, c in configs.items() if n.startswith(f"{family}-xs")} == {0, 1, 2}
+    # l takes a lower peak rate than the smaller sizes (configs/zoo/arith-only/arith-l.yaml says why)
+    assert configs[f"{family}-l"]["training"]["lr"] == 0.001
+    assert {c["training"]["lr"] for n, c in configs.items() if n != f"{family}-l"} == {0.003}
     rest = [{k: v for k, v in c.items() if k not in ("name", "size")} | {"training": {
-        k: v for k, v in c["training"].items() if k != "seed"}} for c in configs.values()]
+        k: v for k, v in c["training"].items() if k not in ("seed", "lr")}} for c in configs.values()]
     assert all(r == rest[0] for r in rest) and rest[0]["tasks"][0]["family"] == family and len(rest[0]["tasks"]) == 1
     for size in ("xs", "s", "m", "l"):  # the solve-first ladder's sizes and slices
         sf = yaml.safe_load((configs_dir / f"zoo-{size}-sf{'-s0' if size == 'xs' else ''}.yaml").read_text())
         assert configs[f"{family}-{size}{'-s0' if size == 'xs' else ''}"]["size"] == sf["size"]
         assert rest[0]["tasks"][0]["params"] == next(t["params"] for t in sf["tasks"] if t["family"] == family)
     twin = yaml.safe_load((configs_dir / "arith-only" / "arith-m.yaml").read_text())  # same batch, lr, tokens
-    assert rest[0]["training"] | {"steps": 0} == {k: v for k, v in twin["training"].items() if k != "seed"} | {"steps": 0}
+    assert rest[0]["training"] | {"steps": 0} == {k: v for k, v in twin["training"].items()
+                                                  if k not in ("seed", "lr")} | {"steps": 0}
     arith_m = ladder_run.plan([configs_dir / "arith-only" / "arith-m.yaml"])[0]["tokens_estimate"]
     assert abs(rows[f"{family}-m"]["tokens_estimate"] / arith_m - 1) < 0.05  # equal tokens: logic's examples are longer
     assert rest[0]["objectives"] == twin["objectives"] == {"solve": 1.0, "verify": 0.0, "force": 0.0}
