@@ -113,7 +113,7 @@ def test_prm_members_are_refused_where_they_would_have_to_solve(tmp_path):
 
 
 def test_the_frontier_cost_of_a_member_leaves_the_prm_out(tmp_path):
-    from verinet.experiments.summary import per_problem_flops
+    from verinet.experiments.summary import frontier_flops, per_problem_flops
 
     cfg = load_config(_prm_cfg(tmp_path))
     assert cfg.solver_names() == ["qwen0.5b-1", "qwen0.5b-2", "qwen0.5b-3"]
@@ -124,6 +124,8 @@ def test_the_frontier_cost_of_a_member_leaves_the_prm_out(tmp_path):
     f = per_problem_flops(cfg, records, params)
     assert f["member_solve"] == pytest.approx(flops(3.58e8, 150))
     # all pairs among the 3 solvers: each verifies 2 chains, 300 tokens -> 150 per chain; the frontier's
-    # ring topology verifies one chain per member
-    assert f["sweep_member"] == pytest.approx(flops(3.58e8, 150) + flops(3.58e8, 150))
+    # ring topology verifies one chain per member, and a member alone checks its own
     assert f["verify_one"] == pytest.approx(flops(3.58e8, 150))
+    assert frontier_flops(cfg, f, 1) == pytest.approx(2 * flops(3.58e8, 150))
+    assert frontier_flops(cfg, f, 3) == pytest.approx(3 * 2 * flops(3.58e8, 150))
+    assert set(f) == {"baseline", "ensemble", "member_solve", "verify_one"}

@@ -107,11 +107,11 @@ def _phase_tokens(records: Sequence[Mapping[str, Any]], arm: str) -> dict[str, d
 
 def per_problem_flops(config: CompareConfig, records: Sequence[Mapping[str, Any]],
                       parameters: Mapping[str, float]) -> dict[str, float]:
-    """Answering FLOPs per problem (solve + verify): each arm, one member solving alone, and one member of
-    a frontier ensemble of the ensemble's size (solve + its share of verification)."""
+    """Answering FLOPs per problem (solve + verify): each arm, one member solving its chain, and one member
+    checking one chain (``frontier_flops`` prices a frontier ensemble of any size from the last two)."""
     n = len(records)
     if n == 0:
-        return {"baseline": 0.0, "ensemble": 0.0, "member_solve": 0.0, "verify_one": 0.0, "sweep_member": 0.0}
+        return {"baseline": 0.0, "ensemble": 0.0, "member_solve": 0.0, "verify_one": 0.0}
     arm_flops = {}
     for arm in ARMS:
         toks = _phase_tokens(records, arm)
@@ -122,14 +122,13 @@ def per_problem_flops(config: CompareConfig, records: Sequence[Mapping[str, Any]
     members = [m for m in ens if m in solvers]
     if not members:
         return {"baseline": arm_flops["baseline"], "ensemble": arm_flops["ensemble"], "member_solve": 0.0,
-                "verify_one": 0.0, "sweep_member": 0.0}
+                "verify_one": 0.0}
     solve = np.mean([flops(parameters[m], ens[m].get("solve", 0)) for m in members]) / n
     size = len(members)
     per_pass = {"all_pairs": size - 1, "ring": 1, "k_random": config.ensemble.k}[config.ensemble.topology]
     verify_one = np.mean([flops(parameters[m], ens[m].get("verify", 0)) for m in members]) / n / max(per_pass, 1)
-    sweep_per = {"ring": 1, "k_random": config.ensemble.k, "all_pairs": size - 1}[config.sweep.topology]
     return {"baseline": arm_flops["baseline"], "ensemble": arm_flops["ensemble"], "member_solve": float(solve),
-            "verify_one": float(verify_one), "sweep_member": float(solve + sweep_per * verify_one)}
+            "verify_one": float(verify_one)}
 
 
 def frontier_flops(config: CompareConfig, per_problem: Mapping[str, float], k: int) -> float:
