@@ -327,6 +327,31 @@ def test_timeout_gives_504(srv, members):
     assert post(srv, req | {"timeout_s": 1.0}).status_code == 200
 
 
+def test_a_call_whose_request_gave_up_is_dropped_before_it_runs(members, monkeypatch):
+    """A member scores in one worker thread: calls of requests that timed out while queued never run, so work
+    left behind by 504s is at most the one forward pass already running (max_queue bounds the rest)."""
+    member = next(iter(members.values()))
+    real, ran = member.scorer.score, []
+
+    def slow(items):
+        ran.append(len(items))
+        time.sleep(0.4)
+        return real(items)
+
+    monkeypatch.setattr(member.scorer, "score", slow)
+
+    async def give_up_four_times():
+        for _ in range(4):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(member.verify([("1 + 1", ["1 + 1 = 2"], "2")]), 0.05)
+        await asyncio.sleep(0.8)  # time for any call still queued to have run
+        return await member.verify([("1 + 1", ["1 + 1 = 2"], "2")])
+
+    answer = asyncio.run(give_up_four_times())
+    assert ran == [1, 1]  # the first (already running when its request gave up) and the last, answered
+    assert len(answer.p_valid) == 1
+
+
 class _Slow:
     """A member that answers only after ``delay_s`` (a hung replica), or raises ``error`` instead."""
 

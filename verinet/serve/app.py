@@ -67,7 +67,7 @@ class Member:
         self.batches += 1
         self.batched_requests += len(requests)
         flat = [tuple(it) for r in requests for it in r]
-        rows = await asyncio.to_thread(self.scorer.score, flat)
+        rows = await self.scorer.score_async(flat)
         out, k = [], 0
         for r in requests:
             out.append({"p_valid": rows[k:k + len(r)], "replica": self.replica, "actor_id": self.actor_id,

@@ -11,6 +11,7 @@ batched call per request.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import math
@@ -77,6 +78,9 @@ class Scorer:
         self.format = format_for(spec, self.backend)
         self.version = model_version(spec)
         self._lock = threading.Lock()  # one forward pass at a time per model
+        # one worker: calls queue here, not as threads blocked on the lock, so that a call whose request gave up
+        # (its 504) is dropped before it runs instead of running unseen after the request left `max_queue`
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{spec.name}")
         if warm_up:  # the first forward pass is slow (lazy kernels); pay it before serving, not in a request
             self.score([("1", ["1"], "1")])
 
@@ -88,6 +92,11 @@ class Scorer:
         if any(not math.isfinite(p) for row in rows for p in row):  # the member failed; not an "invalid" vote
             raise ValueError(f"{self.spec.name}: the backend returned a non-finite P(valid)")
         return [[min(1.0, max(0.0, p)) for p in row] for row in rows]
+
+    async def score_async(self, items: list[VerifyItem]) -> list[list[float]]:
+        """:meth:`score` in this scorer's worker thread; cancelling the wait drops a call that has not started
+        (one already running finishes: a forward pass cannot be interrupted)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.score, items)
 
     def describe(self) -> dict[str, Any]:
         return {"member": self.spec.name, "model": self.spec.model, "backend": self.spec.backend,
@@ -104,7 +113,7 @@ class LocalMember:
 
     async def verify(self, items: list[VerifyItem]) -> MemberAnswer:
         try:
-            p = await asyncio.to_thread(self.scorer.score, items)
+            p = await self.scorer.score_async(items)
         except Exception as e:  # noqa: BLE001 - the backend's error is this member's failure
             raise MemberFailure("error", f"{type(e).__name__}: {e}"[:400], self.replica) from e
         return MemberAnswer(p, self.replica, self.scorer.version)
