@@ -38,6 +38,17 @@ def test_product_over_several_premises():
     assert chain_score(c, {(c.id, p.step_index): p.p_supported for p in post}) == pytest.approx(0.36)
 
 
+def test_a_premise_shared_by_two_routes_counts_once():
+    # step 2 uses steps 0 and 1, and step 1 uses step 0: the chain is valid iff steps 0, 1 and 2 are
+    c = chain("c", 3, premises=[[], [0], [0, 1]], answer=None)
+    _, post = posteriors_for([c], [[0.9, 1.0, 1.0]])
+    assert [p.p_supported for p in post] == pytest.approx([0.9, 0.9, 0.9])
+    # every step uses all the earlier ones: the product over the steps so far, not a doubling exponent
+    c = chain("d", 5, premises=[list(range(i)) for i in range(5)], answer=None)
+    _, post = posteriors_for([c], [[0.9] * 5])
+    assert [p.p_supported for p in post] == pytest.approx([0.9 ** (i + 1) for i in range(5)])
+
+
 def test_topological_order_not_chain_order():
     # with forward references kept, step 0 rests on step 2: it must be computed after step 2
     c = raw_chain("f", [[2], [], [1]])

@@ -1,7 +1,9 @@
 """Propagation of support through premises, chain scores and the earliest error.
 
-``p_supported(item) = p_valid(item) * prod(p_supported(premise) for premise of item)
-* missing_premise ** len(item.missing_premises)``
+``p_supported(item) = prod(p_own(a) for a in {item} | ancestors(item))``, where
+``p_own(a) = p_valid(a) * missing_premise ** len(a.missing_premises)`` and the ancestors are the
+items reached through premises, each counted once; for an item with one premise this is
+``p_own(item) * p_supported(premise)``.
 
 A *missing* premise (``Step.missing_premises``) is something the step uses that neither the
 question nor an earlier step states, e.g. a number that a changed result left without a source.
@@ -12,8 +14,9 @@ raise the support of the steps after it.
 
 This treats the validity of different steps as independent events given the verdicts, so
 the probability that a step and everything it rests on are valid is a product. It is an
-approximation: errors in one chain are correlated (a confused author tends to err again), and a
-premise shared by two routes is counted on both. It is exact for 0/1 beliefs, where it
+approximation: errors in one chain are correlated (a confused author tends to err again). A premise
+shared by two routes (step 2 uses steps 0 and 1, step 1 uses step 0) is one event, counted once.
+It is exact for 0/1 beliefs, where it
 reproduces the checker's *supported* (valid and every premise supported).
 
 Items are visited in topological order of the ``depends`` edges (iteratively, so a chain of
@@ -52,6 +55,7 @@ def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
     if not nx.is_directed_acyclic_graph(dep):
         break_cycles(graph)
         dep = _dependency_graph(graph)
+    own: dict = {}
     out_by_node: dict = {}
     for node in nx.topological_sort(dep):
         attrs = graph.nodes[node]
@@ -59,8 +63,13 @@ def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
         n_missing = len(attrs.get("missing_premises") or ())
         if n_missing:
             p *= missing_premise ** n_missing
-        for pred in dep.predecessors(node):
-            p *= out_by_node[pred]
+        own[node] = p
+        preds = list(dep.predecessors(node))
+        if len(preds) == 1:  # exact and linear-time along a chain
+            p *= out_by_node[preds[0]]
+        elif preds:  # premises that share ancestors: each ancestor once
+            for a in nx.ancestors(dep, node):
+                p *= own[a]
         out_by_node[node] = p
     nodes = graph.nodes
     return {(nodes[n]["chain_id"], nodes[n]["index"]): p for n, p in out_by_node.items()}
