@@ -109,3 +109,18 @@ def test_pipeline_errors_are_clear():
         verify_batch([(p.id, chains, []), (p.id, chains, [])], aggregation="mean")
     with pytest.raises(ValueError, match="unique"):
         verify_problem(p.id, chains + chains[:1], [])
+
+
+def test_a_family_chains_empty_premises_mean_givens_only():
+    # a family reader's empty premise list is read from the step (it uses only the question's givens), so a
+    # wrong step 0 leaves step 1 supported; without a family (free text) the chain depends step by step
+    p, chains, _ = problem_set(1)[0]
+    gold = chains[0]
+    c = gold.model_copy(update={"steps": [s.model_copy(update={"premises": []}) for s in gold.steps]})
+    vs = [Verdict(verifier="v", chain_id=c.id, step_index=i, p_valid=0.0 if i == 0 else 1.0)
+          for i in range(len(c.steps) + 1)]
+    for family, expected in ((fam, 1.0), (None, 0.0)):
+        rep = verify_problem(p.id, [c], vs, aggregation="mean", family=family)
+        assert {q.step_index: q.p_supported for q in rep.posteriors}[1] == expected
+        rep = verify_batch([(p.id, [c], vs)], aggregation="mean", family=family).reports[0]
+        assert {q.step_index: q.p_supported for q in rep.posteriors}[1] == expected

@@ -64,7 +64,7 @@ def verify_problem(
     include_graph: bool = True,
     graph: nx.DiGraph | None = None,
     missing_answer_is_error: bool = True,
-    linear_fallback: bool = True,
+    linear_fallback: bool | None = None,
 ) -> VerificationReport:
     """Verify one problem's chains from the verdicts on them.
 
@@ -82,6 +82,7 @@ def verify_problem(
       on purpose (the endpoint verifies steps only), so the earliest error is always a scored item or -1;
     * ``linear_fallback``: a chain whose steps list no premise depends step by step (free text); False
       where an empty premise list is itself read from the step (a family format: it uses only givens).
+      By default, True only without a ``family`` (the job, the probes and the endpoint read alike).
     """
     if aggregation not in METHODS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {list(METHODS)}")
@@ -95,6 +96,8 @@ def verify_problem(
         t = now
 
     chains, verdicts = list(chains), list(verdicts)
+    if linear_fallback is None:
+        linear_fallback = family is None
     g = graph if graph is not None else build_graph(problem_id, chains, verdicts, linear_fallback=linear_fallback)
     lap("build")
     if p_valid is not None:
@@ -151,7 +154,7 @@ def verify_batch(
     include_graph: bool = True,
     reliabilities: ReliabilityTable | None = None,
     missing_answer_is_error: bool = True,
-    linear_fallback: bool = True,
+    linear_fallback: bool | None = None,
 ) -> BatchResult:
     """Verify many problems; ``problems`` yields ``(problem_id, chains, verdicts)``.
 
