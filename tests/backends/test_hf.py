@@ -34,6 +34,18 @@ def test_greedy_is_deterministic_batched_and_ordered(hf, problems):
     assert a.usage.decode == sum(c[0].tokens for c in a.completions) > 0
 
 
+def test_the_checkpoints_own_decoding_defaults_are_left_out(hf, problems, monkeypatch):
+    # a generation_config's repetition_penalty / top_k (Qwen2.5-Instruct ships both) would make transformers
+    # decode differently from vLLM with explicit SamplingParams; the backend overrides them
+    prompts = [formats.solve_prompt(p.question) for p in problems[:3]]
+    plain = hf.generate(prompts, max_tokens=60).texts
+    sampled = hf.generate(prompts, n=2, temperature=1.0, max_tokens=30, seed=3).texts
+    monkeypatch.setattr(hf.model.generation_config, "repetition_penalty", 50.0)
+    monkeypatch.setattr(hf.model.generation_config, "top_k", 1)
+    assert hf.generate(prompts, max_tokens=60).texts == plain
+    assert hf.generate(prompts, n=2, temperature=1.0, max_tokens=30, seed=3).texts == sampled
+
+
 def test_sampling_is_seeded_and_stops(hf, problems):
     prompt = [formats.solve_prompt(problems[0].question)]
     a = hf.generate(prompt, n=3, temperature=1.0, max_tokens=30, seed=7, stop=["\n"])

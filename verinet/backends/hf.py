@@ -76,9 +76,8 @@ class HFBackend(Backend):
             enc = self._encode(prompts[i:i + self.batch_size])
             usage.prefill += int(enc["attention_mask"].sum())
             kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_tokens, "num_return_sequences": n,
-                                  "pad_token_id": self.tok.pad_token_id, "eos_token_id": self.tok.eos_token_id}
-            if sample:
-                kw.update(temperature=temperature, top_p=top_p)
+                                  "pad_token_id": self.tok.pad_token_id, "eos_token_id": self.tok.eos_token_id,
+                                  **plain_decoding(temperature, top_p)}
             if stop:
                 kw.update(stop_strings=stop, tokenizer=self.tok)
             gen = self.model.generate(**enc, **kw)[:, enc["input_ids"].shape[1]:]
@@ -137,7 +136,8 @@ class HFBackend(Backend):
             width = enc["input_ids"].shape[1]
             for b, (_, c) in enumerate(chunk):
                 pos = torch.arange(width - len(c) - 1, width - 1, device=hidden.device)
-                lp = torch.log_softmax((hidden[b, pos] @ head.T).float(), -1)
+                h = hidden[b, pos]
+                lp = torch.log_softmax((self.model.lm_head(h) if _has_bias(self.model) else h @ head.T).float(), -1)
                 flat.append(float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum()))
         k = len(candidates)
         return ScoreResult([flat[j:j + k] for j in range(0, len(flat), k)], usage)
@@ -158,7 +158,7 @@ class HFBackend(Backend):
         if self.prm is None or self.prm[0] is None:
             return super().score_steps(texts)
         tag, valid_label = self.prm
-        tag_id = self.tok.convert_tokens_to_ids(tag)
+        tag_id = step_tag_id(self.tok, tag, self.path)  # as the load check and vLLM read it
         out: list[list[float]] = []
         usage = Usage()
         for i in range(0, len(texts), self.batch_size):
@@ -269,6 +269,15 @@ def _load_prm(model: str, dtype: torch.dtype, device: str, tag: str | None, vali
                            f"{net.config.num_labels} classes")
     tok.padding_side = "left"
     return net.to(device).eval(), tok
+
+
+def plain_decoding(temperature: float, top_p: float) -> dict[str, Any]:
+    """generate() options that leave out the checkpoint's own decoding defaults (a generation_config's
+    repetition_penalty, top_k), so transformers decodes as vLLM does with explicit SamplingParams."""
+    kw: dict[str, Any] = {"repetition_penalty": 1.0}
+    if temperature > 0:
+        kw.update(temperature=temperature, top_p=top_p, top_k=0)
+    return kw
 
 
 def _has_bias(model) -> bool:

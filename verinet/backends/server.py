@@ -398,6 +398,8 @@ class _Engine:
         """Generation as HFBackend.generate does it (same batching and decoding), plus per-token log-probs."""
         import torch
 
+        from verinet.backends.hf import plain_decoding
+
         model, tok = self.backend.model, self.backend.tok
         bs = getattr(self.backend, "batch_size", 8)
         sample = temperature > 0
@@ -409,9 +411,8 @@ class _Engine:
                 ids, mask = self._pad(prompt_ids[i:i + bs])
                 kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_tokens, "num_return_sequences": n,
                                       "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
-                                      "return_dict_in_generate": True, "output_logits": k is not None}
-                if sample:
-                    kw.update(temperature=temperature, top_p=top_p)
+                                      "return_dict_in_generate": True, "output_logits": k is not None,
+                                      **plain_decoding(temperature, top_p)}
                 if stop:
                     kw.update(stop_strings=stop, tokenizer=tok)
                 res = model.generate(input_ids=ids, attention_mask=mask, **kw)
