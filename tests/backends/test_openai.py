@@ -12,7 +12,7 @@ import pytest
 import requests
 import torch
 
-from verinet.backends.base import BackendError
+from verinet.backends.base import BackendError, Usage
 from verinet.backends.hf import HFBackend
 from verinet.backends.openai import OpenAIBackend
 from verinet.backends.server import serve
@@ -153,6 +153,18 @@ def test_echo_logprobs_are_prompt_token_logprobs(hf, srv, verify_texts):
         best = int(ref[i - 1].argmax())
         assert top[hf.tok.decode([best])] == pytest.approx(float(ref[i - 1, best]), abs=TOL)
     assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
+
+
+def test_a_bos_the_server_prepends_is_not_part_of_the_text(client, monkeypatch):
+    # vLLM's completions add the tokenizer's BOS (Llama, Mistral): the echo's offsets then count "<s>", and
+    # the first token of the text is scored given it; spans must stay on the text's own characters
+    echo = {"logprobs": {"tokens": ["<s>", "ab", " cd"], "token_logprobs": [None, -1.0, -2.0],
+                         "text_offset": [0, 3, 5]}}
+    monkeypatch.setattr(client, "_echo", lambda texts: ([echo], Usage()))
+    assert client.token_logprobs(["ab cd"]).tokens == [[(0, 2, -1.0), (2, 5, -2.0)]]
+    plain = {"logprobs": {"tokens": ["ab", " cd"], "token_logprobs": [None, -2.0], "text_offset": [0, 2]}}
+    monkeypatch.setattr(client, "_echo", lambda texts: ([plain], Usage()))
+    assert client.token_logprobs(["ab cd"]).tokens == [[(2, 5, -2.0)]]
 
 
 def test_generation_logprobs_and_token_id_prompts(hf, srv, prompts):

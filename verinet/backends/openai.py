@@ -252,10 +252,12 @@ class OpenAIBackend(Backend):
                 if not (len(tokens) == len(lps) == len(offs)) or not tokens:
                     raise BackendError(f"{self.base_url}/completions: echo returned no usable logprobs "
                                        "(the server must support echo with logprobs)")
+                shift = _prepended(text, tokens, offs)  # a BOS the server added: not part of the text
+                offs = [o - shift for o in offs]
                 ends = [*offs[1:], max(len(text), offs[-1] + len(str(tokens[-1])))]
                 spans = list(zip(offs, ends))
                 result.append([(s, e, float(v)) for (s, e), v in zip(spans, lps)
-                               if v is not None and s < len(text)])
+                               if v is not None and 0 <= s < len(text)])
         return TokenLogprobs(result, usage)
 
     def _candidate_logprob(self, prompt: str, cand: str, choice: dict[str, Any]) -> float:
@@ -266,10 +268,8 @@ class OpenAIBackend(Backend):
         if not (len(tokens) == len(token_lps) == len(offsets)) or not tokens:
             raise BackendError(f"{self.base_url}/completions: echo returned no usable logprobs "
                                "(the server must support echo with logprobs)")
-        shift = 0
         text = prompt + cand
-        if len(offsets) > 1 and not text.startswith(str(tokens[0])) and offsets[1] == len(tokens[0]):
-            shift = len(tokens[0])  # the server prepended a special token (e.g. <s>) that is not in the text
+        shift = _prepended(text, tokens, offsets)
         start, end = len(prompt) + shift, len(text) + shift
         picked = [(t, v) for t, v, o in zip(tokens, token_lps, offsets) if start <= o < end]
         if not picked:
@@ -347,3 +347,11 @@ def _token_counts(choices: list[dict[str, Any]], completion_tokens: int) -> list
     for i in order[:completion_tokens - sum(base)]:
         base[i] += 1
     return base
+
+
+def _prepended(text: str, tokens: list[Any], offsets: list[int]) -> int:
+    """Characters of a special token (e.g. ``<s>``) that the server put before ``text`` in its echo, whose
+    offsets then count it; 0 when the echo starts with the text itself."""
+    if len(offsets) > 1 and not text.startswith(str(tokens[0])) and offsets[1] == len(str(tokens[0])):
+        return len(str(tokens[0]))
+    return 0
