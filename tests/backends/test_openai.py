@@ -155,6 +155,14 @@ def test_echo_logprobs_are_prompt_token_logprobs(hf, srv, verify_texts):
     assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
 
 
+def test_usage_leaves_out_prefix_cache_hits(client, monkeypatch):
+    body = {"choices": [{"index": 0, "text": "x"}], "usage": {"prompt_tokens": 100, "completion_tokens": 3,
+                                                              "prompt_tokens_details": {"cached_tokens": 60}}}
+    monkeypatch.setattr(client, "_request", lambda *a: body)
+    assert client._complete({"prompt": ["p"]}, 1)[1] == Usage(prefill=40, decode=3)
+    assert client._complete({"prompt": ["p"]}, 1, generates=False)[1] == Usage(prefill=40, decode=0)
+
+
 def test_a_bos_the_server_prepends_is_not_part_of_the_text(client, monkeypatch):
     # vLLM's completions add the tokenizer's BOS (Llama, Mistral): the echo's offsets then count "<s>", and
     # the first token of the text is scored given it; spans must stay on the text's own characters
@@ -194,6 +202,7 @@ def test_score_single_token_candidates_match_hf(hf, client, prompts, verify_text
     for g, w in zip(got.logprobs, want.logprobs):
         assert g == pytest.approx(w, abs=TOL)
     assert got.usage.prefill >= want.usage.prefill
+    assert got.usage.decode == want.usage.decode == 0  # the one token a scoring call asks for is not decoding
 
 
 def test_score_multi_token_candidates_match_hf(hf, client, prompts):

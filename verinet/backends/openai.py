@@ -128,8 +128,11 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{url}: the server's answer is not a JSON object: {r.text[:200]!r}")
         return body
 
-    def _complete(self, payload: dict[str, Any], n_choices: int) -> tuple[list[dict[str, Any]], Usage]:
-        """POST /completions; the choices sorted by index (prompt-major), checked to be all there."""
+    def _complete(self, payload: dict[str, Any], n_choices: int, *,
+                  generates: bool = True) -> tuple[list[dict[str, Any]], Usage]:
+        """POST /completions; the choices sorted by index (prompt-major), checked to be all there. Usage as
+        the in-process engines count it: prefill without the tokens the server's prefix cache served, and no
+        decode for a scoring call (``generates`` False), whose one token is there only for the log-probs."""
         body = self._request("POST", "/completions", {"model": self.model, **payload})
         choices = body.get("choices")
         if not isinstance(choices, list) or len(choices) != n_choices:
@@ -140,7 +143,9 @@ class OpenAIBackend(Backend):
         except (KeyError, TypeError):
             raise BackendError(f"{self.base_url}/completions: choices without an index") from None
         u = body.get("usage") or {}
-        return choices, Usage(prefill=int(u.get("prompt_tokens") or 0), decode=int(u.get("completion_tokens") or 0))
+        cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        decode = int(u.get("completion_tokens") or 0) if generates else 0
+        return choices, Usage(prefill=max(int(u.get("prompt_tokens") or 0) - cached, 0), decode=decode)
 
     def health(self) -> None:
         """Check that the server answers and serves this model; BackendError saying what is wrong otherwise."""
@@ -196,7 +201,7 @@ class OpenAIBackend(Backend):
             for i in range(0, len(prompts), self.batch_size):
                 chunk = prompts[i:i + self.batch_size]
                 choices, u = self._complete({"prompt": chunk, "max_tokens": 1, "temperature": 0, "logprobs": k},
-                                            len(chunk))
+                                            len(chunk), generates=False)
                 usage += u
                 for b, c in enumerate(choices):
                     tops = ((c.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
@@ -218,7 +223,7 @@ class OpenAIBackend(Backend):
             payload = {"prompt": texts, "max_tokens": self._echo_max_tokens, "temperature": 0, "echo": True,
                        "logprobs": 1}
             try:
-                return self._complete(payload, len(texts))
+                return self._complete(payload, len(texts), generates=False)
             except _HTTPError as e:
                 if self._echo_max_tokens == 0 and e.status in (400, 422) and "max_tokens" in e.server_message:
                     self._echo_max_tokens = 1  # generate one token and ignore it
