@@ -9,6 +9,7 @@ transformers, and only head_dim in {32, 64, 80, ...} works.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -17,6 +18,8 @@ from verinet.backends.base import (
     Backend, BackendError, Completion, GenerateResult, ScoreResult, TaggedResult, TokenLogprobs, Usage,
     check_sampling, step_tag_id,
 )
+
+log = logging.getLogger(__name__)
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -131,8 +134,10 @@ class VLLMBackend(Backend):
                 self._one_pass_tags = True
                 return result
             except Exception as e:  # the V1 runner (and vllm-cpu) rejects prompt_logprob_token_ids
-                if "prompt_logprob_token_ids" not in str(e):
+                if "prompt_logprob_token_ids" not in str(e) and not isinstance(e, _UNREADABLE):
                     raise
+                log.warning("%s: one-pass tag scoring unavailable (%s: %s); scoring one prefix per tag",
+                            self.path, type(e).__name__, str(e)[:200])
                 self._one_pass_tags = False
         return self._tagged_prefixes(encoded, positions, v_id, x_id)
 
@@ -151,7 +156,7 @@ class VLLMBackend(Backend):
         usage, result = Usage(), []
         for o, pos in zip(outs, positions):
             usage.prefill += len(o.prompt_token_ids) - (o.num_cached_tokens or 0)
-            result.append([_p_valid(o.prompt_logprobs[i + 1], v_id, x_id) for i in pos])
+            result.append([_chosen_p_valid(o, i, v_id, x_id) for i in pos])
         return TaggedResult(result, usage)
 
     def _tagged_prefixes(self, encoded, positions, v_id, x_id) -> TaggedResult:
@@ -249,6 +254,22 @@ def _tag_id(model: str, tag: str) -> int:
     except Exception as e:  # OSError, ValueError, ... for a directory without a tokenizer
         raise BackendError(f"{model!r}: no tokenizer loads offline ({type(e).__name__}: {str(e)[:200]})") from None
     return step_tag_id(tok, tag, model)
+
+
+# an engine that takes prompt_logprob_token_ids but answers in a shape this code does not read
+_UNREADABLE = (TypeError, AttributeError, IndexError, KeyError)
+
+
+def _chosen_p_valid(out: Any, i: int, v_id: int, x_id: int) -> float:
+    """P(valid) at prompt row ``i`` of a request scored with ``prompt_logprob_token_ids`` rows
+    ``[valid, invalid]``: vLLM returns them as ``prompt_token_id_logprobs``, a ``[rows, 2]`` matrix whose
+    row ``i`` scores the token after position ``i``; an engine that folds them into ``prompt_logprobs``
+    gives that token's dict at ``i + 1``."""
+    matrix = getattr(out, "prompt_token_id_logprobs", None)
+    if matrix is None:
+        return _p_valid(out.prompt_logprobs[i + 1], v_id, x_id)
+    lv, lx = float(matrix[i][0]), float(matrix[i][1])
+    return 1.0 / (1.0 + math.exp(min(lx - lv, 700.0)))
 
 
 def _p_valid(row: dict, v_id: int, x_id: int) -> float:
