@@ -10,7 +10,7 @@
 Fault tolerance: a member call that fails on the Ray side (actor crashed, killed or
 restarting; no answer within ``call_timeout_s``) is retried up to ``config.retries`` times,
 each retry after the restarted actor answers a health check (bounded by
-``restart_timeout_s``). A member that still fails is left out and named in
+``restart_timeout_s``, by default ``load_timeout_s``). A member that still fails is left out and named in
 ``CallResult.missing`` with the reason in ``errors``; if fewer than ``quorum`` members
 answered, the call raises :class:`QuorumError`. An error raised by the backend itself (a bad
 argument, say) is not retried: it would fail again.
@@ -68,7 +68,7 @@ class Ensemble:
 
     def __init__(self, config: EnsembleConfig, *, name: str | None = None,
                  max_restarts: int = DEFAULT_MAX_RESTARTS, load_timeout_s: float = 900.0,
-                 restart_timeout_s: float = 300.0, schedule_timeout_s: float = 60.0,
+                 restart_timeout_s: float | None = None, schedule_timeout_s: float = 60.0,
                  restart_on_timeout: bool = True, dry_run: bool = False) -> None:
         """Plan, reserve and start every member; on any failure nothing is left running.
 
@@ -84,7 +84,8 @@ class Ensemble:
         self.name = name or f"ensemble-{uuid.uuid4().hex[:6]}"
         self.dry_run = dry_run
         self.max_restarts = max_restarts
-        self.restart_timeout_s = restart_timeout_s
+        # a restarted actor loads its model again: as long as the first load may take, unless told otherwise
+        self.restart_timeout_s = load_timeout_s if restart_timeout_s is None else restart_timeout_s
         self.restart_on_timeout = restart_on_timeout
         self._specs = {m.name: m for m in config.members}
         if not dry_run:
