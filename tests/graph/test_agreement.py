@@ -84,3 +84,15 @@ def test_from_verdicts():
     vs = verdicts_for(c, [1, 1, 0], "a") + verdicts_for(c, [1, 0, 0], "b")
     rep = agreement_from_verdicts([c], vs)
     assert rep.n_items == 3 and rep.pairwise == pytest.approx(2 / 3)
+
+
+def test_a_verifiers_fitted_cutoff_decides_its_votes():
+    # a likelihood verifier (valid steps 0.1, invalid 0.001) ranks exactly as a token verifier (0.9 / 0.1):
+    # cut at 0.5 they disagree on every valid step; cut where the fit says its votes turn, they agree
+    ok = [True, False, True, True, False, True]
+    votes = {i: {"lik": 0.1 if v else 0.001, "tok": 0.9 if v else 0.1} for i, v in enumerate(ok)}
+    assert agreement(votes).pairwise == pytest.approx(2 / 6)
+    fit = dawid_skene(votes, cutoffs={"lik": 0.01})
+    rep = agreement(votes, fit.table)
+    assert rep.pairwise == 1.0 and rep.krippendorff_alpha == pytest.approx(1.0)
+    assert rep.fleiss_kappa == pytest.approx(1.0) and rep.verifiers["lik"].consensus == 1.0

@@ -73,14 +73,21 @@ class AgreementReport:
         return out
 
 
-def binarize(votes: Votes, threshold: float = 0.5) -> dict[Hashable, dict[str, int]]:
-    return {it: {v: int(p >= threshold) for v, p in per.items()} for it, per in votes.items()}
+Cutoffs = Mapping[str, float] | None
 
 
-def pairwise_agreement(votes: Votes) -> float | None:
+def binarize(votes: Votes, threshold: float = 0.5, cutoffs: Cutoffs = None) -> dict[Hashable, dict[str, int]]:
+    """A vote of "valid" (1) where P(valid) >= the verifier's cutoff (``cutoffs``, else ``threshold``): a
+    likelihood verifier scores right steps far below 0.5, and its fitted cutoff (``Reliability.cutoff``)
+    is where its votes turn, as in the Dawid-Skene fit."""
+    cut = cutoffs or {}
+    return {it: {v: int(p >= cut.get(v, threshold)) for v, p in per.items()} for it, per in votes.items()}
+
+
+def pairwise_agreement(votes: Votes, cutoffs: Cutoffs = None) -> float | None:
     """Share of agreeing pairs of verdicts on the same item, over all items and pairs; None if no pair."""
     agree = pairs = 0
-    for per in binarize(votes).values():
+    for per in binarize(votes, cutoffs=cutoffs).values():
         k = len(per)
         ones = sum(per.values())
         agree += ones * (ones - 1) // 2 + (k - ones) * (k - ones - 1) // 2
@@ -88,9 +95,9 @@ def pairwise_agreement(votes: Votes) -> float | None:
     return agree / pairs if pairs else None
 
 
-def fleiss(votes: Votes) -> tuple[float | None, int, int]:
+def fleiss(votes: Votes, cutoffs: Cutoffs = None) -> tuple[float | None, int, int]:
     """(Fleiss' kappa, items used, raters per item) on the items with the most common rater count >= 2."""
-    b = binarize(votes)
+    b = binarize(votes, cutoffs=cutoffs)
     counts = [len(per) for per in b.values() if len(per) >= 2]
     if not counts:
         return None, 0, 0
@@ -108,9 +115,10 @@ def fleiss(votes: Votes) -> tuple[float | None, int, int]:
     return (None if not math.isfinite(k) else k), len(rows), m
 
 
-def krippendorff_alpha(votes: Votes, verifiers: Sequence[str] | None = None) -> float | None:
+def krippendorff_alpha(votes: Votes, verifiers: Sequence[str] | None = None,
+                       cutoffs: Cutoffs = None) -> float | None:
     """Nominal Krippendorff's alpha over all items rated by >= 2 verifiers (missing = nan)."""
-    b = {it: per for it, per in binarize(votes).items() if len(per) >= 2}
+    b = {it: per for it, per in binarize(votes, cutoffs=cutoffs).items() if len(per) >= 2}
     if not b:
         return None
     if verifiers is None:
@@ -138,8 +146,9 @@ def krippendorff_alpha(votes: Votes, verifiers: Sequence[str] | None = None) -> 
 
 def verifier_agreement(votes: Votes,
                        reliabilities: ReliabilityTable | None = None) -> dict[str, VerifierAgreement]:
-    """Per verifier: agreement with the majority of the others, and DS reliability when given."""
-    b = binarize(votes)
+    """Per verifier: agreement with the majority of the others, and DS reliability when given (its
+    votes cut where the table's fitted cutoffs say)."""
+    b = binarize(votes, cutoffs=_cutoffs(reliabilities))
     stats: dict[str, list[int]] = {}  # v -> [n_items, n_cons, agree, cons_valid, says_valid|cons_valid,
     #                                        cons_invalid, says_invalid|cons_invalid]
     for per in b.values():
@@ -176,17 +185,23 @@ def verifier_agreement(votes: Votes,
 
 
 def agreement(votes: Votes, reliabilities: ReliabilityTable | None = None) -> AgreementReport:
-    """All agreement statistics for ``votes`` (item -> {verifier: P(valid)})."""
+    """All agreement statistics for ``votes`` (item -> {verifier: P(valid)}); with ``reliabilities``
+    each verifier's votes are cut at its fitted cutoff, else at 0.5."""
     names = list(dict.fromkeys(v for per in votes.values() for v in per))
-    kappa, n_f, m_f = fleiss(votes)
+    cut = _cutoffs(reliabilities)
+    kappa, n_f, m_f = fleiss(votes, cutoffs=cut)
     return AgreementReport(
         n_verifiers=len(names),
         n_items=sum(len(per) >= 2 for per in votes.values()),
-        pairwise=pairwise_agreement(votes),
+        pairwise=pairwise_agreement(votes, cutoffs=cut),
         fleiss_kappa=kappa, fleiss_items=n_f, fleiss_raters=m_f,
-        krippendorff_alpha=krippendorff_alpha(votes, names),
+        krippendorff_alpha=krippendorff_alpha(votes, names, cutoffs=cut),
         verifiers=verifier_agreement(votes, reliabilities),
     )
+
+
+def _cutoffs(reliabilities: ReliabilityTable | None) -> dict[str, float] | None:
+    return {v: r.cutoff for v, r in reliabilities.verifiers.items()} if reliabilities is not None else None
 
 
 def agreement_from_verdicts(chains: Sequence[Chain], verdicts: Iterable[Verdict],
