@@ -155,6 +155,17 @@ def test_echo_logprobs_are_prompt_token_logprobs(hf, srv, verify_texts):
     assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
 
 
+def test_a_member_sets_the_request_timeout_and_batch():
+    from verinet.backends import MemberSpec, make_backend
+
+    spec = MemberSpec(name="api", backend="openai", model="m", base_url="http://127.0.0.1:9/v1",
+                      request_timeout_s=900.0, batch_size=3)
+    api = make_backend(spec)
+    assert (api.timeout_s, api.batch_size) == (900.0, 3)
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        MemberSpec(name="api", backend="openai", model="m", base_url="http://127.0.0.1:9/v1", request_timeout_s=0)
+
+
 def test_usage_leaves_out_prefix_cache_hits(client, monkeypatch):
     body = {"choices": [{"index": 0, "text": "x"}], "usage": {"prompt_tokens": 100, "completion_tokens": 3,
                                                               "prompt_tokens_details": {"cached_tokens": 60}}}

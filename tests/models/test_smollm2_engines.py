@@ -122,9 +122,11 @@ def vllm_server(smollm2_dir, tmp_path_factory):
 
 
 def test_openai_client_against_a_real_vllm_server_agrees(vllm_server, cases, reference):
-    spec = MemberSpec(name="api", backend="openai", model=NAME, format="chat", base_url=vllm_server)
+    # request_timeout_s: the server runs the model on one core; a loaded CI machine is slow
+    spec = MemberSpec(name="api", backend="openai", model=NAME, format="chat", base_url=vllm_server,
+                      request_timeout_s=900.0)
     api = make_backend(spec)
-    api.timeout_s = 900.0  # the server runs the model on one core; a loaded CI machine is slow
+    assert api.timeout_s == 900.0
     api.health()
     assert api.tok is not None  # the chat template comes from the prepared checkpoint's tokenizer
     worst = _agree(_run(api, cases), reference)

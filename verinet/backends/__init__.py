@@ -44,6 +44,7 @@ def make_backend(spec: MemberSpec) -> Backend:
         from verinet.backends.openai import OpenAIBackend
 
         return OpenAIBackend(spec.base_url, spec.model, api_key_env=spec.api_key_env,
+                             timeout_s=spec.request_timeout_s, batch_size=spec.batch_size,
                              tokenizer=spec.tokenizer_location() if spec.format == "chat" else None)
     raise BackendError(f"unknown backend {spec.backend!r}; choose one of {list(BACKENDS)}")
 

@@ -86,7 +86,8 @@ class MemberSpec(_Strict):
                     "its least valid token (token-level PRMs such as `verinet zoo train-prm`)")
     resources: Resources = Resources()
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    batch_size: int = Field(default=32, ge=1, le=4096, description="hf: prompts per forward pass")
+    batch_size: int = Field(default=32, ge=1, le=4096,
+                            description="hf: prompts per forward pass; openai: prompts per request")
     compile: bool = Field(
         default=False,
         description="hf: run the one-pass scoring calls (likelihood, tagged verdicts, per-step verdicts) "
@@ -98,6 +99,9 @@ class MemberSpec(_Strict):
     enable_prefix_caching: bool = Field(default=True, description="vllm: reuse shared prompt prefixes")
     base_url: str | None = Field(default=None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(default=None, description="openai: environment variable holding the key")
+    request_timeout_s: float = Field(default=120.0, gt=0, le=86_400,
+                                     description="openai: longest wait for one HTTP request to the server "
+                                                 "(a member call may make several; see call_timeout_s)")
 
     @model_validator(mode="after")
     def _consistent(self) -> MemberSpec:
