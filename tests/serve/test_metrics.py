@@ -134,3 +134,13 @@ def test_monitor_summary_from_two_scrapes():
     assert out["members"]["a"]["calls"] == 10 and out["members"]["b"]["failures"] == 1
     assert out["step_agreement"] == pytest.approx(0.75)
     render(out, "http://x")  # renders without error
+
+
+def test_item_votes_cut_each_verifier_where_its_table_says():
+    from verinet.schema import Verdict
+    from verinet.serve.metrics import item_votes
+
+    vs = [Verdict(verifier="lik", chain_id="c", step_index=0, p_valid=0.1),
+          Verdict(verifier="tok", chain_id="c", step_index=0, p_valid=0.9)]
+    assert item_votes(vs) == {("c", 0): {"lik": 0, "tok": 1}}  # no table: 0.5 for all
+    assert item_votes(vs, {"lik": 0.01}) == {("c", 0): {"lik": 1, "tok": 1}}

@@ -295,7 +295,8 @@ class VerifyEngine:
         self.reliabilities.observe(collect_ratings([c.chain], verdicts).means())
         self.metrics.reliability_window.set(len(self.reliabilities.window))
         rep = batch.reports[0]
-        self.metrics.agreement.observe(rep, threshold=job.threshold)
+        cutoffs = {v: r.cutoff for v, r in choice.table.verifiers.items()} if choice.table is not None else None
+        self.metrics.agreement.observe(rep, threshold=job.threshold, cutoffs=cutoffs)
         post = {p.step_index: p for p in rep.posteriors}
         scores: dict[int, dict[str, float]] = {}
         for v in verdicts:
@@ -324,7 +325,7 @@ class VerifyEngine:
         return VerifyResponse(
             id=c.problem_id, steps=steps, earliest_error=rep.earliest_error[c.chain.id], answer=c.answer,
             supported_answer=c.answer if accepted else None, accepted=accepted,
-            agreement=_agreement(rep.agreement, verdicts), topology=job.topology, seed=job.seed,
+            agreement=_agreement(rep.agreement, verdicts, cutoffs), topology=job.topology, seed=job.seed,
             aggregation=job.aggregation,
             reliability=ReliabilityInfo(source=choice.source, aggregation=choice.aggregation, n_items=choice.n_items),
             threshold=job.threshold, verifiers=list(job.verifiers),
@@ -454,8 +455,9 @@ def _no_paths(x: Any) -> Any:
     return public_model_name(x) if isinstance(x, str) and ("/" in x or "\\" in x) else x
 
 
-def _agreement(flat: dict[str, float | None], verdicts: list[Verdict]) -> Agreement:
-    votes = item_votes(verdicts)
+def _agreement(flat: dict[str, float | None], verdicts: list[Verdict],
+               cutoffs: dict[str, float] | None = None) -> Agreement:
+    votes = item_votes(verdicts, cutoffs)
     names = list(dict.fromkeys(v.verifier for v in verdicts))
     pairs = []
     for a, b in itertools.combinations(names, 2):

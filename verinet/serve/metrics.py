@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -49,12 +49,16 @@ FAILURE_REASONS = ("timeout", "died", "error", "skipped")
 Item = dict[str, int]  # verifier -> binary verdict (1 = valid)
 
 
-def item_votes(verdicts: Iterable[Verdict]) -> dict[tuple[str, int], Item]:
-    """(chain id, step index) -> {verifier: 0/1}; a verifier's repeated verdicts are averaged first."""
+def item_votes(verdicts: Iterable[Verdict],
+               cutoffs: Mapping[str, float] | None = None) -> dict[tuple[str, int], Item]:
+    """(chain id, step index) -> {verifier: 0/1}; a verifier's repeated verdicts are averaged first, then
+    cut at its ``cutoffs`` entry (a reliability table's fitted cutoff, as the agreement statistics) or 0.5."""
+    cut = cutoffs or {}
     sums: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for v in verdicts:
         sums[(v.chain_id, v.step_index)][v.verifier].append(v.p_valid)
-    return {k: {name: int(sum(ps) / len(ps) >= 0.5) for name, ps in per.items()} for k, per in sums.items()}
+    return {k: {name: int(sum(ps) / len(ps) >= cut.get(name, 0.5)) for name, ps in per.items()}
+            for k, per in sums.items()}
 
 
 def majority_share(item: Item) -> float:
@@ -130,7 +134,7 @@ class AgreementMetrics:
         return math.nan if q is None else self._ratio(q)
 
     def observe(self, report: VerificationReport, verdicts: Sequence[Verdict] | None = None, *,
-                threshold: float | None = None) -> None:
+                threshold: float | None = None, cutoffs: Mapping[str, float] | None = None) -> None:
         """Count one report: its posteriors (outcomes) and its verifiers' verdicts (agreement).
 
         ``verdicts`` defaults to ``report.verdicts``; ``threshold`` to the one given at construction.
@@ -143,7 +147,7 @@ class AgreementMetrics:
             self.verdicts.labels(outcome="valid").inc(valid)
         if len(posteriors) - valid:
             self.verdicts.labels(outcome="invalid").inc(len(posteriors) - valid)
-        votes = item_votes(report.verdicts if verdicts is None else verdicts)
+        votes = item_votes(report.verdicts if verdicts is None else verdicts, cutoffs)
         items = [it for it in votes.values() if len(it) >= 2]
         for it in items:
             self.step_agreement.observe(majority_share(it))
