@@ -148,7 +148,7 @@ def verifier_agreement(votes: Votes,
                        reliabilities: ReliabilityTable | None = None) -> dict[str, VerifierAgreement]:
     """Per verifier: agreement with the majority of the others, and DS reliability when given (its
     votes cut where the table's fitted cutoffs say)."""
-    b = binarize(votes, cutoffs=_cutoffs(reliabilities))
+    b = binarize(votes, cutoffs=cutoffs_of(reliabilities))
     stats: dict[str, list[int]] = {}  # v -> [n_items, n_cons, agree, cons_valid, says_valid|cons_valid,
     #                                        cons_invalid, says_invalid|cons_invalid]
     for per in b.values():
@@ -188,7 +188,7 @@ def agreement(votes: Votes, reliabilities: ReliabilityTable | None = None) -> Ag
     """All agreement statistics for ``votes`` (item -> {verifier: P(valid)}); with ``reliabilities``
     each verifier's votes are cut at its fitted cutoff, else at 0.5."""
     names = list(dict.fromkeys(v for per in votes.values() for v in per))
-    cut = _cutoffs(reliabilities)
+    cut = cutoffs_of(reliabilities)
     kappa, n_f, m_f = fleiss(votes, cutoffs=cut)
     return AgreementReport(
         n_verifiers=len(names),
@@ -200,7 +200,8 @@ def agreement(votes: Votes, reliabilities: ReliabilityTable | None = None) -> Ag
     )
 
 
-def _cutoffs(reliabilities: ReliabilityTable | None) -> dict[str, float] | None:
+def cutoffs_of(reliabilities: ReliabilityTable | None) -> dict[str, float] | None:
+    """Each verifier's fitted vote cutoff in ``reliabilities`` (None without a table: 0.5 for all)."""
     return {v: r.cutoff for v, r in reliabilities.verifiers.items()} if reliabilities is not None else None
 
 
@@ -215,6 +216,7 @@ __all__ = [
     "agreement",
     "agreement_from_verdicts",
     "binarize",
+    "cutoffs_of",
     "fleiss",
     "krippendorff_alpha",
     "pairwise_agreement",

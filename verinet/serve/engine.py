@@ -31,6 +31,7 @@ from verinet.backends.config import MemberSpec
 from verinet.backends.formats import VerifyItem
 from verinet.graph.agreement import fleiss
 from verinet.graph.build import collect_ratings
+from verinet.graph.agreement import cutoffs_of
 from verinet.graph.pipeline import verify_batch
 from verinet.graph.topology import assign_verifiers, max_k
 from verinet.schema import Verdict
@@ -295,7 +296,7 @@ class VerifyEngine:
         self.reliabilities.observe(collect_ratings([c.chain], verdicts).means())
         self.metrics.reliability_window.set(len(self.reliabilities.window))
         rep = batch.reports[0]
-        cutoffs = {v: r.cutoff for v, r in choice.table.verifiers.items()} if choice.table is not None else None
+        cutoffs = cutoffs_of(choice.table)
         self.metrics.agreement.observe(rep, threshold=job.threshold, cutoffs=cutoffs)
         post = {p.step_index: p for p in rep.posteriors}
         scores: dict[int, dict[str, float]] = {}

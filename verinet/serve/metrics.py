@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from verinet.graph.agreement import fleiss
+from verinet.graph.agreement import binarize, fleiss
 from verinet.schema import Verdict, VerificationReport
 
 AGREEMENT_BUCKETS = (0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9, 1.0)
@@ -53,12 +53,11 @@ def item_votes(verdicts: Iterable[Verdict],
                cutoffs: Mapping[str, float] | None = None) -> dict[tuple[str, int], Item]:
     """(chain id, step index) -> {verifier: 0/1}; a verifier's repeated verdicts are averaged first, then
     cut at its ``cutoffs`` entry (a reliability table's fitted cutoff, as the agreement statistics) or 0.5."""
-    cut = cutoffs or {}
     sums: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for v in verdicts:
         sums[(v.chain_id, v.step_index)][v.verifier].append(v.p_valid)
-    return {k: {name: int(sum(ps) / len(ps) >= cut.get(name, 0.5)) for name, ps in per.items()}
-            for k, per in sums.items()}
+    return binarize({k: {name: sum(ps) / len(ps) for name, ps in per.items()} for k, per in sums.items()},
+                    cutoffs=cutoffs)
 
 
 def majority_share(item: Item) -> float:
