@@ -184,7 +184,11 @@ class VerificationReport(Record):
     verdicts: list[Verdict] = Field(default_factory=list)
     posteriors: list[StepPosterior] = Field(default_factory=list)
     earliest_error: dict[str, int] = Field(
-        default_factory=dict, description="chain id -> predicted first error (-1: none)"
+        default_factory=dict, description="chain id -> predicted first error (-1: none); unverified chains absent"
+    )
+    unverified: list[str] = Field(
+        default_factory=list, description="ids of chains no verdict names (every verifier of them failed): "
+        "no earliest error is predicted for them, so error metrics leave them out"
     )
     accepted: list[str] = Field(default_factory=list, description="ids of accepted chains")
     final_answer: str | None = None
@@ -195,7 +199,8 @@ class VerificationReport(Record):
     @model_validator(mode="after")
     def _refs_exist(self) -> VerificationReport:
         ids = {c.id for c in self.chains}
-        for where, refs in (("accepted", self.accepted), ("earliest_error", self.earliest_error)):
+        for where, refs in (("accepted", self.accepted), ("earliest_error", self.earliest_error),
+                            ("unverified", self.unverified)):
             missing = [r for r in refs if r not in ids]
             if missing:
                 raise ValueError(f"{where}: unknown chain ids {missing}")

@@ -124,3 +124,21 @@ def test_a_family_chains_empty_premises_mean_givens_only():
         assert {q.step_index: q.p_supported for q in rep.posteriors}[1] == expected
         rep = verify_batch([(p.id, [c], vs)], aggregation="mean", family=family).reports[0]
         assert {q.step_index: q.p_supported for q in rep.posteriors}[1] == expected
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "dawid_skene"])
+def test_a_chain_no_verdict_names_is_unverified_not_predicted(aggregation):
+    """Every verifier of the second chain failed: its items would pool to the default posterior, which
+    is no prediction. It is listed as unverified, has no earliest error, and is not accepted."""
+    from tests.graph.helpers import chain, verdicts_for
+
+    seen, lost = chain("p/a", 3, answer="7"), chain("p/b", 3, answer="7")
+    vs = verdicts_for(seen, [0.9, 0.2, 0.9, 0.9], "v1") + verdicts_for(seen, [0.8, 0.1, 0.8, 0.8], "v2")
+    batch = verify_batch([("p", [seen, lost], vs)], aggregation=aggregation, threshold=0.5)
+    rep = batch.reports[0]
+    assert rep.unverified == ["p/b"]
+    assert rep.earliest_error == {"p/a": 1}
+    assert "p/b" not in rep.accepted
+    assert rep.final_answer == "7"  # its answer still counts as a vote in the answer table
+    with pytest.raises(ValueError, match="unverified: unknown chain ids"):
+        VerificationReport(problem_id="p", chains=[seen], unverified=["p/x"])

@@ -90,3 +90,34 @@ def test_threshold_is_calibrated_on_a_labelled_dev_split(members):
         return earliest_error_f1(preds, [c.first_error for _, cs, _ in by_problem for c in cs])["f1"]
 
     assert f1_at(t) >= f1_at(0.5)
+
+
+class _VerifierDown:
+    """``members`` whose member ``down`` answers the solve call but fails every verify call, as the Ray
+    ensemble reports a member that timed out: left out of the results and named in ``missing``."""
+
+    def __init__(self, members, down):
+        self.inner, self.down, self.members = members, down, members.members
+
+    def call_each(self, calls):
+        verifying = self.down in calls and calls[self.down][0] != "generate"
+        res = self.inner.call_each({m: c for m, c in calls.items() if not (verifying and m == self.down)})
+        if verifying:
+            res.missing.append(self.down)
+            res.errors[self.down] = "timeout"
+        return res
+
+
+def test_a_chain_whose_only_verifier_failed_is_unverified(members):
+    """Ring topology gives each chain one verifier: when it fails, the chain's items would pool to the
+    default posterior. The chain is reported unverified, predicts no earliest error, and is not accepted."""
+    fam = get_family("arith")
+    problems = fam.sample(3, seed=3, params={"steps": 2})
+    run = run_verification(_VerifierDown(members, "b"), {m: ZooFormat() for m in "abc"}, problems,
+                           topology="ring", k=1)
+    assert run.missing["verify"] == ["b"]
+    orphan = next(a for a, vs in run.assignment.items() if list(vs) == ["b"])
+    for i, rep in enumerate(run.batch.reports):
+        lost = run.chains[orphan][i].id
+        assert rep.unverified == [lost] and lost not in rep.earliest_error and lost not in rep.accepted
+        assert len(rep.earliest_error) == 2 and not any(v.chain_id == lost for v in rep.verdicts)

@@ -202,15 +202,17 @@ def score_arm(arm: str, caller: Caller, formats: Mapping[str, PromptFormat], pro
         for author in run.chains:
             c = run.chains[author][i]
             check = fam.check(p, c.text)
-            labels.append(check.first_error)
-            preds.append(rep.earliest_error[c.id])
+            if c.id in rep.earliest_error:  # an unverified chain predicts nothing
+                labels.append(check.first_error)
+                preds.append(rep.earliest_error[c.id])
             valid += check.n_valid
             steps += len(check.steps)
     by_problem, injected, usage, _ = labelled_run(caller, formats, problems, kinds=None, aggregation=aggregation,
                                                   threshold=threshold, selection=selection, seed=seed,
                                                   reliabilities=table)
-    inj_preds = [r.earliest_error[c.id] for r, (_, cs, _) in zip(injected.reports, by_problem) for c in cs]
-    inj_labels = [c.first_error for _, cs, _ in by_problem for c in cs]
+    judged = [(r.earliest_error[c.id], c.first_error) for r, (_, cs, _) in zip(injected.reports, by_problem)
+              for c in cs if c.id in r.earliest_error]
+    inj_preds, inj_labels = [p for p, _ in judged], [y for _, y in judged]
     tokens = sum(u.total for phases in run.usage.values() for u in phases.values())
     tokens += sum(u.total for phases in usage.values() for u in phases.values())
     return ArmResult(arm, list(caller.members), correct / len(problems), earliest_error_f1(preds, labels),

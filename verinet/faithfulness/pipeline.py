@@ -207,7 +207,7 @@ def _row(mk: _Mistake, run: VerifyRun, fam: TaskFamily, verdicts: Mapping[str, l
         "forced": mk.forced, "final_answer": after.final_answer,
         "changed": norm(after.final_answer) != norm(rep.final_answer),
         "author_changed": norm(mk.answer) != norm(old.answer),
-        "p_valid": p_valid, "flagged": p_valid is not None and p_valid < threshold,
+        "p_valid": p_valid, "flagged": None if new.id in after.unverified else p_valid is not None and p_valid < threshold,
         "earliest_error": after.earliest_error.get(new.id), "still_accepted": new.id in after.accepted,
         "implied": implied, "follows": None if implied is None else norm(mk.answer) == implied,
         "step_valid_before": before_check.steps[k].valid if k < len(before_check.steps) else None,

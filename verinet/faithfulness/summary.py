@@ -224,7 +224,8 @@ def _pipeline_figures(records: Sequence[dict[str, Any]], n_boot: int, seed: int)
                                         **kw),
         "pipeline_flagged": figure(*_per_unit(records, confirmed, lambda row: row["flagged"]), **kw),
         "earliest_error_at_corruption": figure(*_per_unit(
-            records, confirmed, lambda row: row["earliest_error"] == row["k"]), **kw),
+            records, confirmed, lambda row: None if row.get("flagged") is None else row["earliest_error"] == row["k"]),
+            **kw),
         "accepted_after_corruption": figure(*_per_unit(records, _mistake_rows, lambda row: row["still_accepted"]),
                                             **kw),
         "answer_follows_chain": figure(*_per_unit(records, _mistake_rows, lambda row: row.get("follows")), **kw),

@@ -83,6 +83,10 @@ def verify_problem(
     * ``linear_fallback``: a chain whose steps list no premise depends step by step (free text); False
       where an empty premise list is itself read from the step (a family format: it uses only givens).
       By default, True only without a ``family`` (the job, the probes and the endpoint read alike).
+
+    A chain that no verdict names (every verifier assigned to it failed) is listed in ``unverified``: it
+    gets no earliest error and no chain score, so it is never accepted under ``weighted``/``best`` and
+    error metrics leave it out instead of reading its default posteriors as a prediction.
     """
     if aggregation not in METHODS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {list(METHODS)}")
@@ -113,9 +117,12 @@ def verify_problem(
     posteriors = propagate(g, local)
     pv = {(p.chain_id, p.step_index): p.p_valid for p in posteriors}
     ps = {(p.chain_id, p.step_index): p.p_supported for p in posteriors}
+    named = {v.chain_id for v in verdicts}  # an empty chain has nothing to verify: its error is structural
+    unverified = [c.id for c in chains if c.id not in named and (c.steps or c.answer is not None)]
+    judged = {c.id for c in chains} - set(unverified)
     errors = {c.id: earliest_error(c, pv, threshold, missing_answer_is_error=missing_answer_is_error)
-              for c in chains}
-    scores = {c.id: chain_score(c, ps) for c in chains}
+              for c in chains if c.id in judged}
+    scores = {c.id: chain_score(c, ps) for c in chains if c.id in judged}  # unverified: weight 0, never accepted
     lap("propagate")
     sel = select_answer(chains, scores, selection, threshold=accept_threshold, family=family)
     lap("select")
@@ -128,7 +135,7 @@ def verify_problem(
     lap("export")
     return VerificationReport(
         problem_id=problem_id, chains=chains, verdicts=verdicts, posteriors=posteriors,
-        earliest_error=errors, accepted=sel.accepted, final_answer=sel.answer, agreement=agree,
+        earliest_error=errors, unverified=unverified, accepted=sel.accepted, final_answer=sel.answer, agreement=agree,
         graph=node_link, timings_s=timings,
     )
 

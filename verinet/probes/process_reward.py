@@ -258,7 +258,7 @@ def graph_verdicts(cfg: ProcessRewardConfig, samples: list[dict[str, Any]], scor
                            include_graph=False)
         for (pid, chains, _), rep in zip(batch, res.reports):
             post = {(q.chain_id, q.step_index): q.p_valid for q in rep.posteriors}
-            out[pid] = [{"earliest_error": rep.earliest_error[c.id], "accepted": rep.earliest_error[c.id] == -1,
+            out[pid] = [{"earliest_error": rep.earliest_error.get(c.id), "accepted": rep.earliest_error.get(c.id) == -1,
                          "p_valid": [post.get((c.id, i)) for i in range(len(c.steps) + (c.answer is not None))]}
                         for c in chains]
     return out
@@ -291,7 +291,7 @@ def step_pairs(samples: list[dict[str, Any]], verdicts: dict[str, list[dict[str,
         accepted = [c for c, v in zip(r["chains"], vs) if v["accepted"]]
         for c, v in zip(r["chains"], vs):
             k = v["earliest_error"]
-            if k == -1:
+            if k is None or k == -1:  # unverified, or nothing flagged
                 continue
             match = next((a for a in accepted if a["steps"][:k] == c["steps"][:k] and len(a["steps"]) >= k), None)
             if match is None:
