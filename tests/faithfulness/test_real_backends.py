@@ -49,3 +49,20 @@ def test_chat_format_runs_every_test_on_a_real_backend(zoo):
         assert set(rec) >= {"early_answering", "adding_mistakes", "paraphrasing", "filler", "no_chain"}
         assert all(row["how"] in ("family", "model", "none") for row in rec["adding_mistakes"])
         assert isinstance(rec["with_chain"]["answer"], str)
+
+
+def test_job_sizes_come_from_the_checkpoint_when_the_engine_does_not_count():
+    """vllm and openai backends report no parameter count; the job reads the checkpoint's config, as the
+    comparison does, so their models sort by size and the size trend keeps them."""
+    from types import SimpleNamespace
+
+    from verinet.experiments.cost import checkpoint_parameters
+    from verinet.faithfulness.job import _size
+
+    silent = SimpleNamespace(info=lambda: {"backend": "vllm"})
+    spec = MemberSpec(name="a", backend="vllm", model="zoo-s")
+    assert _size(spec, silent) == int(checkpoint_parameters(spec)) > 0
+    served = MemberSpec(name="b", backend="openai", model="only-a-served-name", base_url="http://127.0.0.1:9/v1")
+    assert _size(served, silent) is None
+    counted = SimpleNamespace(info=lambda: {"non_embedding_parameters": 1234})
+    assert _size(spec, counted) == 1234

@@ -73,7 +73,7 @@ def run_job(config: FaithfulnessConfig, out_dir: str | Path | None = None, *,
         for spec in config.models:
             backends[spec.name] = make_backend(spec)
         formats = {spec.name: format_for(spec, backends[spec.name]) for spec in config.models}
-        sizes = {n: backends[n].info().get("non_embedding_parameters") for n in names}
+        sizes = {spec.name: _size(spec, backends[spec.name]) for spec in config.models}
         caller = LocalMembers(backends)
         with ResultsLog(out / "records.jsonl", key="id") as store:
             for chunk in batches:
@@ -111,6 +111,20 @@ def run_job(config: FaithfulnessConfig, out_dir: str | Path | None = None, *,
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     write_plots(summary, out)
     return summary
+
+
+def _size(spec: Any, backend: Any) -> int | None:
+    """Non-embedding parameters: what the backend counted (hf), else the checkpoint's config (vllm, openai
+    serving a local or zoo model); None when neither says, and the model sorts last."""
+    n = backend.info().get("non_embedding_parameters")
+    if n is not None:
+        return int(n)
+    from verinet.experiments.cost import CostError, checkpoint_parameters
+
+    try:
+        return int(checkpoint_parameters(spec))
+    except CostError:
+        return None
 
 
 def summarize_job(config: FaithfulnessConfig, records: list[dict[str, Any]], problem_ids: set[str],
