@@ -114,6 +114,25 @@ def test_a_call_past_call_timeout_restarts_the_member_and_leaves_it_out(ens, pro
     assert ray.get(ens.actor("c").pid.remote()) != pid_before
 
 
+def test_a_member_whose_restarts_went_on_timeouts_is_replaced(ens, zoo_model, prompts):
+    """With max_restarts=0 the kill after one slow call leaves Ray nothing to restart with: the next
+    call starts a new actor in its place instead of losing the member for the rest of the job."""
+    from verinet.cluster import Ensemble, QuorumError
+
+    cfg = EnsembleConfig(members=[zoo_member("d", model=zoo_model)], quorum=1, retries=0, call_timeout_s=120)
+    e = Ensemble(cfg, name="budget", max_restarts=0, load_timeout_s=120, restart_timeout_s=60)
+    try:
+        first = e.actor("d")
+        with pytest.raises(QuorumError, match=r"no answer within call_timeout_s=1\.5s"):
+            e.generate(prompts * 30, max_tokens=64, timeout_s=1.5)
+        r = e.generate(prompts[:2], max_tokens=8)
+        assert r.missing == [] and len(r["d"].completions) == 2
+        assert e.replaced == {"d": 1} and e.actor("d") is not first
+        assert ray.get(e.actor("d").pid.remote()) != ray.get(ens.actor("a").pid.remote())
+    finally:
+        e.shutdown()
+
+
 def test_below_quorum_is_an_error_naming_the_failed_members(ens, prompts):
     from verinet.cluster import QuorumError
 
@@ -123,3 +142,4 @@ def test_below_quorum_is_an_error_naming_the_failed_members(ens, prompts):
         ens.generate(prompts[:2], max_tokens=8, retries=1)
     assert exc.value.result.missing == ["a", "b"] and "c" in exc.value.result.results
     assert "will not restart" in exc.value.errors["a"]
+    assert ens.replaced == {"a": 0, "b": 0, "c": 0}  # killed from outside, not by a timeout: not replaced

@@ -14,12 +14,20 @@ each retry after the restarted actor answers a health check (bounded by
 ``CallResult.missing`` with the reason in ``errors``; if fewer than ``quorum`` members
 answered, the call raises :class:`QuorumError`. An error raised by the backend itself (a bad
 argument, say) is not retried: it would fail again.
+
+A member killed for not answering in time is restarted by Ray, which spends one of its
+``max_restarts``. So that slow calls alone never leave a member dead for the rest of a long job,
+the next call to such a member waits for it (bounded by ``restart_timeout_s``) and, if Ray has given
+up on it, starts a new actor in its place with a fresh budget. A member that dies by itself (a
+crash, an out-of-memory kill) is not replaced: its restarts are what protect the cluster from a
+crash loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -95,6 +103,9 @@ class Ensemble:
         self.plan: PlacementPlan = plan(config, nodes)
         self._actors: dict[str, Any] = {}
         self._groups: dict[str, Any] = {}
+        self._killed: set[str] = set()  # members this ensemble killed on a timeout, not yet seen back
+        self._replace_lock = threading.Lock()
+        self.replaced: dict[str, int] = dict.fromkeys(self._specs, 0)  # new actors started for spent members
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self._specs)),
                                         thread_name_prefix=f"{self.name}-call")
@@ -142,12 +153,8 @@ class Ensemble:
                 raise EnsembleError(
                     f"placement groups of {late} not ready after {schedule_timeout_s:g}s: their GPUs are "
                     "held by other jobs, or spread over nodes (STRICT_PACK needs one node)")
-        cls = PlacementProbe if self.dry_run else ModelActor
         for mp in self.plan.members:
-            spec = self._specs[mp.name]
-            opts = actor_options(mp, name=actor_name(self.name, mp.name), max_restarts=self.max_restarts,
-                                 group=self._groups.get(mp.name), backend=spec.backend)
-            self._actors[mp.name] = cls.options(**opts).remote(spec)
+            self._actors[mp.name] = self._new_actor(mp.name)
         refs = {a.health.remote(): n for n, a in self._actors.items()}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=load_timeout_s)
         failed = {refs[r]: f"not ready after {load_timeout_s:g}s (still loading, or waiting for resources)"
@@ -160,6 +167,41 @@ class Ensemble:
         if failed:
             raise EnsembleError(f"ensemble {self.name}: members failed to start: "
                                 + "; ".join(f"{n}: {why}" for n, why in failed.items()))
+
+    def _new_actor(self, member: str) -> Any:
+        mp = next(m for m in self.plan.members if m.name == member)
+        spec = self._specs[member]
+        n = self.replaced.get(member, 0)
+        name = actor_name(self.name, member) + (f".{n}" if n else "")  # Ray may hold a dead actor's name a while
+        opts = actor_options(mp, name=name, max_restarts=self.max_restarts, group=self._groups.get(member),
+                             backend=spec.backend)
+        return (PlacementProbe if self.dry_run else ModelActor).options(**opts).remote(spec)
+
+    def _replace(self, member: str, dead: Any) -> str | None:
+        """Start a new actor for ``member`` in place of ``dead`` (whose restarts our timeout kills spent);
+        None once it answers a health check, else why not. Concurrent calls replace it once."""
+        with self._replace_lock:
+            if self._closed:
+                return "the ensemble is shut down"
+            if self._actors[member] is not dead:  # another call replaced it already
+                return None
+            self.replaced[member] += 1
+            actor = self._new_actor(member)
+            try:
+                ray.get(actor.health.remote(), timeout=self.restart_timeout_s)
+            except Exception as e:  # noqa: BLE001 - any failure to start means no replacement
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+                why = (f"not ready within restart_timeout_s={self.restart_timeout_s:g}s"
+                       if isinstance(e, GetTimeoutError) else short_error(e))
+                return f"its restarts were spent on timeouts and a new actor did not start ({why})"
+            if self._closed:  # shut down while it loaded: shutdown() did not see it
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+                return "the ensemble is shut down"
+            self._actors[member] = actor
+            self._killed.discard(member)
+            return None
 
     def shutdown(self) -> None:
         """Kill every actor and remove the placement groups this ensemble created; idempotent."""
@@ -287,8 +329,13 @@ class Ensemble:
         errors: list[str] = []
         attempts = 0
         for attempt in range(retries + 1):
-            if attempt:
-                why = self._await_alive(actor)
+            if attempt or name in self._killed:
+                why, dead = self._await_alive(actor)
+                if dead and name in self._killed:  # Ray gave up after restarts that our timeouts spent
+                    why = self._replace(name, actor)
+                    actor = self._actors[name]
+                elif why is None:
+                    self._killed.discard(name)
                 if why:
                     errors.append(why)
                     break
@@ -301,6 +348,7 @@ class Ensemble:
                 if self.restart_on_timeout and not self._closed:
                     with contextlib.suppress(Exception):  # a busy sync actor would never take the retry
                         ray.kill(actor, no_restart=False)
+                        self._killed.add(name)
             except RayTaskError as e:  # the backend raised: deterministic, not retried
                 errors.append(short_error(e))
                 break
@@ -308,8 +356,9 @@ class Ensemble:
                 errors.append(short_error(e))
         return _Outcome(None, "; ".join(errors), attempts, time.monotonic() - t0)
 
-    def _await_alive(self, actor: Any) -> str | None:
-        """None once the (restarted) actor answers a health check; else why it did not."""
+    def _await_alive(self, actor: Any) -> tuple[str | None, bool]:
+        """(None, False) once the (restarted) actor answers a health check; else (why not, whether Ray
+        gave up on it for good)."""
         end = time.monotonic() + self.restart_timeout_s
         dead_since: float | None = None
         while not self._closed:
@@ -318,20 +367,20 @@ class Ensemble:
                 break
             try:
                 ray.get(actor.health.remote(), timeout=left)
-                return None
+                return None, False
             except GetTimeoutError:
                 break
             except ActorDiedError as e:
                 now = time.monotonic()
                 dead_since = dead_since or now
                 if now - dead_since >= DEAD_GRACE_S:
-                    return f"the actor is dead and will not restart ({short_error(e)})"
+                    return f"the actor is dead and will not restart ({short_error(e)})", True
             except RayTaskError as e:
-                return f"health check failed: {short_error(e)}"
+                return f"health check failed: {short_error(e)}", False
             except RayError:  # restarting
                 dead_since = None
             time.sleep(POLL_S)
-        return f"not back within restart_timeout_s={self.restart_timeout_s:g}s"
+        return f"not back within restart_timeout_s={self.restart_timeout_s:g}s", False
 
     def _check_open(self) -> None:
         if self._closed:
