@@ -54,6 +54,22 @@ def test_sampling_is_seeded_and_stops(hf, problems):
     assert len(a.completions[0]) == 3 and all("\n" not in c.text for c in a.completions[0])
 
 
+def test_a_stop_string_row_counts_no_padding_when_pad_is_eos(problems):
+    """Many chat models pad with their eos token: a row that stopped on a string is followed by padding
+    that reads like an eos, which must not count as a decoded token."""
+    b = make_backend(MemberSpec(name="m", backend="hf", model=ZOO, batch_size=4))
+    b.tok.pad_token = b.tok.eos_token  # its own backend: the shared fixture keeps the zoo's pad token
+    assert b.tok.pad_token_id == b.tok.eos_token_id
+    mixed = problems[:2] + get_family("logic").sample(2, seed=4, params={"hops": 2})  # first lines of unequal length
+    prompts = [formats.solve_prompt(p.question) for p in mixed]
+    batched = b.generate(prompts, max_tokens=60, stop=["\n"])
+    assert len({c[0].tokens for c in batched.completions}) > 1
+    alone = [b.generate([p], max_tokens=60, stop=["\n"]).completions[0][0] for p in prompts]
+    assert [c[0].text for c in batched.completions] == [c.text for c in alone]
+    assert [c[0].tokens for c in batched.completions] == [c.tokens for c in alone]
+    assert all(c.finish_reason == "stop" for c in alone)
+
+
 @pytest.mark.parametrize("kw, needle", [({"n": 0}, "n must"), ({"temperature": -1}, "temperature"),
                                         ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
                                         ({"n": 2}, "n > 1 needs temperature")])

@@ -94,6 +94,10 @@ class HFBackend(Backend):
         ids = row.tolist()
         eos = self.tok.eos_token_id
         n_tok = next((i + 1 for i, t in enumerate(ids) if t == eos), None)
+        if n_tok is not None and stop and self.tok.pad_token_id == eos:
+            before = self.tok.decode(ids[:n_tok - 1], skip_special_tokens=True)
+            if any(s in before for s in stop):  # stopped on a string: that "eos" is the batch's padding
+                n_tok -= 1
         finish = "stop" if n_tok is not None else "length"
         ids = ids[:n_tok] if n_tok is not None else [t for t in ids if t != self.tok.pad_token_id]
         text = self.tok.decode(ids, skip_special_tokens=True)
