@@ -128,9 +128,20 @@ def test_a_member_whose_restarts_went_on_timeouts_is_replaced(ens, zoo_model, pr
         r = e.generate(prompts[:2], max_tokens=8)
         assert r.missing == [] and len(r["d"].completions) == 2
         assert e.replaced == {"d": 1} and e.actor("d") is not first
-        assert ray.get(e.actor("d").pid.remote()) != ray.get(ens.actor("a").pid.remote())
+
+        # a replacement that cannot start is reported once; later calls fail at once, as for any dead member
+        e._specs["d"] = e._specs["d"].model_copy(update={"model": "/nonexistent/checkpoint"})
+        with pytest.raises(QuorumError, match=r"no answer within call_timeout_s=1\.5s"):
+            e.generate(prompts * 30, max_tokens=64, timeout_s=1.5)
+        with pytest.raises(QuorumError, match="a new actor did not start") as failed:
+            e.generate(prompts[:2], max_tokens=8)
+        assert "restarts were spent on timeouts" in failed.value.errors["d"]
+        with pytest.raises(QuorumError):
+            e.generate(prompts[:2], max_tokens=8, retries=1)
+        assert e.replaced == {"d": 1} and e._generation["d"] == 2  # no second try at starting one
     finally:
         e.shutdown()
+    assert e._pending == set() and e._actors == {}
 
 
 def test_below_quorum_is_an_error_naming_the_failed_members(ens, prompts):

@@ -64,5 +64,7 @@ def test_job_sizes_come_from_the_checkpoint_when_the_engine_does_not_count():
     assert _size(spec, silent) == int(checkpoint_parameters(spec)) > 0
     served = MemberSpec(name="b", backend="openai", model="only-a-served-name", base_url="http://127.0.0.1:9/v1")
     assert _size(served, silent) is None
+    by_name = MemberSpec(name="c", backend="openai", model="zoo-s", base_url="http://127.0.0.1:9/v1")
+    assert _size(by_name, silent) == _size(spec, silent)  # a server serving a zoo model under its name
     counted = SimpleNamespace(info=lambda: {"non_embedding_parameters": 1234})
     assert _size(spec, counted) == 1234

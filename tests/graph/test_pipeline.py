@@ -139,6 +139,17 @@ def test_a_chain_no_verdict_names_is_unverified_not_predicted(aggregation):
     assert rep.unverified == ["p/b"]
     assert rep.earliest_error == {"p/a": 1}
     assert "p/b" not in rep.accepted
-    assert rep.final_answer == "7"  # its answer still counts as a vote in the answer table
+    assert rep.final_answer == "7"
+    majority = verify_batch([("p", [seen, lost], vs)], aggregation=aggregation, selection="majority").reports[0]
+    assert majority.accepted == ["p/a"]  # its answer still votes, but acceptance needs verification
+    if aggregation == "dawid_skene":  # a fixed table reads only the verifiers it has rows for
+        from dataclasses import replace
+
+        t = batch.reliabilities
+        only_v1 = replace(t, verifiers={"v1": t.verifiers["v1"]})
+        by_v2 = verdicts_for(lost, [0.9, 0.9, 0.9, 0.9], "v2")
+        rep = verify_batch([("p", [seen, lost], vs[:4] + by_v2)], aggregation="dawid_skene",
+                           reliabilities=only_v1).reports[0]
+        assert rep.unverified == ["p/b"] and set(rep.earliest_error) == {"p/a"}
     with pytest.raises(ValueError, match="unverified: unknown chain ids"):
         VerificationReport(problem_id="p", chains=[seen], unverified=["p/x"])

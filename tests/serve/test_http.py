@@ -162,6 +162,23 @@ def test_topologies_and_options(srv):
         assert d.status_code == 200 and d.json()["aggregation"] == agg, d.text
 
 
+def test_a_rolling_table_that_knows_none_of_the_verifiers_falls_back_to_logodds(members):
+    """A window filled while these members never answered (other names, say before a rename) fits a
+    table without rows for them; reading it would give every item the prior. The request pools by
+    log-odds instead, and says so."""
+    cfg = serve_config()
+    engine = VerifyEngine(cfg, members, cfg.ensemble.members, quorum=cfg.ensemble.quorum)
+    n = cfg.reliability_min_items + 5
+    engine.reliabilities.observe({(i, 0): {"x": 0.9, "y": 0.8 if i % 3 else 0.2} for i in range(n)})
+    assert set(engine.reliabilities.choose("dawid_skene").table.verifiers) == {"x", "y"}
+    req = body(arith_requests(1, seed=5)[1]) | {"include_graph": False, "aggregation": "dawid_skene"}
+    with serve_local(cfg, None, engine=engine, port=0) as s:
+        r = post(s, req)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["reliability"]["source"] == "logodds" and d["earliest_error"] >= -1
+
+
 def test_batch_keeps_order_and_ids(srv):
     reqs = [body(r) | {"id": f"b{i}", "include_graph": False}
             for i, r in enumerate(arith_requests(1, seed=6))][:4]

@@ -104,8 +104,11 @@ class Ensemble:
         self._actors: dict[str, Any] = {}
         self._groups: dict[str, Any] = {}
         self._killed: set[str] = set()  # members this ensemble killed on a timeout, not yet seen back
-        self._replace_lock = threading.Lock()
-        self.replaced: dict[str, int] = dict.fromkeys(self._specs, 0)  # new actors started for spent members
+        self._state_lock = threading.Lock()  # _actors, _pending, _groups and _closed against shutdown()
+        self._member_locks = {m: threading.Lock() for m in self._specs}  # one replacement per member at a time
+        self._pending: set[Any] = set()  # replacement actors still loading
+        self._generation: dict[str, int] = dict.fromkeys(self._specs, 0)  # actor names are unique per start
+        self.replaced: dict[str, int] = dict.fromkeys(self._specs, 0)  # new actors that took a spent member's place
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self._specs)),
                                         thread_name_prefix=f"{self.name}-call")
@@ -171,7 +174,7 @@ class Ensemble:
     def _new_actor(self, member: str) -> Any:
         mp = next(m for m in self.plan.members if m.name == member)
         spec = self._specs[member]
-        n = self.replaced.get(member, 0)
+        n = self._generation[member]
         name = actor_name(self.name, member) + (f".{n}" if n else "")  # Ray may hold a dead actor's name a while
         opts = actor_options(mp, name=name, max_restarts=self.max_restarts, group=self._groups.get(member),
                              backend=spec.backend)
@@ -179,44 +182,54 @@ class Ensemble:
 
     def _replace(self, member: str, dead: Any) -> str | None:
         """Start a new actor for ``member`` in place of ``dead`` (whose restarts our timeout kills spent);
-        None once it answers a health check, else why not. Concurrent calls replace it once."""
-        with self._replace_lock:
-            if self._closed:
-                return "the ensemble is shut down"
-            if self._actors[member] is not dead:  # another call replaced it already
-                return None
-            self.replaced[member] += 1
-            actor = self._new_actor(member)
+        None once it answers a health check, else why not. Concurrent calls replace it once; a failed
+        replacement is not tried again by every later call (the member then stays down like any dead one)."""
+        with self._member_locks[member]:
+            with self._state_lock:
+                if self._closed:
+                    return "the ensemble is shut down"
+                if self._actors.get(member) is not dead:  # another call replaced it already
+                    return None
+                self._generation[member] += 1
+                actor = self._new_actor(member)
+                self._pending.add(actor)
+            why = None
             try:
                 ray.get(actor.health.remote(), timeout=self.restart_timeout_s)
             except Exception as e:  # noqa: BLE001 - any failure to start means no replacement
-                with contextlib.suppress(Exception):
-                    ray.kill(actor, no_restart=True)
                 why = (f"not ready within restart_timeout_s={self.restart_timeout_s:g}s"
                        if isinstance(e, GetTimeoutError) else short_error(e))
-                return f"its restarts were spent on timeouts and a new actor did not start ({why})"
-            if self._closed:  # shut down while it loaded: shutdown() did not see it
-                with contextlib.suppress(Exception):
-                    ray.kill(actor, no_restart=True)
+            with self._state_lock:
+                self._pending.discard(actor)
+                self._killed.discard(member)
+                if why is None and not self._closed:
+                    self._actors[member] = actor
+                    self.replaced[member] += 1
+                    return None
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+            if why is None:
                 return "the ensemble is shut down"
-            self._actors[member] = actor
-            self._killed.discard(member)
-            return None
+            return f"its restarts were spent on timeouts and a new actor did not start ({why})"
 
     def shutdown(self) -> None:
         """Kill every actor and remove the placement groups this ensemble created; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            actors = [*self._actors.values(), *self._pending]
+            groups = list(self._groups.values())
+            self._actors.clear()
+            self._groups.clear()
+            self._pending.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for a in self._actors.values():
+        for a in actors:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(a, no_restart=True)
-        for g in self._groups.values():
+        for g in groups:
             with contextlib.suppress(Exception):
                 remove_placement_group(g)
-        self._actors.clear()
-        self._groups.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -329,11 +342,12 @@ class Ensemble:
         errors: list[str] = []
         attempts = 0
         for attempt in range(retries + 1):
+            actor = self._actors.get(name, actor)  # another call may have replaced it meanwhile
             if attempt or name in self._killed:
                 why, dead = self._await_alive(actor)
                 if dead and name in self._killed:  # Ray gave up after restarts that our timeouts spent
                     why = self._replace(name, actor)
-                    actor = self._actors[name]
+                    actor = self._actors.get(name, actor)
                 elif why is None:
                     self._killed.discard(name)
                 if why:

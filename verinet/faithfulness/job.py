@@ -121,6 +121,11 @@ def _size(spec: Any, backend: Any) -> int | None:
         return int(n)
     from verinet.experiments.cost import CostError, checkpoint_parameters
 
+    if spec.backend == "openai":  # its model is a served name; a zoo or local model is found by its tokenizer
+        local = spec.tokenizer_location()
+        if not local:
+            return None
+        spec = spec.model_copy(update={"backend": "hf", "model": str(local)})
     try:
         return int(checkpoint_parameters(spec))
     except CostError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
@@ -84,9 +84,10 @@ def verify_problem(
       where an empty premise list is itself read from the step (a family format: it uses only givens).
       By default, True only without a ``family`` (the job, the probes and the endpoint read alike).
 
-    A chain that no verdict names (every verifier assigned to it failed) is listed in ``unverified``: it
-    gets no earliest error and no chain score, so it is never accepted under ``weighted``/``best`` and
-    error metrics leave it out instead of reading its default posteriors as a prediction.
+    A chain that no verdict names (every verifier assigned to it failed, or, under a fixed table, none
+    has a row in it) is listed in ``unverified``: it gets no earliest error and no chain score, is never
+    accepted (under ``majority`` its answer still votes), and error metrics leave it out instead of
+    reading its default posteriors as a prediction.
     """
     if aggregation not in METHODS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {list(METHODS)}")
@@ -117,7 +118,10 @@ def verify_problem(
     posteriors = propagate(g, local)
     pv = {(p.chain_id, p.step_index): p.p_valid for p in posteriors}
     ps = {(p.chain_id, p.step_index): p.p_supported for p in posteriors}
-    named = {v.chain_id for v in verdicts}  # an empty chain has nothing to verify: its error is structural
+    table_rules = aggregation in ("dawid_skene", "one_coin") and reliabilities is not None
+    # a verdict counts when the rule reads it: a fixed table ignores verifiers it has no row for
+    named = {v.chain_id for v in verdicts if not table_rules or v.verifier in reliabilities.verifiers}
+    # an empty chain has nothing to verify: its error is structural
     unverified = [c.id for c in chains if c.id not in named and (c.steps or c.answer is not None)]
     judged = {c.id for c in chains} - set(unverified)
     errors = {c.id: earliest_error(c, pv, threshold, missing_answer_is_error=missing_answer_is_error)
@@ -125,6 +129,8 @@ def verify_problem(
     scores = {c.id: chain_score(c, ps) for c in chains if c.id in judged}  # unverified: weight 0, never accepted
     lap("propagate")
     sel = select_answer(chains, scores, selection, threshold=accept_threshold, family=family)
+    if unverified:  # its answer still votes under "majority"; acceptance needs verification under every rule
+        sel = replace(sel, accepted=[cid for cid in sel.accepted if cid not in unverified])
     lap("select")
     agree = agreement_from_verdicts(chains, verdicts, reliabilities).flat()
     lap("agreement")

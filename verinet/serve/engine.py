@@ -45,7 +45,7 @@ from verinet.orchestration.protocol import MemberFailure, QuorumError, check_quo
 from verinet.orchestration.verify import verdicts_from_scores
 from verinet.serve.members import MemberAnswer, MemberClient, reserved_tokens
 from verinet.serve.metrics import ServiceMetrics, item_votes
-from verinet.serve.reliability import Reliabilities
+from verinet.serve.reliability import Choice, Reliabilities
 
 AUTHOR = "client"
 HEALTH_STRIKES = 2  # failed health checks in a row before a member that did not die counts as down
@@ -287,6 +287,9 @@ class VerifyEngine:
             verdicts += verdicts_from_scores(v, c.chain.id, r.answer.p_valid[r.offsets[j]])
         family = c.family.name if c.family is not None else None
         choice = self.reliabilities.choose(job.aggregation)
+        if choice.table is not None and not any(v.verifier in choice.table.verifiers for v in verdicts):
+            # a rolling fit over a window that none of these verifiers answered in knows nothing of them
+            choice = Choice("logodds", None, "logodds", choice.n_items)
         if choice.source != "none":
             self.metrics.used_reliabilities(choice.source)
         batch = verify_batch([(c.problem_id, [c.chain], verdicts)], aggregation=choice.aggregation,
