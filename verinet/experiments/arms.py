@@ -166,6 +166,8 @@ def calibrate(caller: Caller, formats: Mapping[str, PromptFormat], dev: Sequence
         for rep, (_, cs, _) in zip(b.reports, by_problem):
             post = {(p.chain_id, p.step_index): p.p_valid for p in rep.posteriors}
             for c in cs:
+                if c.id in rep.unverified:  # no verifier answered for it: nothing to calibrate on
+                    continue
                 n = len(c.steps) + (c.answer is not None)
                 items.append(([post.get((c.id, i), 0.5) for i in range(n)], c.first_error))
         return choose_threshold(items)
