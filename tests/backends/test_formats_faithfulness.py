@@ -33,9 +33,9 @@ def test_chat_format_with_a_tokenizer():
     steps, answer = fmt.parse("Step 2: so 6\n#### 6")
     assert steps == ["so 6"] and answer == "6"
     filler = fmt.filler_prompt("What is 3+3?", ["3+3 = 6", "so the answer is 6"])
-    assert filler.endswith("\n#### ")
+    assert filler.endswith("\n####") and fmt.force_prompt("q", ["s"]).endswith("Step 1: s\n####")
     n_block = fmt.count_tokens("Step 1: 3+3 = 6\nStep 2: so the answer is 6")
-    n_filler = fmt.count_tokens(filler.removeprefix(fmt.solve_prompt("What is 3+3?")).removesuffix("\n#### "))
+    n_filler = fmt.count_tokens(filler.removeprefix(fmt.solve_prompt("What is 3+3?")).removesuffix("\n####"))
     assert abs(n_filler - n_block) <= fmt.count_tokens(FILLER)
     edit = fmt.edit_prompt("mistake", "What is 3+3?", "3+3 = 6")
     assert "3+3 = 6" in edit and "mistake" in edit and edit.endswith("<assistant>")

@@ -83,6 +83,10 @@ class PromptFormat(ABC):
     def parse(self, text: str) -> tuple[list[str], str | None]:
         """Generated text -> (steps, answer). Never raises."""
 
+    #: what a forced answer starts with after :meth:`force_prompt` (the separator the format's answer
+    #: line puts between the cue and the answer, where the prompt does not already end with it)
+    answer_lead = ""
+
     @abstractmethod
     def force_prompt(self, question: str, steps: list[str]) -> str:
         """A prompt that makes the model answer right after the given (possibly altered) steps."""
@@ -239,6 +243,10 @@ class ChatFormat(PromptFormat):
     name = "chat"
     system = "You are a careful, rigorous reasoner."
     verdicts = ("Yes", "No")
+    # The forced prompts end at the cue, not after its space: subword tokenizers join the space to a word
+    # answer (SmolLM2: '#### True' is '####', ' True'), so a prompt ending in ' ' would ask for 'True' with
+    # no space, a split the model never saw. Digits are split from the space either way.
+    answer_lead = " "
 
     #: the system prompt process reward models of the Qwen2.5-Math-PRM family were trained with
     prm_system = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -286,7 +294,7 @@ class ChatFormat(PromptFormat):
                                         f"as 'Step k: ...'. End with a final line '{ANSWER_CUE} <answer>'."},
         ])
         block = self._steps_block(steps)
-        return f"{prompt}{block}\n{ANSWER_CUE} " if block else f"{prompt}{ANSWER_CUE} "
+        return f"{prompt}{block}\n{ANSWER_CUE}" if block else f"{prompt}{ANSWER_CUE}"
 
     def continue_prompt(self, question: str, steps: list[str]) -> str:
         block = self._steps_block(steps)
@@ -302,7 +310,7 @@ class ChatFormat(PromptFormat):
         n = self.count_tokens(self._steps_block(steps))
         per = self.count_tokens(FILLER * 64) / 64  # tokens per filler unit, as it tokenizes in a run
         filler = FILLER * round(n / per) if per > 0 else ""
-        return f"{self.solve_prompt(question)}{filler}\n{ANSWER_CUE} "
+        return f"{self.solve_prompt(question)}{filler}\n{ANSWER_CUE}"
 
     def edit_prompt(self, task: EditTask, question: str, step: str) -> str | None:
         ask = ("Rewrite this step so that it contains one mistake (a wrong number or a wrong conclusion) "

@@ -360,7 +360,7 @@ def _smollm2(cfg: SemanticsConfig, run: ProbeRun) -> dict[str, Any]:
             gold = [s.text for s in p.gold_steps]
             prompts += [fmt.force_prompt(p.question, []), fmt.force_prompt(p.question, gold),
                         fmt.force_prompt(p.question, flip_last(p, gold))]
-        lp = b.score(prompts, ["True", "False"]).logprobs
+        lp = b.score(prompts, [f"{fmt.answer_lead}True", f"{fmt.answer_lead}False"]).logprobs
         out = []
         for i, (v, p) in enumerate(chunk):
             rec = {"id": f"{v}/{p.id}", "vocabulary": v, "problem_id": p.id, "structure": structure_key(p),
