@@ -184,6 +184,11 @@ def test_a_bos_the_server_prepends_is_not_part_of_the_text(client, monkeypatch):
     plain = {"logprobs": {"tokens": ["ab", " cd"], "token_logprobs": [None, -2.0], "text_offset": [0, 2]}}
     monkeypatch.setattr(client, "_echo", lambda texts: ([plain], Usage()))
     assert client.token_logprobs(["ab cd"]).tokens == [[(2, 5, -2.0)]]
+    # a text that starts with a character split over byte tokens: the first piece is no BOS
+    split = {"logprobs": {"tokens": ["\ufffd", "\ufffd", " cd"], "token_logprobs": [None, -1.0, -2.0],
+                          "text_offset": [0, 1, 1]}}
+    monkeypatch.setattr(client, "_echo", lambda texts: ([split], Usage()))
+    assert client.token_logprobs(["é cd"]).tokens[0][-1] == (1, 4, -2.0)
 
 
 def test_generation_logprobs_and_token_id_prompts(hf, srv, prompts):

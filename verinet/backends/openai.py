@@ -357,6 +357,10 @@ def _token_counts(choices: list[dict[str, Any]], completion_tokens: int) -> list
 def _prepended(text: str, tokens: list[Any], offsets: list[int]) -> int:
     """Characters of a special token (e.g. ``<s>``) that the server put before ``text`` in its echo, whose
     offsets then count it; 0 when the echo starts with the text itself."""
-    if len(offsets) > 1 and not text.startswith(str(tokens[0])) and offsets[1] == len(str(tokens[0])):
-        return len(str(tokens[0]))
+    first, last = str(tokens[0]), str(tokens[-1])
+    if len(offsets) > 1 and not text.startswith(first) and offsets[1] == len(first):
+        # a first token that is a piece of a multi-byte character ('\ufffd', 'bytes:\xe2') also fails
+        # startswith: the end of the echo decides, where its last token is plain text
+        if not text.endswith(last) or offsets[-1] + len(last) == len(text) + len(first):
+            return len(first)
     return 0
