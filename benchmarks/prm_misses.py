@@ -25,7 +25,7 @@ from verinet.tasks import get_family
 from verinet.zoo.evaluate import EVAL_SEED
 from verinet.zoo.model import load_checkpoint
 from verinet.zoo.registry import resolve
-from verinet.zoo.token_prm import load_token_prm
+from verinet.zoo.token_prm import load_token_prm, source_mismatch
 from verinet.zoo.verifiers import _auroc, auroc_interval, step_scores
 
 MISS_QUANTILE = 0.25  # a wrong line is missed when it scores above this quantile of the gold lines
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     prm = load_token_prm(args.prm)
     source = json.loads((Path(args.prm) / "prm.json").read_text())["source"]
     solver = load_checkpoint(resolve(source))
+    # the likelihood column is the source's current weights; a PRM trained from earlier ones says so
+    mismatch = source_mismatch(args.prm, resolve(source))
     fam = get_family("arith")
     problems = fam.sample(args.n, seed=args.seed, params={"steps": args.steps, "distractors": 0})
     gold_items = [(p.question, [s.text for s in p.gold_steps], p.answer) for p in problems]
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         wrong.append((p.question, [s.text for s in ch.steps], ch.answer))
         where.append((i, fe, min(d, mod - d)))
     t0 = time.perf_counter()
-    out: dict = {"prm": str(args.prm), "source": source, "n": args.n, "steps": args.steps, "seed": args.seed,
+    out: dict = {"prm": str(args.prm), "source": source, "source_mismatch": mismatch, "n": args.n, "steps": args.steps, "seed": args.seed,
                  "miss_quantile": MISS_QUANTILE, "kinds": {}}
     for method, (model, tok) in (("prm", prm), ("likelihood", solver)):
         gold_rows = step_scores(model, tok, method, gold_items)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{args.prm} (source {source}): wrong arith results, {args.n} problems of {args.steps} steps; "
           f"missed = above the gold lines' {MISS_QUANTILE:.0%} quantile")
+    if mismatch:
+        print(f"note: {mismatch}; the likelihood row is the current {source}")
     for method, r in out["kinds"].items():
         dist = "  ".join(f"{k}: {v['missed']}/{v['n']}" for k, v in r["by_distance"].items())
         line = "  ".join(f"{int(k) + 1}: {v['missed']}/{v['n']}" for k, v in r["by_line"].items())

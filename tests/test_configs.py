@@ -34,6 +34,5 @@ def test_the_default_frontier_is_the_size_ladder_and_the_arms_own_recipes_smalle
     sizes = CompareConfig(ensemble=EnsembleArm(members=members)).frontier_sizes()
     assert list(sizes) == ["zoo-xs", "zoo-xs-sf", "zoo-s", "zoo-m", "zoo-l"]  # its own row, by parameters
     assert sizes["zoo-xs-sf"] == others and sizes["zoo-xs"] == rungs["zoo-xs"]
-    # the default ensemble is the solve-first xs: the frontier holds the ladder and that recipe's row
-    assert list(CompareConfig().frontier_sizes().items()) == [
-        ("zoo-xs", rungs["zoo-xs"]), ("zoo-xs-sf", others), *[(k, v) for k, v in rungs.items() if k != "zoo-xs"]]
+    # the default ensemble is the ladder's own xs: the frontier is the ladder alone
+    assert list(CompareConfig().frontier_sizes().items()) == list(rungs.items())

@@ -21,7 +21,7 @@ def _write(tmp_path, text: str) -> Path:
 
 def test_local_config_is_three_cpu_zoo_members_with_quorum_2():
     cfg = load_ensemble_config(CONFIGS / "ensemble-local.yaml", check_models=False)
-    assert [m.name for m in cfg.members] == ["zoo-xs-sf-s0", "zoo-xs-sf-s1", "zoo-xs-sf-s2"]
+    assert [m.name for m in cfg.members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
     assert cfg.quorum == 2
     assert all(m.backend == "hf" and m.format == "zoo" and m.resources.num_gpus == 0 for m in cfg.members)
     p = plan(cfg, {"CPU": 2.0})  # fits a 2-core laptop

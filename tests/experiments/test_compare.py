@@ -103,7 +103,7 @@ def test_summary_figures_are_computed_from_the_records(tiny_run):
     assert s["frontier"]["pairs"]["equal_model_count"]["how"] == "3 x xs against 3 x l"
     assert set(s["faithfulness"]["0"]) == {"zoo-l", "zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2", "ensemble"}
     # the cards' training provenance reaches the answer: one recipe at both sizes here
-    assert s["training"]["zoo-l"]["tokens"] > s["training"]["zoo-xs-s0"]["tokens"] > 0
+    assert s["training"]["zoo-l"]["tokens"] == s["training"]["zoo-xs-s0"]["tokens"] > 0  # equal at every size
     assert s["answer"]["verdicts"]["training"]["same_recipe"] is True
     assert "share the recipe" in s["answer"]["text"]
 
@@ -274,7 +274,7 @@ def test_resume_refuses_an_ensemble_file_or_task_file_changed_since_the_run_bega
     ({"inject": ["typo"]}, "inject.0"),
     ({"seed": -1}, "seed"),
     ({"ensemble": {"members": [{"name": "a", "backend": "hf", "model": "zoo-xs-s0"}]}}, "at least 2 members"),
-    ({"baseline": {"member": {"name": "zoo-xs-sf-s0", "backend": "hf", "model": "zoo-l"}}}, "also an ensemble member"),
+    ({"baseline": {"member": {"name": "zoo-xs-s0", "backend": "hf", "model": "zoo-l"}}}, "also an ensemble member"),
     ({"ensemble": {"topology": "star"}}, "ensemble.topology"),
     ({"sweep": {"ks": [0, 2]}}, "every K must be >= 1"),
     ({"faithfulness": {"tests": ["early_answering", "telepathy"]}}, "faithfulness.tests.1"),
@@ -312,11 +312,11 @@ def test_results_log_rejects_duplicates(tmp_path):
     assert len(ResultsLog(tmp_path / "r.jsonl")) == 1
 
 
-def test_default_config_is_the_solve_first_xs_against_zoo_l_on_local_ray():
+def test_default_config_is_the_ladders_xs_against_zoo_l_on_local_ray():
     cfg = CompareConfig()
     assert {t.family for t in cfg.tasks} == {"arith", "logic"}
     assert sum(t.n for t in cfg.tasks) >= 200
-    assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-sf-s0", "zoo-xs-sf-s1", "zoo-xs-sf-s2"]
+    assert [m.model for m in cfg.ensemble_config().members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
     assert cfg.baseline.member.model == "zoo-l" and not cfg.ray.local and cfg.ray.address is None
     assert load_config(ROOT / "configs" / "compare-local.yaml") == cfg.model_copy(update={"out_dir": cfg.out_dir})
 

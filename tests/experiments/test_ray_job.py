@@ -75,7 +75,7 @@ def test_ray_job_submit_runs_the_comparison(ray_head, tmp_path):
     address, env = ray_head
     cfg = {"name": "job", "tasks": [{"family": "arith", "n": 4, "params": {"steps": 2}}], "threshold": 0.5,
            "faithfulness": {"n": 2, "n_boot": 200, "tests": ["early_answering", "filler"]},
-           "sweep": {"sizes": {"xs": ["zoo-xs-sf-s0", "zoo-xs-sf-s1", "zoo-xs-sf-s2"], "l": ["zoo-l"]}, "ks": [1, 2], "n": 2}}
+           "sweep": {"sizes": {"xs": ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"], "l": ["zoo-l"]}, "ks": [1, 2], "n": 2}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"

@@ -109,7 +109,10 @@ def test_sampled_chains_do_not_depend_on_the_chunk_or_batch(request):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the probes run it (train.threads); more threads crawl on a busy machine
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    model, tok = load_checkpoint(resolve("zoo-xs-s0"))
+    # a model that solves these (0.91 on 3 hops): another batch shape moves logits by float noise only, which
+    # flips a token only at a near tie, and a weak model looping on one syllable meets such ties (the ladder's
+    # xs did, 2026-12-03); the seeding under test is per problem and sample either way
+    model, tok = load_checkpoint(resolve("zoo-xs-sf-s0"))
     fam = get_family("logic")
     problems = fam.sample(5, seed=8, params={"hops": 2, "distractors": 1})
     kw = {"k": 3, "temperature": 1.0, "greedy_first": True}

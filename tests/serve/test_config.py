@@ -20,7 +20,7 @@ TOKEN = "t0ken-with-enough-characters"
 def test_serve_local_validates_and_inlines_the_ensemble():
     cfg = load_serve_config(CONFIGS / "serve-local.yaml")
     assert cfg.host == "127.0.0.1" and cfg.ensemble.quorum == 2
-    assert [m.name for m in cfg.ensemble.members] == ["zoo-xs-sf-s0", "zoo-xs-sf-s1", "zoo-xs-sf-s2"]
+    assert [m.name for m in cfg.ensemble.members] == ["zoo-xs-s0", "zoo-xs-s1", "zoo-xs-s2"]
     assert cfg.autoscaling.min_replicas == 1 and cfg.autoscaling.max_replicas == 2
     assert resolve_token(cfg, environ={}) is None  # loopback: no token needed
 

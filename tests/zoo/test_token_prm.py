@@ -396,3 +396,29 @@ def test_the_next_token_loss_is_recorded_and_changes_what_is_learnt():
     with pytest.raises(ZooError, match="lm_loss with freeze_backbone"):
         token_prm.train(ZOO, None, lm_loss=1.0, freeze_backbone=True, **kw)
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), with_lm.state_dict().values()))
+
+
+def test_a_prm_knows_whether_it_was_trained_from_its_sources_current_weights(tmp_path):
+    import hashlib
+
+    from verinet.zoo.token_prm import source_mismatch, weights_digest
+
+    src, prm = tmp_path / "zoo-q", tmp_path / "zoo-q" / "prm"
+    prm.mkdir(parents=True)
+    (src / "model.safetensors").write_bytes(b"weights one")
+    assert weights_digest(src) == hashlib.sha256(b"weights one").hexdigest()
+    (prm / "prm.json").write_text(json.dumps({"source": "zoo-q", "kind": "token"}))
+    assert source_mismatch(prm, src) is None  # an older PRM that did not record its source's weights
+    (prm / "prm.json").write_text(json.dumps({"source": "zoo-q", "kind": "token", "source_sha256": weights_digest(src)}))
+    assert source_mismatch(prm, src) is None
+    (src / "model.safetensors").write_bytes(b"weights two")  # the source retrained, the PRM kept
+    why = source_mismatch(prm, src)
+    assert why and "other weights of zoo-q" in why and "verinet zoo train-prm zoo-q" in why
+
+
+def test_the_committed_prm_says_it_predates_the_current_zoo_l():
+    from verinet.zoo.registry import resolve
+    from verinet.zoo.token_prm import companion, source_mismatch
+
+    card = json.loads((resolve("zoo-l") / "card.json").read_text())
+    assert card["evaluation"].get("prm_source_mismatch") == source_mismatch(companion(resolve("zoo-l")), resolve("zoo-l"))

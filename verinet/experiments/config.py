@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 
 def _default_tasks() -> list[TaskSpec]:
     return [
-        TaskSpec(family="arith", n=100, params={"steps": 3, "distractors": 0}),
+        TaskSpec(family="arith", n=100, params={"steps": 6, "distractors": 0}),
         TaskSpec(family="logic", n=100, params={"hops": 3, "distractors": 1}),
     ]
 
@@ -41,7 +41,7 @@ def _zoo_member(name: str, cpus: float = 0.5) -> MemberSpec:
 
 
 def _default_members() -> list[MemberSpec]:
-    return [_zoo_member(f"zoo-xs-sf-s{i}") for i in range(3)]
+    return [_zoo_member(f"zoo-xs-s{i}") for i in range(3)]
 
 
 class EnsembleArm(_Strict):

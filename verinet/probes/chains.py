@@ -99,7 +99,9 @@ def sample_chains(model, tok, problems: Sequence[Problem], *, k: int, temperatur
                   seed: int, batch_size: int = 64) -> list[list[str]]:
     """``k`` chains per problem in the solve format: the first greedy when ``greedy_first``, the rest
     sampled at ``temperature`` (plain ancestral sampling: no top-k, no top-p). Sample j of problem p is
-    seeded by ``sample_seed(seed, p.id, j)``: the same whichever problems share its call or batch."""
+    seeded by ``sample_seed(seed, p.id, j)``: the same whichever problems share its call or batch, up to
+    the float noise of another batch shape (padding, matmul blocking), which can flip a token at a near tie,
+    as batched decoding does in any engine."""
     from transformers import LogitsProcessorList
 
     prompts = [formats.solve_prompt(p.question) for p in problems]

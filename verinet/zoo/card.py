@@ -154,7 +154,9 @@ def _verifier_lines(e: dict[str, Any]) -> list[str]:
              "token (one teacher-forced pass); *verdict*: the trained `<+>`/`<->` token after each step"
              + ("; *prm*: the token-level process reward model fine-tuned from this checkpoint (`prm/`, "
                 "`verinet zoo train-prm`; its `prm.json` says how), read at every token, a step scoring its least "
-                "valid token" if "prm" in e["verifier_auroc_by_method"] else "") + ".", "",
+                "valid token" if "prm" in e["verifier_auroc_by_method"] else "") + "."
+             + (f" The *prm* rows are not this checkpoint's own: {e['prm_source_mismatch']}."
+                if e.get("prm_source_mismatch") else ""), "",
              "| family | slice | verifier | " + " | ".join(ERROR_KINDS) + " |",
              "|---|---|---|" + "---|" * len(ERROR_KINDS)]
     for method, fams in e["verifier_auroc_by_method"].items():

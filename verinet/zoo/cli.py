@@ -333,8 +333,9 @@ def zoo_eval(
     seed: Annotated[int, typer.Option(help="Seed of the held-out sample.")] = 9_000_000,
     writers: Annotated[Optional[str], typer.Option(
         help="Comma-separated zoo models whose own greedy chains form the real-error set; default: the whole "
-             "committed size ladder, zoo-xs-s*, zoo-s, zoo-m, zoo-l (its smallest models alone write almost no "
-             "correct chain to balance against); other recipes such as zoo-xs-sf only when named.")
+             "committed size ladder, zoo-xs-s*, zoo-s, zoo-m, zoo-l (on the real-error slices its larger sizes write "
+             "most of the correct chains, its smaller most of the erroneous); other recipes such as zoo-xs-sf only "
+             "when named.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     update_card: Annotated[bool, typer.Option(
@@ -556,10 +557,11 @@ def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: li
     from verinet.zoo.registry import resolve
     from verinet.zoo.verifiers import OWN_ERROR_SEED, VERIFIER_SLICES, evaluate_verifiers, own_error_set
 
-    from verinet.zoo.token_prm import companion, load_token_prm
+    from verinet.zoo.token_prm import companion, load_token_prm, source_mismatch
 
     model, tok = load_checkpoint(path)
     prm = load_token_prm(companion(path)) if companion(path) is not None else None
+    prm_note = source_mismatch(companion(path), path) if prm is not None else None
     tasks = [TaskMix.model_validate(t) for t in card["training"]["tasks"]]
     own_errors = {} if own_errors is None else own_errors
     with console.status("evaluating solving and verifiers on held-out problems ..."):
@@ -567,7 +569,8 @@ def _full_evaluation(path: Path, card: dict, n: int, seed: int, writer_names: li
             writers = [(w, *load_checkpoint(resolve(w))) for w in writer_names]
             own_errors.update({fam: own_error_set(writers, fam, n, seed=seed + OWN_ERROR_SEED) for fam in VERIFIER_SLICES})
         ev = {**_solving(card.get("evaluation"), model, tok, tasks, n, seed),
-              **evaluate_verifiers(model, tok, n, seed=seed, own_errors=own_errors, prm=prm)}
+              **evaluate_verifiers(model, tok, n, seed=seed, own_errors=own_errors, prm=prm),
+              **({"prm_source_mismatch": prm_note} if prm_note else {})}
         repro = {**_solving(card.get("repro"), model, tok, tasks, REPRO_N, seed),
                  **evaluate_verifiers(model, tok, REPRO_N, seed=seed)}
     return ev, repro

@@ -14,7 +14,8 @@ from typing import Any
 from verinet.zoo.config import ZooError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-# The size ladder: one recipe (configs/zoo/zoo-{xs,s,m,l}*.yaml) at four sizes, the xs at three seeds.
+# The size ladder: one recipe at four sizes, the xs at three seeds, trained in four stages
+# (configs/zoo/arith-only/ then configs/zoo/two-family/, each with its continuation; 38.9M tokens a size).
 # Other committed checkpoints are other recipes (zoo-xs-sf: the xs trained to solve only); they load by
 # name like any other, but the ladder's figures (own-error writers, its smallest size) are the ladder's.
 LADDER = ("zoo-xs", "zoo-s", "zoo-m", "zoo-l")

@@ -288,6 +288,25 @@ def companion(checkpoint: str | Path) -> Path | None:
         return None
 
 
+def weights_digest(checkpoint: str | Path) -> str:
+    """sha256 of a checkpoint's ``model.safetensors``: what tells the weights a PRM was trained from."""
+    import hashlib
+
+    return hashlib.sha256((Path(checkpoint) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def source_mismatch(prm_dir: str | Path, source: str | Path) -> str | None:
+    """Why a PRM was not fine-tuned from ``source``'s current weights (None when it was, or when its
+    ``prm.json`` does not record which weights it came from)."""
+    info = json.loads((Path(prm_dir) / "prm.json").read_text())
+    want = info.get("source_sha256")
+    if want is None or want == weights_digest(source):
+        return None
+    return (f"the PRM {Path(prm_dir).name}/ was fine-tuned from other weights of {info.get('source')} than its "
+            f"current ones (sha256 {want[:12]}..., {info.get('source_weights', 'an earlier run')}); retrain it "
+            f"with `verinet zoo train-prm {info.get('source')}`")
+
+
 def load_token_prm(path: str | Path, *, device: str = "cpu"):
     """(token classifier, tokenizer) of a token-level PRM directory, through safetensors only."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -365,6 +384,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
         prm, tok = load_token_prm(init_from)
         if json.loads((Path(init_from) / "prm.json").read_text()).get("source") != src.name:
             raise ZooError(f"{init_from}: a PRM of another checkpoint; continue it from its own source")
+        if (why := source_mismatch(init_from, src)) is not None:  # lm_loss would read another backbone's head
+            raise ZooError(why)
         extra_layers = prm.config.num_hidden_layers - json.loads((src / "config.json").read_text())["num_hidden_layers"]
         prm.train()
     else:
@@ -474,7 +495,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
                 os.replace(tmp, state_file)
     seconds = time.perf_counter() - t0
     checkpoint(steps, seconds)
-    info = {"source": src.name, "kind": "token", "pooling": POOLING, "valid_label": 1,
+    info = {"source": src.name, "source_sha256": weights_digest(src), "kind": "token", "pooling": POOLING,
+            "valid_label": 1,
             "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
             "family_cycle": list(FAMILY_CYCLE), "kind_weights": KIND_WEIGHTS, "extra_layers": extra_layers,

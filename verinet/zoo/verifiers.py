@@ -43,9 +43,11 @@ VERIFIER_SLICES: dict[str, dict[str, Any]] = {
     "arith": {"steps": 3, "distractors": 0},
     "logic": {"hops": 3, "distractors": 1},
 }
-#: the slices whose model-written chains form the real-error set (easy to hard, so correct chains occur)
+#: the slices whose model-written chains form the real-error set: ones where the ladder's sizes write both
+#: correct and erroneous chains (its xs solve 1-4 plain arith steps without error, so arith starts at 4 and
+#: goes on to the graded slices, 6 steps and 4 steps among 2 distractors, where only the larger sizes succeed)
 OWN_ERROR_SLICES: dict[str, list[dict[str, Any]]] = {
-    "arith": [{"steps": s, "distractors": 0} for s in (1, 2, 3)],
+    "arith": [{"steps": 4, "distractors": 0}, {"steps": 6, "distractors": 0}, {"steps": 4, "distractors": 2}],
     "logic": [{"hops": h, "distractors": 1} for h in (1, 2, 3)],
 }
 OWN_ERROR_SEED = 100_000  # offset of the real-error problems from the held-out seed
