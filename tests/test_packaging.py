@@ -63,20 +63,6 @@ def test_wheel_carries_every_checkpoint_file():
     assert not missing, f"zoo files left out of the wheel by pyproject's package-data: {missing}"
 
 
-def test_wheel_leaves_out_the_training_stages():
-    """verinet/zoo/stages holds runs in progress, committed so that a fresh checkout can continue them; a
-    glob wide enough to reach it would put tens of MB of training state into every install."""
-    from setuptools import find_namespace_packages
-
-    stages = PKG / "zoo" / "stages"
-    assert (stages / "README.md").is_file()
-    carried = [p.relative_to(PKG).as_posix() for p in package_data_files() if stages in p.parents]
-    assert not carried, f"package-data selects training stages: {carried}"
-    find = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
-    packages = find_namespace_packages(str(ROOT), include=find["include"], exclude=find.get("exclude", ()))
-    assert "verinet.zoo" in packages and not [p for p in packages if p.startswith("verinet.zoo.stages")], packages
-
-
 def test_wheel_carries_every_config():
     selected = {p.relative_to(PKG / "configs").as_posix() for p in package_data_files()
                 if p.is_relative_to(PKG / "configs")}

@@ -153,3 +153,25 @@ def test_a_chain_no_verdict_names_is_unverified_not_predicted(aggregation):
         assert rep.unverified == ["p/b"] and set(rep.earliest_error) == {"p/a"}
     with pytest.raises(ValueError, match="unverified: unknown chain ids"):
         VerificationReport(problem_id="p", chains=[seen], unverified=["p/x"])
+
+
+def test_a_long_chain_of_passing_steps_is_accepted():
+    """Acceptance reads the weakest link: every item at or above the threshold and nothing missing under
+    it (tests/tasks/test_corruption.py: a missing premise loses). The chain score is a product, so at
+    P(valid) 0.6 per item a 7-step chain scores 0.6^8 = 0.017: thresholding it (an explicit
+    accept_threshold) rejects every long chain whose steps all pass."""
+    from verinet.graph.build import build_graph
+    from verinet.graph.propagate import support
+
+    p = fam.sample(1, seed=3, params={"steps": 7, "distractors": 0})[0]
+    gold = fam.gold_chain(p)
+    vs = [Verdict(verifier="v", chain_id=gold.id, step_index=i, p_valid=0.6) for i in range(len(gold.steps) + 1)]
+    rep = verify_problem(p.id, [gold], vs, family=fam, threshold=0.5)
+    assert rep.earliest_error[gold.id] == -1 and rep.accepted == [gold.id]
+    assert verify_problem(p.id, [gold], vs, family=fam, threshold=0.7).accepted == []  # an error: not accepted
+    old_rule = verify_problem(p.id, [gold], vs, family=fam, threshold=0.5, accept_threshold=0.5)
+    assert old_rule.accepted == [] and old_rule.final_answer == gold.answer
+    g = build_graph(p.id, [gold])
+    pv = {(gold.id, i): 0.6 for i in range(len(gold.steps) + 1)}
+    assert set(support(g, pv, weakest=True).values()) == {0.6}
+    assert min(support(g, pv).values()) == pytest.approx(0.6 ** (len(gold.steps) + 1))

@@ -19,7 +19,7 @@ from verinet.graph.aggregate import ITEM_METHODS, METHODS, Method, ReliabilityTa
 from verinet.graph.agreement import AgreementReport, agreement, agreement_from_verdicts
 from verinet.graph.build import StepKey, build_graph, chain_items, collect_ratings, item_node
 from verinet.graph.export import to_node_link
-from verinet.graph.propagate import chain_score, earliest_error, propagate
+from verinet.graph.propagate import chain_score, earliest_error, propagate, support
 from verinet.graph.select import Rule, Selection, select_answer
 from verinet.schema import Chain, Problem, StepPosterior, Verdict, VerificationReport
 
@@ -59,7 +59,7 @@ def verify_problem(
     selection: Rule = "weighted",
     reliabilities: ReliabilityTable | None = None,
     family: Any = None,
-    accept_threshold: float = 0.5,
+    accept_threshold: float | None = None,
     p_valid: Mapping[StepKey, float] | None = None,
     include_graph: bool = True,
     graph: nx.DiGraph | None = None,
@@ -71,8 +71,12 @@ def verify_problem(
     * ``aggregation``: ``mean``/``vote``/``logodds`` per item; ``dawid_skene``/``one_coin`` need the
       batch-fitted ``reliabilities`` (or use :func:`verify_batch`);
     * ``threshold``: an item with posterior P(valid) below it is an error (earliest error);
-    * ``selection``: ``majority``/``weighted``/``best``; ``accept_threshold`` is the chain score an
-      accepted chain needs under ``weighted``/``best``;
+    * ``selection``: ``majority``/``weighted``/``best``. Under ``weighted``/``best`` a chain of the
+      selected answer is accepted when it has no earliest error and everything its answer rests on is
+      supported (each item's P(valid) at or above ``threshold``, no missing premise: the weakest link,
+      :func:`support` with ``weakest``), or, given ``accept_threshold``, when its chain score (the
+      answer line's p_supported, a product over the chain, so lower for longer chains) reaches that;
+      under ``majority`` every chain of the selected answer is;
     * ``reliabilities`` also adds DS sensitivity/specificity to the agreement;
     * ``family`` (TaskFamily or name) normalises answers;
     * ``p_valid``: precomputed posteriors per (chain id, index) that replace aggregation (items
@@ -128,7 +132,15 @@ def verify_problem(
               for c in chains if c.id in judged}
     scores = {c.id: chain_score(c, ps) for c in chains if c.id in judged}  # unverified: weight 0, never accepted
     lap("propagate")
-    sel = select_answer(chains, scores, selection, threshold=accept_threshold, family=family)
+    sel = select_answer(chains, scores, selection, threshold=0.0 if accept_threshold is None else accept_threshold,
+                        family=family)
+    if accept_threshold is None and selection != "majority":
+        # accepted: no item below the threshold, and none of what its answer rests on (a missing premise
+        # counts 0); the weakest link, not the product, so a long chain of passing steps is accepted
+        weak = support(g, pv, weakest=True)
+        by_id = {c.id: c for c in chains}
+        sel = replace(sel, accepted=[cid for cid in sel.accepted if errors.get(cid, 0) == -1
+                                     and chain_score(by_id[cid], weak) >= threshold])
     if unverified:  # its answer still votes under "majority"; acceptance needs verification under every rule
         sel = replace(sel, accepted=[cid for cid in sel.accepted if cid not in unverified])
     lap("select")
@@ -163,7 +175,7 @@ def verify_batch(
     threshold: float = 0.5,
     selection: Rule = "weighted",
     family: Any = None,
-    accept_threshold: float = 0.5,
+    accept_threshold: float | None = None,
     include_graph: bool = True,
     reliabilities: ReliabilityTable | None = None,
     missing_answer_is_error: bool = True,

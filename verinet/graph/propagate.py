@@ -45,9 +45,11 @@ from verinet.schema import Chain, StepPosterior
 
 
 def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
-            missing: float = 0.5, missing_premise: float = 0.0) -> dict[StepKey, float]:
+            missing: float = 0.5, missing_premise: float = 0.0, *, weakest: bool = False) -> dict[StepKey, float]:
     """p_supported for every step and answer node of ``graph``; ``missing`` for items without p_valid,
-    ``missing_premise`` for each of a step's missing premises (see the module docstring).
+    ``missing_premise`` for each of a step's missing premises (see the module docstring). ``weakest``
+    combines an item with what it rests on by ``min`` instead of the product: its weakest link, which
+    does not fall with the length of the chain (what acceptance reads; equal for 0/1 beliefs).
 
     Breaks any cycle of ``depends`` edges first (in place, recorded; see :func:`break_cycles`).
     """
@@ -65,7 +67,9 @@ def support(graph: nx.DiGraph, p_valid: Mapping[StepKey, float],
             p *= missing_premise ** n_missing
         own[node] = p
         preds = list(dep.predecessors(node))
-        if len(preds) == 1:  # exact and linear-time along a chain
+        if weakest:  # min is idempotent: a shared ancestor counted twice changes nothing
+            p = min([p, *(out_by_node[a] for a in preds)])
+        elif len(preds) == 1:  # exact and linear-time along a chain
             p *= out_by_node[preds[0]]
         elif preds:  # premises that share ancestors: each ancestor once
             for a in nx.ancestors(dep, node):

@@ -13,7 +13,9 @@ Rules:
 *Accepted* chains are those whose answer equals the selected one -- for ``weighted`` and
 ``best`` only those whose score is also ``>= threshold`` (default 0.5): the vote may pick an
 answer that no chain verifies well, and then no chain is accepted although ``answer`` is still
-reported. Chains without an answer never vote. Answers are normalised with the family's
+reported. (:func:`verinet.graph.pipeline.verify_problem` accepts by earliest error instead unless
+it is given an ``accept_threshold``: a chain score is a product over the chain, which falls with
+its length even when every step passes.) Chains without an answer never vote. Answers are normalised with the family's
 ``normalize_answer`` when a family is given, else stripped of surrounding blanks.
 """
 
