@@ -1,14 +1,14 @@
 """Every zoo size as a verifier of the chains an ensemble's members wrote: earliest-error F1 by kind.
 
-    python benchmarks/own_errors.py [--writers zoo-xs-sf-s0,zoo-xs-sf-s1,zoo-xs-sf-s2]
+    python benchmarks/own_errors.py [--writers zoo-xs-s0,zoo-xs-s1,zoo-xs-s2]
         [--verifiers zoo-xs-s0,zoo-s,zoo-m,zoo-l,...] [--n 100] [--families arith,logic]
         [--out runs/own_errors.json]
 
 The real-error measure of `verinet zoo eval` (docs/metrics.md), run for many verifiers on one
 labelled set. The writers (default: the members of the default comparison, configs/compare-local.yaml)
-solve held-out problems greedily on each family's real-error slices (arith 1-3 steps, logic 1-3 hops;
-``--arith-slices``/``--logic-slices`` replace them, e.g. ``steps=4;steps=6`` where the writers
-rarely err on short chains); the exact checker labels each chain's first wrong line; the set is
+solve held-out problems greedily on each family's real-error slices (verinet.zoo.verifiers.OWN_ERROR_SLICES:
+arith 4 and 6 steps and 4 steps among 2 distractors, logic 1-3 hops; ``--arith-slices``/``--logic-slices``
+replace them, e.g. ``steps=2;steps=3`` for writers that err on short chains); the exact checker labels each chain's first wrong line; the set is
 balanced between correct and erroneous chains. Each verifier scores every line by each verifier kind
 it has (likelihood, the trained verdict, and its token-level PRM where one is committed); the
 threshold is fitted on the problems of even rank and F1 reported on the others, with a 95% bootstrap

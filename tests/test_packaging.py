@@ -6,8 +6,7 @@ The wheel itself is built, installed into a fresh venv and run from outside the 
 
 from __future__ import annotations
 
-import fnmatch
-import os
+import glob
 import re
 import tomllib
 from pathlib import Path
@@ -48,11 +47,12 @@ def declared() -> list[Requirement]:
 # --- package data ----------------------------------------------------------------------------
 
 def package_data_files() -> list[Path]:
-    """Files under verinet/ that the package-data globs of pyproject.toml select."""
+    """Files under verinet/ that the package-data globs of pyproject.toml select, matched as setuptools
+    matches them (``glob`` with ``recursive=True``: ``*`` stays within one directory, ``**`` crosses them;
+    fnmatch's ``*`` would cross ``/`` and pass a glob that leaves nested files out)."""
     globs = PYPROJECT["tool"]["setuptools"]["package-data"]["verinet"]
-    files = [Path(d) / f for d, _, names in os.walk(PKG, followlinks=True) for f in names  # through the link
-             if "__pycache__" not in Path(d).parts]
-    return [p for p in files if any(fnmatch.fnmatch(p.relative_to(PKG).as_posix(), g) for g in globs)]
+    found = {Path(p) for g in globs for p in glob.glob(str(PKG / g), recursive=True)}
+    return sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts)
 
 
 def test_wheel_carries_every_checkpoint_file():

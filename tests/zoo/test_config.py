@@ -43,10 +43,11 @@ def test_missing_config(tmp_path):
         load_zoo_config(tmp_path / "nope.yaml")
 
 
-LADDER = sorted((Path(__file__).resolve().parents[2] / "configs" / "zoo").glob("*.yaml"))
+ZOO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "zoo"
+LADDER = sorted(ZOO_CONFIGS.rglob("*.yaml"))  # the stage configs in subdirectories too
 
 
-@pytest.mark.parametrize("path", LADDER, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LADDER, ids=lambda p: p.relative_to(ZOO_CONFIGS).as_posix())
 def test_shipped_ladder_configs_validate(path):
     cfg = load_zoo_config(path)
     assert cfg.size.hidden // cfg.size.heads >= 32

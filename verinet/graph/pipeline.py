@@ -140,7 +140,8 @@ def verify_problem(
         weak = support(g, pv, weakest=True)
         by_id = {c.id: c for c in chains}
         sel = replace(sel, accepted=[cid for cid in sel.accepted if errors.get(cid, 0) == -1
-                                     and chain_score(by_id[cid], weak) >= threshold])
+                                     and chain_score(by_id[cid], weak) >= threshold
+                                     and chain_score(by_id[cid], weak) > 0])  # a missing premise, even at 0
     if unverified:  # its answer still votes under "majority"; acceptance needs verification under every rule
         sel = replace(sel, accepted=[cid for cid in sel.accepted if cid not in unverified])
     lap("select")

@@ -415,7 +415,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
     settings = {"source": str(src), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "families": list(families), "own_error_chains": len(own or []), "extra_layers": extra_layers,
                 "init_from": None if init_from is None else str(init_from), "distill": distill,
-                "freeze_backbone": freeze_backbone, "same_parity": same_parity, "lm_loss": lm_loss}
+                "freeze_backbone": freeze_backbone, "same_parity": same_parity, "lm_loss": lm_loss,
+                "source_sha256": weights_digest(src)}  # at the start: a resume on retrained weights is refused
     first, spent = 1, 0.0
     state_file = out / STATE if out is not None else None
     if state_file is not None and state_file.is_file():
@@ -423,7 +424,8 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
             state = torch.load(state_file, weights_only=False)
         except Exception as e:  # noqa: BLE001 - a state cut short by a crash, or not ours
             raise ZooError(f"{state_file}: unreadable run state ({type(e).__name__}); delete it to start over") from None
-        before_options = {"distill": 0.0, "freeze_backbone": False, "same_parity": 0.0, "lm_loss": 0.0}
+        before_options = {"distill": 0.0, "freeze_backbone": False, "same_parity": 0.0, "lm_loss": 0.0,
+                          "source_sha256": settings["source_sha256"]}  # not recorded before 2026-12-03
         if {**before_options, **state["settings"]} != settings:  # states saved before these options existed
             raise ZooError(f"{state_file}: an unfinished run with other settings ({state['settings']}) is here; "
                            "remove the directory or rerun with the same settings to resume it")
@@ -495,7 +497,7 @@ def train(source: str | Path, out: str | Path | None, *, steps: int, batch_size:
                 os.replace(tmp, state_file)
     seconds = time.perf_counter() - t0
     checkpoint(steps, seconds)
-    info = {"source": src.name, "source_sha256": weights_digest(src), "kind": "token", "pooling": POOLING,
+    info = {"source": src.name, "source_sha256": settings["source_sha256"], "kind": "token", "pooling": POOLING,
             "valid_label": 1,
             "labels": {0: "invalid", 1: "valid"}, "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "families": list(families), "train_slices": {f: TRAIN_SLICES[f] for f in families},
