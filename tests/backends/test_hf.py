@@ -34,6 +34,20 @@ def test_greedy_is_deterministic_batched_and_ordered(hf, problems):
     assert a.usage.decode == sum(c[0].tokens for c in a.completions) > 0
 
 
+def test_generation_stops_at_the_models_last_position(hf, problems):
+    """A zoo model has 512 positions: a long prompt leaves fewer than max_tokens, and none is an error."""
+    positions = hf.model.config.max_position_embeddings
+    prompt = formats.solve_prompt(problems[0].question)
+    pad = "x" * (positions - 10 - len(hf.tok(prompt, add_special_tokens=False)["input_ids"]))
+    long = pad + prompt
+    width = len(hf.tok(long, add_special_tokens=False)["input_ids"])
+    assert width == positions - 10
+    r = hf.generate([long], max_tokens=200)
+    assert r.completions[0][0].tokens <= positions - width
+    with pytest.raises(BackendError, match="no room to generate"):
+        hf.generate(["x" * positions], max_tokens=5)
+
+
 def test_the_checkpoints_own_decoding_defaults_are_left_out(hf, problems, monkeypatch):
     # a generation_config's repetition_penalty / top_k (Qwen2.5-Instruct ships both) would make transformers
     # decode differently from vLLM with explicit SamplingParams; the backend overrides them

@@ -72,10 +72,18 @@ class HFBackend(Backend):
         usage = Usage()
         out: list[list[Completion]] = []
         sample = temperature > 0
+        # a model never saw positions past max_position_embeddings (a zoo model's max_len): stop there, as
+        # vLLM stops at its max_model_len, instead of decoding on unseen positions
+        positions = getattr(self.model.config, "max_position_embeddings", None)
         for i in range(0, len(prompts), self.batch_size):
             enc = self._encode(prompts[i:i + self.batch_size])
             usage.prefill += int(enc["attention_mask"].sum())
-            kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_tokens, "num_return_sequences": n,
+            width = enc["input_ids"].shape[1]
+            room = max_tokens if positions is None else min(max_tokens, positions - width)
+            if room < 1:
+                raise BackendError(f"a prompt of {width} tokens leaves no room to generate in the model's "
+                                   f"{positions} positions; shorten it or use a model with a longer context")
+            kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": room, "num_return_sequences": n,
                                   "pad_token_id": self.tok.pad_token_id, "eos_token_id": self.tok.eos_token_id,
                                   **plain_decoding(temperature, top_p)}
             if stop:
